@@ -36,6 +36,7 @@ pub use bindings::*;
 
 /// The type of `MmSecureVirtualMemoryEx`, for calling it through the address that
 /// [`MmGetSystemRoutineAddress`] returns.
+#[allow(non_camel_case_types, non_snake_case)]
 pub type PFN_MM_SECURE_VIRTUAL_MEMORY_EX = unsafe extern "C" fn(
     Address: PVOID,
     Size: SIZE_T,

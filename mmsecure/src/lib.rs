@@ -1,3 +1,81 @@
-//! Safe API over `MmSecureVirtualMemory` (in progress).
+//! Secure a user-mode buffer from a Windows kernel driver, safely: a typed, `#![no_std]` API over
+//! `MmSecureVirtualMemory`, `MmSecureVirtualMemoryEx` and `MmUnsecureVirtualMemory`.
+//!
+//! A driver that touches a user buffer races the user: another thread can free the buffer or make
+//! it read-only mid-access. Securing the range makes the kernel refuse both until the range is
+//! unsecured. [`SecureRegion`] owns one secure, unsecures it when dropped, and reaches the bytes
+//! only by copying them, with every bound checked.
+//!
+//! ```
+//! use mmsecure::{ProbeMode, SecureRegion};
+//! use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+//!
+//! // Off Windows, mmsecure-sys's host backend models the kernel: a user process and its buffer.
+//! let process = Process::new();
+//! let _in_process = process.attach();
+//! let buffer = process.allocate(4096, PAGE_READWRITE).unwrap();
+//! process.write(buffer, b"hello").unwrap();
+//!
+//! // In the driver: secure, copy once, validate the copy, drop.
+//! let region = SecureRegion::new(buffer, 4096, ProbeMode::ReadWrite)?;
+//! assert!(process.free(buffer, AccessMode::User).is_err()); // the user cannot free it now
+//! assert!(process.protect(buffer, 4096, PAGE_READONLY, AccessMode::User).is_err());
+//! let mut request = [0u8; 5];
+//! region.read(0, &mut request)?;
+//! assert_eq!(&request, b"hello");
+//! drop(region);
+//! assert!(process.free(buffer, AccessMode::User).is_ok()); // and now it can
+//! # Ok::<(), mmsecure::Error>(())
+//! ```
+//!
+//! # What securing guarantees
+//!
+//! | while a [`SecureRegion`] stands | guaranteed? |
+//! |---|---|
+//! | the allocation is not freed, decommitted or unmapped | yes |
+//! | protection does not drop below the [`ProbeMode`] (no no-access; no read-only for `ReadWrite`) | yes |
+//! | no guard pages are set on the range | yes |
+//! | no protection change at all | only with [`SecureFlags::NO_CHANGE`] |
+//! | the bytes do not change | **no**: the user can write them at any time; copy once, validate the copy |
+//! | the pages are resident | **no**: a copy can page-fault and wait; copy below `DISPATCH_LEVEL` |
+//! | a copy cannot raise | **no**: an in-page error still raises an exception (Microsoft asks for `__try/__except`) |
+//! | it holds in another process context | **no**: copies there fail with [`Error::WrongProcess`] |
+//! | it outlives the process | **no**: process exit drops every secure |
+//!
+//! Microsoft itself recommends probing and locking (an MDL) over securing where the driver can:
+//! securing is for buffers that are too large or too long-lived to lock.
+//!
+//! # Rules for the caller
+//!
+//! - Create and drop regions at IRQL <= `APC_LEVEL` (debug builds assert it).
+//! - Drop a region in the context of the process that secured it (debug builds assert it), before
+//!   that process exits; from another thread, attach first (`KeStackAttachProcess`).
+//! - `MmSecureVirtualMemoryEx` (any non-empty [`SecureFlags`]) needs Windows 10 1809 or later; it
+//!   is looked up at run time, and [`secure_ex_available`] tells in advance.
+//!
+//! # Backends
+//!
+//! The crate calls the routines declared by `mmsecure-sys`. On Windows those are the kernel's; on
+//! any other OS they are `mmsecure-sys`'s host backend (`mmsecure_sys::host`), a model of the
+//! kernel's behaviour in which these docs' examples run and a driver's own logic can be tested.
+//! This crate does not know which one it has.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+mod copy;
+mod error;
+mod flags;
+mod kernel;
+mod probe;
+mod region;
+mod user_range;
+
+pub use error::Error;
+pub use flags::SecureFlags;
+pub use kernel::secure_ex_available;
+pub use probe::ProbeMode;
+pub use region::{RawRegion, SecureRegion};
+pub use user_range::HIGHEST_USER_ADDRESS;

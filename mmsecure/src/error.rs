@@ -1,0 +1,98 @@
+//! The one error type of the crate.
+
+use core::fmt;
+
+/// Why securing or accessing a user range did not happen.
+///
+/// Each variant is one cause a caller can act on. Every variant except [`Error::Refused`] and
+/// [`Error::Unavailable`] is detected by this crate before any kernel routine is called.
+///
+/// ```
+/// use mmsecure::{Error, ProbeMode, SecureRegion};
+///
+/// let err = SecureRegion::new(core::ptr::null(), 16, ProbeMode::ReadOnly).unwrap_err();
+/// assert_eq!(err, Error::NullAddress);
+/// assert_eq!(err.to_string(), "the user address is null");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Error {
+    /// The address is null.
+    NullAddress,
+    /// The length is zero: there is nothing to secure.
+    ZeroLength,
+    /// `address + len` does not fit in the address space.
+    Overflow,
+    /// Part of the range lies above the highest user-mode address (a kernel address, for
+    /// instance).
+    NotUserRange,
+    /// A raw probe mode that is neither `PAGE_READONLY` nor `PAGE_READWRITE`.
+    UnknownProbeMode(u32),
+    /// Raw flags with bits that are not one of the four `MM_SECURE_*` values; holds those bits.
+    UnknownFlags(u32),
+    /// An access at `offset` of `len` bytes does not fit in a region of `region_len` bytes.
+    OutOfBounds {
+        /// Where the access starts, from the start of the region.
+        offset: usize,
+        /// How many bytes the access asked for.
+        len: usize,
+        /// How many bytes the region has.
+        region_len: usize,
+    },
+    /// A write to a region secured with [`ProbeMode::ReadOnly`](crate::ProbeMode::ReadOnly):
+    /// such a secure does not promise that the pages are writable.
+    NotWritable,
+    /// The region is being used from a process context other than the one that secured it; the
+    /// same address means other memory there. Attach to the securing process first.
+    WrongProcess,
+    /// A raw secure handle is null.
+    NullHandle,
+    /// The kernel refused to secure the range: it is not committed, not inside one allocation,
+    /// lacks the access the probe mode asks, or the flags cannot be honoured (for example
+    /// [`SecureFlags::EXCLUSIVE`](crate::SecureFlags::EXCLUSIVE) with another secure on the
+    /// allocation).
+    Refused,
+    /// `MmSecureVirtualMemoryEx` is not available: this Windows is older than Windows 10 1809
+    /// (build 17763).
+    Unavailable,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::NullAddress => f.write_str("the user address is null"),
+            Error::ZeroLength => f.write_str("the length is zero"),
+            Error::Overflow => f.write_str("address + length overflows the address space"),
+            Error::NotUserRange => {
+                f.write_str("the range reaches above the highest user-mode address")
+            }
+            Error::UnknownProbeMode(raw) => write!(
+                f,
+                "probe mode {raw:#x} is neither PAGE_READONLY (0x2) nor PAGE_READWRITE (0x4)"
+            ),
+            Error::UnknownFlags(bits) => {
+                write!(f, "flag bits {bits:#x} are not MM_SECURE_* values")
+            }
+            Error::OutOfBounds {
+                offset,
+                len,
+                region_len,
+            } => write!(
+                f,
+                "{len} bytes at offset {offset} do not fit in a region of {region_len} bytes"
+            ),
+            Error::NotWritable => f.write_str("the region is secured read-only"),
+            Error::WrongProcess => {
+                f.write_str("the region belongs to another process context")
+            }
+            Error::NullHandle => f.write_str("the secure handle is null"),
+            Error::Refused => f.write_str("the kernel refused to secure the range"),
+            Error::Unavailable => f.write_str(
+                "MmSecureVirtualMemoryEx is not available on this Windows (needs 10.0.17763)",
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {}

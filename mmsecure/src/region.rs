@@ -1,0 +1,425 @@
+//! [`SecureRegion`]: one secured user range, unsecured when dropped.
+
+use core::ffi::c_void;
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::{size_of, ManuallyDrop, MaybeUninit};
+use core::ptr::NonNull;
+
+use bytemuck::{AnyBitPattern, NoUninit};
+use mmsecure_sys::PEPROCESS;
+
+use crate::copy::copy_bytes;
+use crate::{kernel, user_range, Error, ProbeMode, SecureFlags};
+
+/// A user-mode address range secured against being freed or made more restrictive, until this
+/// value is dropped.
+///
+/// Made by [`SecureRegion::new`] (`MmSecureVirtualMemory`) or [`SecureRegion::with_flags`]
+/// (`MmSecureVirtualMemoryEx`); dropping it calls `MmUnsecureVirtualMemory`. Its bytes are reached
+/// only by copying: [`read`](Self::read), [`write`](Self::write),
+/// [`read_value`](Self::read_value), [`write_value`](Self::write_value). No reference into user
+/// memory is ever formed.
+///
+/// # What a secure guarantees, and what it does not
+///
+/// While the region stands, the kernel refuses to free, decommit or unmap the allocation it lies
+/// in, and refuses protection changes below its [`ProbeMode`] (and guard pages). That is all:
+///
+/// - The user can still **change the bytes** at any time, from another thread. Copy once, then
+///   validate the copy; never validate in place and read again.
+/// - Pages are **not made resident**: a copy may page-fault and wait, so copy below
+///   `DISPATCH_LEVEL` only (the constructors and drop check this in debug builds).
+/// - An **in-page error** (a failed page-file or network read) can still raise an exception
+///   during a copy. Microsoft's header asks for `__try/__except` around every access for this
+///   reason; Rust has none, so such an error is a bug check today.
+/// - The region is only meaningful in the **process that secured it**. Every copy checks that
+///   the current process is that one ([`Error::WrongProcess`] otherwise); drop must run there
+///   too (attach with `KeStackAttachProcess` if needed) and before that process exits.
+///
+/// It cannot be cloned, and is neither `Send` nor `Sync`: the kernel ties a secure to a process
+/// context. To keep a secure beyond the current call (across a pended IRP, say), take it apart
+/// with [`into_raw`](Self::into_raw) and rebuild it with [`from_raw`](Self::from_raw).
+///
+/// # Example
+///
+/// ```
+/// use mmsecure::{ProbeMode, SecureRegion};
+/// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+///
+/// // On the host backend: a simulated user process with one page of user memory.
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// let buffer = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// process.write(buffer, b"request").unwrap();
+///
+/// let region = SecureRegion::new(buffer, 4096, ProbeMode::ReadWrite)?;
+/// let mut copy = [0u8; 7];
+/// region.read(0, &mut copy)?;
+/// assert_eq!(&copy, b"request");
+/// region.write(0, b"REPLY")?;
+/// drop(region); // MmUnsecureVirtualMemory
+/// # Ok::<(), mmsecure::Error>(())
+/// ```
+pub struct SecureRegion {
+    handle: NonNull<c_void>,
+    address: NonNull<u8>,
+    len: usize,
+    mode: ProbeMode,
+    process: PEPROCESS,
+    /// A secure belongs to a process context: not `Send`, not `Sync`.
+    _context: PhantomData<*mut ()>,
+}
+
+impl SecureRegion {
+    /// Secures `len` bytes at `address` in the current process with `MmSecureVirtualMemory`.
+    ///
+    /// The range is checked first: null, zero length, wrap-around and addresses above the user
+    /// range get their own error and never reach the kernel. The kernel may still refuse the
+    /// range ([`Error::Refused`]): memory not committed, not inside one allocation, or without
+    /// the access `mode` asks.
+    ///
+    /// Call at IRQL <= `APC_LEVEL`, in the context of the process that owns `address`.
+    ///
+    /// ```
+    /// use mmsecure::{Error, ProbeMode, SecureRegion};
+    /// use mmsecure_sys::host::{Process, PAGE_READONLY};
+    ///
+    /// let process = Process::new();
+    /// let _in_process = process.attach();
+    /// let page = process.allocate(4096, PAGE_READONLY).unwrap();
+    ///
+    /// assert!(SecureRegion::new(page, 4096, ProbeMode::ReadOnly).is_ok());
+    /// // Read-only memory cannot be secured for writing.
+    /// assert_eq!(
+    ///     SecureRegion::new(page, 4096, ProbeMode::ReadWrite).unwrap_err(),
+    ///     Error::Refused
+    /// );
+    /// ```
+    pub fn new(address: *const u8, len: usize, mode: ProbeMode) -> Result<SecureRegion, Error> {
+        let address = checked_start(address, len)?;
+        debug_assert_irql_allows_secure();
+        let handle = kernel::secure(address.as_ptr() as usize, len, mode.into_raw());
+        SecureRegion::adopt(handle, address, len, mode)
+    }
+
+    /// Secures `len` bytes at `address` with `MmSecureVirtualMemoryEx` and `flags`.
+    ///
+    /// The Ex routine exists on Windows 10 1809 (build 17763) and later only. It is looked up at
+    /// run time, never imported, so a driver using this still loads on older Windows, where this
+    /// returns [`Error::Unavailable`]. Empty flags use `MmSecureVirtualMemory`, which every
+    /// Windows has. Flags with unknown bits are [`Error::UnknownFlags`]; the range is checked as
+    /// in [`new`](Self::new).
+    ///
+    /// ```
+    /// use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
+    /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+    ///
+    /// let process = Process::new();
+    /// let _in_process = process.attach();
+    /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    ///
+    /// let region = SecureRegion::with_flags(page, 4096, ProbeMode::ReadOnly, SecureFlags::NO_CHANGE)?;
+    /// // NO_CHANGE refuses even a change a read-only secure would allow.
+    /// assert!(process.protect(page, 4096, PAGE_READONLY, AccessMode::User).is_err());
+    /// drop(region);
+    /// assert!(process.protect(page, 4096, PAGE_READONLY, AccessMode::User).is_ok());
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn with_flags(
+        address: *const u8,
+        len: usize,
+        mode: ProbeMode,
+        flags: SecureFlags,
+    ) -> Result<SecureRegion, Error> {
+        let flags = SecureFlags::from_raw(flags.bits())?;
+        if flags.is_empty() {
+            return SecureRegion::new(address, len, mode);
+        }
+        let address = checked_start(address, len)?;
+        debug_assert_irql_allows_secure();
+        let handle = kernel::secure_ex(
+            address.as_ptr() as usize,
+            len,
+            mode.into_raw(),
+            flags.into_raw(),
+        )
+        .ok_or(Error::Unavailable)?;
+        SecureRegion::adopt(handle, address, len, mode)
+    }
+
+    /// Wraps what a secure routine returned for a checked range.
+    fn adopt(
+        handle: mmsecure_sys::HANDLE,
+        address: NonNull<u8>,
+        len: usize,
+        mode: ProbeMode,
+    ) -> Result<SecureRegion, Error> {
+        let handle = NonNull::new(handle).ok_or(Error::Refused)?;
+        Ok(SecureRegion {
+            handle,
+            address,
+            len,
+            mode,
+            process: kernel::current_process(),
+            _context: PhantomData,
+        })
+    }
+
+    /// The first byte of the secured range, as given (the kernel secures whole pages around it).
+    ///
+    /// ```
+    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let region = SecureRegion::new(page, 100, ProbeMode::ReadOnly)?;
+    /// assert_eq!(region.address(), page as *const u8);
+    /// assert_eq!(region.len(), 100);
+    /// assert_eq!(region.mode(), ProbeMode::ReadOnly);
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
+    #[must_use]
+    pub fn address(&self) -> *const u8 {
+        self.address.as_ptr()
+    }
+
+    /// The length of the range in bytes, as given; never zero.
+    #[must_use]
+    #[allow(clippy::len_without_is_empty)] // a region is never empty
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The probe mode the range was secured with.
+    #[must_use]
+    pub fn mode(&self) -> ProbeMode {
+        self.mode
+    }
+
+    /// The process that secured the range, as `IoGetCurrentProcess` named it then: attach to it
+    /// (`KeStackAttachProcess`) to use or drop the region from another context.
+    #[must_use]
+    pub fn process(&self) -> PEPROCESS {
+        self.process
+    }
+
+    /// Copies `out.len()` bytes starting `offset` bytes into the region into `out`.
+    ///
+    /// ```
+    /// # use mmsecure::{Error, ProbeMode, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// process.write(page.wrapping_add(8), &[1, 2, 3]).unwrap();
+    /// let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?;
+    /// let mut out = [0u8; 3];
+    /// region.read(8, &mut out)?;
+    /// assert_eq!(out, [1, 2, 3]);
+    /// assert!(matches!(region.read(14, &mut out), Err(Error::OutOfBounds { .. })));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), Error> {
+        let src = self.user_ptr(offset, out.len())?;
+        // SAFETY: `user_ptr` checked that the range lies inside the region and that this is the
+        // securing process, so the secure keeps it allocated and readable; `out` is the driver's
+        // own memory, disjoint from user memory.
+        unsafe { copy_bytes(out.as_mut_ptr(), src, out.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` into the region starting `offset` bytes in. Refused with
+    /// [`Error::NotWritable`] on a [`ProbeMode::ReadOnly`] region.
+    ///
+    /// ```
+    /// # use mmsecure::{Error, ProbeMode, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let region = SecureRegion::new(page, 16, ProbeMode::ReadWrite)?;
+    /// region.write(0, b"ok")?;
+    /// let mut seen = [0u8; 2];
+    /// process.read(page, &mut seen).unwrap();
+    /// assert_eq!(&seen, b"ok");
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), Error> {
+        if self.mode != ProbeMode::ReadWrite {
+            return Err(Error::NotWritable);
+        }
+        let dst = self.user_ptr(offset, data.len())?;
+        // SAFETY: `user_ptr` checked the range and the process; a read-write secure keeps the
+        // pages writable; `data` is the driver's own memory, disjoint from user memory.
+        unsafe { copy_bytes(dst as *mut u8, data.as_ptr(), data.len()) };
+        Ok(())
+    }
+
+    /// Copies a `T` out of the region at `offset` (no alignment needed). `T` must accept any bit
+    /// pattern, since the user chooses the bytes.
+    ///
+    /// ```
+    /// # use mmsecure::{Error, ProbeMode, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// process.write(page.wrapping_add(1), &0x1234_5678u32.to_ne_bytes()).unwrap();
+    /// let region = SecureRegion::new(page, 64, ProbeMode::ReadOnly)?;
+    /// let value: u32 = region.read_value(1)?;
+    /// assert_eq!(value, 0x1234_5678);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn read_value<T: AnyBitPattern>(&self, offset: usize) -> Result<T, Error> {
+        let src = self.user_ptr(offset, size_of::<T>())?;
+        let mut value = MaybeUninit::<T>::uninit();
+        // SAFETY: as in `read`; `value` is a local of exactly `size_of::<T>()` bytes.
+        unsafe { copy_bytes(value.as_mut_ptr().cast::<u8>(), src, size_of::<T>()) };
+        // SAFETY: every byte of `value` was written, and `T: AnyBitPattern` makes any bytes a
+        // valid `T`.
+        Ok(unsafe { value.assume_init() })
+    }
+
+    /// Copies `value` into the region at `offset` (no alignment needed). Refused with
+    /// [`Error::NotWritable`] on a [`ProbeMode::ReadOnly`] region.
+    ///
+    /// ```
+    /// # use mmsecure::{Error, ProbeMode, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let region = SecureRegion::new(page, 64, ProbeMode::ReadWrite)?;
+    /// region.write_value(4, &7u64)?;
+    /// assert_eq!(region.read_value::<u64>(4)?, 7);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn write_value<T: NoUninit>(&self, offset: usize, value: &T) -> Result<(), Error> {
+        self.write(offset, bytemuck::bytes_of(value))
+    }
+
+    /// The user address `offset` bytes in, once `len` bytes there are known to lie inside the
+    /// region and this thread is in the securing process's context.
+    fn user_ptr(&self, offset: usize, len: usize) -> Result<*const u8, Error> {
+        user_range::check_access(offset, len, self.len)?;
+        if kernel::current_process() != self.process {
+            return Err(Error::WrongProcess);
+        }
+        Ok(self.address.as_ptr().wrapping_add(offset) as *const u8)
+    }
+
+    /// Takes the region apart without unsecuring it, to keep the secure beyond this value's life
+    /// (across a pended IRP, say). Rebuild it with [`from_raw`](Self::from_raw); a `RawRegion`
+    /// that is never rebuilt leaves the range secured until its process exits.
+    ///
+    /// ```
+    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let raw = SecureRegion::new(page, 4096, ProbeMode::ReadWrite)?.into_raw();
+    /// // ... keep `raw` in the IRP's context; later, in the same process context:
+    /// // SAFETY: `raw` came from `into_raw` and is rebuilt once, in its process.
+    /// let region = unsafe { SecureRegion::from_raw(raw) }?;
+    /// assert_eq!(region.len(), 4096);
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
+    #[must_use = "a raw region that is never rebuilt stays secured until its process exits"]
+    pub fn into_raw(self) -> RawRegion {
+        let this = ManuallyDrop::new(self);
+        RawRegion {
+            handle: this.handle.as_ptr(),
+            address: this.address.as_ptr(),
+            len: this.len,
+            mode: this.mode,
+            process: this.process,
+        }
+    }
+
+    /// Rebuilds a region from its raw parts. The parts are checked as far as they can be: a null
+    /// handle is [`Error::NullHandle`] and the range is checked as in [`new`](Self::new).
+    ///
+    /// # Safety
+    ///
+    /// `raw` must come from [`into_raw`](Self::into_raw) (or be a secure handle from the kernel
+    /// with the range and process it was made for), and must not be rebuilt more than once: two
+    /// regions over one handle would unsecure it twice.
+    pub unsafe fn from_raw(raw: RawRegion) -> Result<SecureRegion, Error> {
+        let handle = NonNull::new(raw.handle).ok_or(Error::NullHandle)?;
+        let address = checked_start(raw.address, raw.len)?;
+        Ok(SecureRegion {
+            handle,
+            address,
+            len: raw.len,
+            mode: raw.mode,
+            process: raw.process,
+            _context: PhantomData,
+        })
+    }
+}
+
+impl Drop for SecureRegion {
+    fn drop(&mut self) {
+        debug_assert_irql_allows_secure();
+        debug_assert!(
+            kernel::current_process() == self.process,
+            "a SecureRegion must be dropped in the process that secured it \
+             (attach with KeStackAttachProcess first)"
+        );
+        // SAFETY: `handle` is this region's live secure handle (from the kernel, or from
+        // `from_raw`'s caller who vouches for it), unsecured here exactly once.
+        unsafe { kernel::unsecure(self.handle.as_ptr()) };
+    }
+}
+
+impl fmt::Debug for SecureRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecureRegion")
+            .field("address", &self.address)
+            .field("len", &self.len)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`SecureRegion`] taken apart by [`SecureRegion::into_raw`]: the secure handle and what it
+/// was made for. Inert data: it unsecures nothing when dropped, and only the `unsafe`
+/// [`SecureRegion::from_raw`] turns it back into a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRegion {
+    /// The value the secure routine returned, good only for `MmUnsecureVirtualMemory`.
+    pub handle: mmsecure_sys::HANDLE,
+    /// The first byte of the range.
+    pub address: *const u8,
+    /// The length of the range in bytes.
+    pub len: usize,
+    /// The probe mode of the secure.
+    pub mode: ProbeMode,
+    /// The process that secured the range.
+    pub process: PEPROCESS,
+}
+
+// SAFETY: a `RawRegion` is plain data that nothing dereferences; moving it between threads (to
+// finish a pended IRP elsewhere) is harmless, and using it needs the `unsafe` `from_raw`, whose
+// caller must be in the right process context.
+unsafe impl Send for RawRegion {}
+// SAFETY: as for `Send`: shared access only reads the plain fields.
+unsafe impl Sync for RawRegion {}
+
+/// Checks a range and returns its start as non-null.
+fn checked_start(address: *const u8, len: usize) -> Result<NonNull<u8>, Error> {
+    user_range::check(address as usize, len)?;
+    NonNull::new(address as *mut u8).ok_or(Error::NullAddress)
+}
+
+/// In debug builds, stops with a clear message where the kernel would bug check.
+fn debug_assert_irql_allows_secure() {
+    debug_assert!(
+        kernel::irql_allows_secure(),
+        "MmSecureVirtualMemory and MmUnsecureVirtualMemory need IRQL <= APC_LEVEL (now {})",
+        kernel::irql()
+    );
+}
