@@ -1,0 +1,28 @@
+//! What the types are, checked at compile time and by size.
+
+use core::mem::size_of;
+use mmsecure::{Error, ProbeMode, RawRegion, SecureFlags, SecureRegion};
+use static_assertions::{assert_impl_all, assert_not_impl_any};
+
+// A secure is tied to its process context, and is owned once.
+assert_not_impl_any!(SecureRegion: Send, Sync, Clone, Copy);
+// Its raw parts are inert data that may travel with an IRP.
+assert_impl_all!(RawRegion: Send, Sync, Copy);
+assert_impl_all!(Error: Send, Sync, Copy, Eq, core::fmt::Display);
+assert_impl_all!(ProbeMode: Send, Sync, Copy, Eq);
+assert_impl_all!(SecureFlags: Send, Sync, Copy, Eq);
+
+#[test]
+fn secure_region_is_five_words_and_option_costs_nothing() {
+    // handle, address, len, mode (padded to a word) and the securing process.
+    assert_eq!(size_of::<SecureRegion>(), 5 * size_of::<usize>());
+    assert_eq!(size_of::<Option<SecureRegion>>(), size_of::<SecureRegion>());
+}
+
+#[test]
+fn raw_representations_are_the_headers() {
+    assert_eq!(size_of::<ProbeMode>(), 4);
+    assert_eq!(size_of::<SecureFlags>(), 4);
+    assert_eq!(ProbeMode::ReadOnly as u32, mmsecure_sys::PAGE_READONLY as u32);
+    assert_eq!(ProbeMode::ReadWrite as u32, mmsecure_sys::PAGE_READWRITE as u32);
+}
