@@ -29,7 +29,10 @@ pub mod ctypes;
     non_snake_case,
     non_upper_case_globals,
     missing_docs,
-    clippy::all
+    clippy::all,
+    // bindgen's layout tests: generated `unsafe` blocks, without SAFETY comments.
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
 )]
 mod bindings;
 pub use bindings::*;

@@ -1,5 +1,46 @@
-//! `cargo xtask`: mmsecure's own tasks.
-fn main() {
-    eprintln!("no tasks yet");
-    std::process::exit(2);
+//! `cargo xtask <task> [args…]`: mmsecure's own chores, one module per task.
+//!
+//! Each task is a module with `pub fn run(args: &[String]) -> xtask::Result`; this file only
+//! dispatches on the first argument.
+
+mod codegen;
+mod debian;
+mod diff;
+
+use std::process::ExitCode;
+
+/// What every task returns: `Err` carries a message for a person, printed as `error: …`.
+pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [args…]
+
+tasks:
+  codegen [--check] [--wdk DIR]   regenerate mmsecure-sys/src/bindings.rs from ntddk.h
+                                  (--check: fail with a diff if the committed file is stale)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match task.as_str() {
+        "codegen" => codegen::run(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("unknown task `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
