@@ -37,6 +37,9 @@ pub mod ctypes;
 mod bindings;
 pub use bindings::*;
 
+// Compile-time pins of every constant's value and every type's size: see the module.
+mod abi;
+
 /// The type of `MmSecureVirtualMemoryEx`, for calling it through the address that
 /// [`MmGetSystemRoutineAddress`] returns.
 #[allow(non_camel_case_types, non_snake_case)]

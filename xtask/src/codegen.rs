@@ -220,6 +220,9 @@ impl Source {
                         "-DAMD64",
                         "-D_WIN64",
                         "-D_KERNEL_MODE",
+                        // The WDK's headers are written for MSVC: clang warns about hundreds
+                        // of things in them that do not matter here.
+                        "-w",
                     ]
                     .map(str::to_owned),
                 );
