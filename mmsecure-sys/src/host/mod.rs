@@ -1,4 +1,150 @@
-//! PLACEHOLDER: the host backend is being written (issue #3).
-#![allow(missing_docs)]
-use crate::KIRQL;
-pub unsafe fn KeGetCurrentIrql() -> KIRQL { 0 }
+//! The host backend: an in-process model of the Windows memory manager's secure semantics, so
+//! that code calling `MmSecureVirtualMemory` and friends builds, runs and is tested off Windows.
+//!
+//! Off Windows, this module defines every routine the crate declares (`MmSecureVirtualMemory`,
+//! `MmSecureVirtualMemoryEx`, `MmUnsecureVirtualMemory`, `MmGetSystemRoutineAddress`,
+//! `IoGetCurrentProcess`) under its own unmangled name, so the very declarations a driver calls
+//! on Windows link to the model. `KeGetCurrentIrql` (inline in the headers) is a plain function.
+//!
+//! The model has:
+//!
+//! - simulated user processes ([`Process`]), each with an address space of allocations
+//!   (reserve, commit, a protection per page, mapped views), backed by real, zeroed,
+//!   page-aligned memory the model owns, so a driver's copies touch real bytes;
+//! - per thread, a current process ([`Process::attach`], like `KeStackAttachProcess`; none means
+//!   the System process, which has no user memory) and a current IRQL ([`raise_irql`]);
+//! - the user-mode operations a driver races against ([`Process::protect`],
+//!   [`Process::decommit`], [`Process::free`], [`Process::unmap_view`], [`Process::fork`],
+//!   [`Process::exit`], ...), which is where a secure's refusals show;
+//! - a record of misuse ([`Misuse`]) that the kernel would tolerate silently;
+//! - the Windows build ([`set_windows_build`]) `MmGetSystemRoutineAddress` answers by.
+//!
+//! ```
+//! use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE, PAGE_SIZE};
+//! use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory};
+//!
+//! // A user process hands the driver a buffer.
+//! let app = Process::new();
+//! let buffer = app.allocate(2 * PAGE_SIZE, PAGE_READWRITE).unwrap();
+//! app.write(buffer, b"request").unwrap();
+//!
+//! // The driver runs in the app's context (it is called on the app's thread, or attaches).
+//! let _in_app = app.attach();
+//! // SAFETY: the routine validates the range itself; it returns NULL if it will not secure it.
+//! let handle = unsafe { MmSecureVirtualMemory(buffer.cast(), 2 * PAGE_SIZE as u64, PAGE_READWRITE) };
+//! assert!(!handle.is_null());
+//!
+//! // The user can no longer free the buffer or make it read-only...
+//! assert!(app.free(buffer, AccessMode::User).is_err());
+//! assert!(app.protect(buffer, PAGE_SIZE, PAGE_READONLY, AccessMode::User).is_err());
+//! // ...but can still change its bytes: copy once, validate the copy.
+//! app.write(buffer, b"REQUEST").unwrap();
+//! let mut copy = [0u8; 7];
+//! // SAFETY: the range is secured read-write in the current process, so it is committed and
+//! // readable; the model's memory is real.
+//! unsafe { core::ptr::copy_nonoverlapping(buffer, copy.as_mut_ptr(), 7) };
+//! assert_eq!(&copy, b"REQUEST");
+//!
+//! // SAFETY: the handle is live and this thread is in the process that secured it.
+//! unsafe { MmUnsecureVirtualMemory(handle) };
+//! assert!(app.free(buffer, AccessMode::User).is_ok());
+//! assert!(app.misuses().is_empty());
+//! ```
+//!
+//! # The rules, and where each comes from
+//!
+//! Sources: **DOCS** Microsoft's reference pages for the three routines; **HEADER** the WDK's
+//! `ntddk.h`; **WRK** the Windows Research Kernel's `base/ntos/mm`; **DECOMP** a decompiled
+//! modern build (weak provenance). Where they disagree, the model takes the **stricter** reading
+//! and says so.
+//!
+//! | # | Rule | Source | Where sources disagree |
+//! |---|---|---|---|
+//! | 1 | A secure routine returns NULL, never raises, for: zero size; `Address + Size` wrapping; the last byte above [`HIGHEST_USER_ADDRESS`]; a range not inside one allocation; pages not committed; pages without the access `ProbeMode` asks; a thread in no process (System) or in an exited one. | WRK, DOCS | WRK accepts a zero size; modern builds reject it: rejected. |
+//! | 2 | `PAGE_READONLY` needs every page readable; `PAGE_READWRITE` needs every page writable. A guard page is neither. `PAGE_EXECUTE` is not readable. | WRK, DOCS | WRK treats guard pages by their base access and execute-only as readable (x86 hardware); Microsoft documents reads of `PAGE_EXECUTE` pages as faulting: both taken as **not accessible**. |
+//! | 3 | A `ProbeMode` other than `PAGE_READONLY` / `PAGE_READWRITE` gives NULL. | DECOMP (Ex) | WRK treats every mode but `PAGE_READONLY` as read-write: the model **refuses** them, for both routines. |
+//! | 4 | Every page is checked, however large the range. | — | WRK skips probing large (>= 64 KiB) untouched private ranges: the model **always checks**. Nothing is made resident either way. |
+//! | 5 | `MmSecureVirtualMemoryEx` gives NULL if `Flags` has a bit outside `0xF`. | DECOMP, HEADER | — |
+//! | 6 | The secure covers whole pages: start rounded down, end rounded up. | WRK | — |
+//! | 7 | While a secure stands, a protection change overlapping its pages is refused with `STATUS_INVALID_PAGE_PROTECTION` if the new protection is a guard page, or lacks the probe mode's access: `PAGE_READWRITE` refuses no-access and read-only (and execute, execute-read), `PAGE_READONLY` refuses no-access (and execute) but allows read-write and write-copy. | DOCS, WRK | DOCS list only `PAGE_NOACCESS`/`PAGE_READONLY`; WRK refuses by access (`MmReadWrite`): the model refuses by access with execute-only as not readable. |
+//! | 8 | Decommitting any part of an allocation, freeing it (MEM_RELEASE) or unmapping a view, while any secure stands anywhere on it, is refused with `STATUS_INVALID_PAGE_PROTECTION`. | WRK, DOCS | WRK checks decommit only against the secured pages: the model refuses a decommit **anywhere** in the allocation. |
+//! | 9 | `MM_SECURE_NO_CHANGE`: every protection change is refused, even to the same protection. | DOCS, HEADER | DOCS say "on the supplied view": the model applies it to the **whole allocation**, not only the secured pages. |
+//! | 10 | `MM_SECURE_EXCLUSIVE`: NULL if any other secure stands on the allocation. | DOCS | Whether a later plain secure may join an exclusive one is not documented; the kernel pins the VAD for it: the model **refuses** any later secure on that allocation. |
+//! | 11 | `MM_SECURE_USER_MODE_ONLY`: the secure refuses only what [`AccessMode::User`] asks; kernel-mode changes and frees pass it. | DOCS, HEADER | — |
+//! | 12 | `MM_SECURE_NO_INHERIT`: a forked child's copy of the allocation is not secured; without it, the child's copy stays secured until the child exits. | DOCS | WRK strips every secure on fork; modern DOCS imply inheritance: the model **inherits** without the flag. |
+//! | 13 | One allocation holds any number of secures, each independent: unsecuring one leaves the others in force. | WRK | — |
+//! | 14 | `MmUnsecureVirtualMemory` in the securing process restores everything its secure refused. | DOCS | — |
+//! | 15 | In another process, after the process exited, with no process, or with a handle that names nothing, `MmUnsecureVirtualMemory` does nothing (and the model records a [`Misuse`]; strict mode stops the binary). | DOCS, DECOMP | WRK would corrupt state (ASSERTs only): the model does nothing, as modern builds do, and records it. |
+//! | 16 | Process exit drops all of its secures and refuses nothing. | WRK, DOCS | — |
+//! | 17 | Handles are opaque, never NULL, never an address (bits 52..64 are `0x5EC`, which no canonical address has), scrambled with a per-process cookie: meaningless in another process. | DECOMP | — |
+//! | 18 | Above `APC_LEVEL`, the secure routines stop the caller as the bug check `IRQL_NOT_LESS_OR_EQUAL` (0xA) would; `MmGetSystemRoutineAddress` does so above `PASSIVE_LEVEL`. | HEADER (`_IRQL_requires_max_`), DOCS | — |
+//! | 19 | `MmGetSystemRoutineAddress` finds the routines the model defines by their UTF-16 name (case-sensitive); before build 17763 (Windows 10 1809) not `MmSecureVirtualMemoryEx`. | HEADER (`NTDDI_WIN10_RS5`), DOCS | — |
+//! | 20 | Securing stops no user write to the bytes, makes nothing resident. | DOCS | — |
+//!
+//! # Limits of the model
+//!
+//! - **Bug checks abort.** The routines are `extern "C"` and cannot unwind, so where the kernel
+//!   would bug check (rule 18, strict-mode misuse, calling the Ex routine on a build without
+//!   it), the model prints a message naming the bug check and aborts the binary. A test that
+//!   expects one runs the code in a child process (see `tests/host_irql.rs`).
+//! - **Fork shares bytes.** The host cannot map two copies at one address: a forked child's
+//!   allocations are at the parent's addresses over the parent's bytes. Its allocations,
+//!   protections and secures are its own.
+//! - **Memory is never returned early.** Freed allocations and an exited process' memory stay
+//!   owned by the model until the last handle to every process mapping them is dropped, so a
+//!   driver that copies from freed user memory reads stale bytes instead of host memory in other
+//!   use. Nothing faults: the model checks protections in its own operations, not on raw pointer
+//!   accesses.
+//! - Large pages, AWE, working sets, paging, and in-page errors are not modelled.
+
+use std::sync::{Mutex, MutexGuard};
+
+mod access;
+mod memory;
+mod misuse;
+mod process;
+mod protection;
+mod routines;
+mod secure;
+mod status;
+mod thread;
+mod vad;
+mod version;
+
+pub use access::AccessMode;
+pub use misuse::{misuses, Misuse, MisuseKind};
+pub use process::Process;
+pub use protection::{
+    PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_EXECUTE_WRITECOPY, PAGE_GUARD,
+    PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY,
+};
+pub use status::{
+    Status, STATUS_ACCESS_VIOLATION, STATUS_CONFLICTING_ADDRESSES, STATUS_FREE_VM_NOT_AT_BASE,
+    STATUS_GUARD_PAGE_VIOLATION, STATUS_INVALID_PAGE_PROTECTION, STATUS_INVALID_PARAMETER,
+    STATUS_MEMORY_NOT_ALLOCATED, STATUS_NOT_COMMITTED, STATUS_NOT_MAPPED_VIEW, STATUS_NO_MEMORY,
+    STATUS_PROCESS_IS_TERMINATING, STATUS_UNABLE_TO_DELETE_SECTION,
+};
+pub use thread::{current_irql, raise_irql, Attach, Irql, KeGetCurrentIrql};
+pub use version::{
+    set_windows_build, windows_build, DEFAULT_WINDOWS_BUILD, FIRST_BUILD_WITH_SECURE_EX,
+};
+
+/// The page size of x64 and ARM64 Windows.
+pub const PAGE_SIZE: usize = 4096;
+
+/// The highest user-mode address (`MM_HIGHEST_USER_ADDRESS`) of 64-bit Windows 8.1 and later.
+/// The model never hands out memory above it, and securing anything above it gives NULL.
+#[cfg(target_pointer_width = "64")]
+pub const HIGHEST_USER_ADDRESS: usize = 0x7FFF_FFFE_FFFF;
+
+/// The highest user-mode address of 32-bit Windows without /3GB.
+#[cfg(target_pointer_width = "32")]
+pub const HIGHEST_USER_ADDRESS: usize = 0x7FFE_FFFF;
+
+/// Locks a model mutex. A panic while one was held (a failed assertion in a test thread) leaves
+/// the model's state consistent, since no operation panics halfway; so poisoning is ignored.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

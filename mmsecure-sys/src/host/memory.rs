@@ -1,0 +1,189 @@
+//! The real bytes behind simulated user memory, and how the model itself touches them.
+//!
+//! Every allocation is backed by page-aligned, zeroed host memory, so a driver's raw-pointer copy
+//! reads and writes real bytes. A [`Backing`] is shared (`Arc`) by every process that maps it (a
+//! parent and its forked children) and is kept by each of them even after the allocation is
+//! freed or the process exits, until the last `Process` handle is dropped: a driver that copies
+//! from freed user memory then reads stale bytes that the model still owns, never memory the host
+//! allocator has handed to someone else. Such a bug is the model's to detect, not host UB.
+//!
+//! Driver code may copy these bytes at any time, from any thread (a user thread writes while a
+//! driver reads, exactly the race securing does not prevent). The model's own accesses are
+//! therefore relaxed atomic loads and stores, never plain reads or writes.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::alloc::{self, Layout};
+use std::sync::Arc;
+
+use super::status::{Status, STATUS_NO_MEMORY};
+use super::PAGE_SIZE;
+
+/// Page-aligned zeroed host memory owned by the model.
+pub(crate) struct Backing {
+    start: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: `Backing` only owns the allocation; its bytes are accessed through atomics by the model
+// and through raw pointers by driver code, never through references, so sharing it between
+// threads adds no aliasing hazard.
+unsafe impl Send for Backing {}
+// SAFETY: as for `Send`: no method hands out a reference to the bytes.
+unsafe impl Sync for Backing {}
+
+impl Backing {
+    /// Allocates `len` bytes (a non-zero multiple of the page size), zeroed.
+    pub(crate) fn new(len: usize) -> Result<Arc<Backing>, Status> {
+        let layout = match Layout::from_size_align(len, PAGE_SIZE) {
+            Ok(layout) if len > 0 => layout,
+            _ => return Err(Status(STATUS_NO_MEMORY)),
+        };
+        // SAFETY: `layout` has a non-zero size.
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let start = NonNull::new(raw).ok_or(Status(STATUS_NO_MEMORY))?;
+        Ok(Arc::new(Backing { start, layout }))
+    }
+
+    /// The address of the first byte.
+    pub(crate) fn base(&self) -> usize {
+        self.start.as_ptr() as usize
+    }
+
+    /// The size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// Stores `bytes` at `offset`, byte for byte as a user thread would (relaxed atomics).
+    /// Returns false, storing nothing, if the bytes do not fit.
+    pub(crate) fn store(&self, offset: usize, bytes: &[u8]) -> bool {
+        if !self.fits(offset, bytes.len()) {
+            return false;
+        }
+        let start = self.base() + offset;
+        for_each_unit(start, bytes.len(), |address, unit| match unit {
+            Unit::Word(at) => {
+                let mut word = [0u8; WORD];
+                word.copy_from_slice(&bytes[at..at + WORD]);
+                // SAFETY: `address` is word-aligned and inside this live allocation (checked by
+                // `fits`); AtomicUsize has usize's layout; only atomics are used on these bytes
+                // from Rust.
+                let cell = unsafe { &*(address as *const AtomicUsize) };
+                cell.store(usize::from_ne_bytes(word), Ordering::Relaxed);
+            }
+            Unit::Byte(at) => {
+                // SAFETY: `address` is inside this live allocation; AtomicU8 has u8's layout.
+                let cell = unsafe { &*(address as *const AtomicU8) };
+                cell.store(bytes[at], Ordering::Relaxed);
+            }
+        });
+        true
+    }
+
+    /// Loads bytes at `offset` into `out`. Returns false, loading nothing, if they do not fit.
+    pub(crate) fn load(&self, offset: usize, out: &mut [u8]) -> bool {
+        if !self.fits(offset, out.len()) {
+            return false;
+        }
+        let start = self.base() + offset;
+        for_each_unit(start, out.len(), |address, unit| match unit {
+            Unit::Word(at) => {
+                // SAFETY: as in `store`.
+                let cell = unsafe { &*(address as *const AtomicUsize) };
+                let word = cell.load(Ordering::Relaxed).to_ne_bytes();
+                out[at..at + WORD].copy_from_slice(&word);
+            }
+            Unit::Byte(at) => {
+                // SAFETY: as in `store`.
+                let cell = unsafe { &*(address as *const AtomicU8) };
+                out[at] = cell.load(Ordering::Relaxed);
+            }
+        });
+        true
+    }
+
+    /// Zeroes `len` bytes at `offset` (a freshly committed page reads as zeros).
+    pub(crate) fn zero(&self, offset: usize, len: usize) {
+        if !self.fits(offset, len) {
+            return;
+        }
+        for_each_unit(self.base() + offset, len, |address, unit| match unit {
+            Unit::Word(_) => {
+                // SAFETY: as in `store`.
+                let cell = unsafe { &*(address as *const AtomicUsize) };
+                cell.store(0, Ordering::Relaxed);
+            }
+            Unit::Byte(_) => {
+                // SAFETY: as in `store`.
+                let cell = unsafe { &*(address as *const AtomicU8) };
+                cell.store(0, Ordering::Relaxed);
+            }
+        });
+    }
+
+    fn fits(&self, offset: usize, len: usize) -> bool {
+        offset
+            .checked_add(len)
+            .map_or(false, |end| end <= self.len())
+    }
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        // SAFETY: `start` came from `alloc_zeroed` with `layout` and is freed once, here; no
+        // process maps it any more (every process holding it has been dropped).
+        unsafe { alloc::dealloc(self.start.as_ptr(), self.layout) };
+    }
+}
+
+const WORD: usize = core::mem::size_of::<usize>();
+
+/// One access unit of a copy: a whole aligned word or a single byte, with its index in the copy.
+enum Unit {
+    Word(usize),
+    Byte(usize),
+}
+
+/// Splits `len` bytes at `start` into bytes up to word alignment, aligned words, and trailing
+/// bytes, calling `f` with each unit's address.
+fn for_each_unit(start: usize, len: usize, mut f: impl FnMut(usize, Unit)) {
+    let mut at = 0;
+    while at < len {
+        let address = start + at;
+        if address % WORD == 0 && len - at >= WORD {
+            f(address, Unit::Word(at));
+            at += WORD;
+        } else {
+            f(address, Unit::Byte(at));
+            at += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_and_loads_round_trip_at_any_alignment() {
+        let backing = Backing::new(PAGE_SIZE).unwrap();
+        assert_eq!(backing.base() % PAGE_SIZE, 0);
+        let pattern: std::vec::Vec<u8> = (0..100u8).collect();
+        assert!(backing.store(3, &pattern));
+        let mut out = [0u8; 100];
+        assert!(backing.load(3, &mut out));
+        assert_eq!(&out[..], &pattern[..]);
+        backing.zero(0, 50);
+        assert!(backing.load(3, &mut out));
+        assert!(out[..47].iter().all(|b| *b == 0));
+        assert_eq!(out[47], 47);
+    }
+
+    #[test]
+    fn out_of_bounds_accesses_do_nothing() {
+        let backing = Backing::new(PAGE_SIZE).unwrap();
+        assert!(!backing.store(PAGE_SIZE - 1, &[1, 2]));
+        assert!(!backing.load(usize::MAX, &mut [0u8; 2]));
+    }
+}

@@ -1,0 +1,554 @@
+//! [`Process`]: a simulated user process: its address space, its secures, its misuse record.
+
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::vec::Vec;
+
+use super::access::AccessMode;
+use super::lock;
+use super::misuse::Misuse;
+use super::protection::{is_readable, is_writable};
+use super::secure::{self, Owner, SecureSpan};
+use super::status::{Status, STATUS_PROCESS_IS_TERMINATING};
+use super::thread::Attach;
+use super::vad::{AddressSpace, VadKind};
+use crate::{MM_SECURE_EXCLUSIVE, PAGE_READONLY, PEPROCESS};
+
+/// Process ids: multiples of 4, as on Windows; 4 is the System process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1000);
+
+/// The System process' id.
+pub(crate) const SYSTEM_ID: u64 = 4;
+
+/// A fake `EPROCESS` address for process `id`: in the kernel half, page-aligned, distinct per
+/// process, never dereferenced.
+pub(crate) fn eprocess_of(id: u64) -> PEPROCESS {
+    let low = (id & 0xF_FFFF) << 12;
+    let address = if usize::BITS == 64 {
+        (0xFFFF_A000_0000_0000_u64 | low) as usize
+    } else {
+        0x8000_0000 | (low as usize & 0x7FFF_F000)
+    };
+    address as PEPROCESS
+}
+
+/// A per-process secret mixed into its handles (deterministic: derived from the id).
+fn cookie_of(id: u64) -> u64 {
+    // splitmix64's finaliser.
+    let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A simulated Windows user process. Cloning gives another handle to the same process.
+///
+/// Its memory operations are what a user thread (or a driver, with [`AccessMode::Kernel`]) does
+/// to its address space while a driver holds a secure: they are where the secures' refusals show.
+/// All of it is thread-safe; `Process` is `Send` and `Sync`.
+///
+/// ```
+/// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE, STATUS_INVALID_PAGE_PROTECTION};
+/// use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory};
+///
+/// let process = Process::new();
+/// let _in = process.attach(); // this thread now runs in the process' context
+/// let buffer = process.allocate(8192, PAGE_READWRITE).unwrap();
+///
+/// // What a driver does, through the same declarations it uses on Windows:
+/// // SAFETY: the routine checks the range itself and returns NULL if it will not secure it.
+/// let handle = unsafe { MmSecureVirtualMemory(buffer.cast(), 8192, PAGE_READWRITE) };
+/// assert!(!handle.is_null());
+///
+/// // What the user then cannot do:
+/// let refused = process.protect(buffer, 4096, PAGE_READONLY, AccessMode::User).unwrap_err();
+/// assert_eq!(refused.0, STATUS_INVALID_PAGE_PROTECTION);
+/// assert!(process.free(buffer, AccessMode::User).is_err());
+///
+/// // SAFETY: the handle is live and this thread is in the process that secured it.
+/// unsafe { MmUnsecureVirtualMemory(handle) };
+/// assert!(process.free(buffer, AccessMode::User).is_ok());
+/// assert!(process.misuses().is_empty());
+/// ```
+#[derive(Clone)]
+pub struct Process {
+    pub(crate) inner: Arc<ProcessInner>,
+}
+
+/// The shared state behind every `Process` handle of one process.
+pub(crate) struct ProcessInner {
+    id: u64,
+    cookie: u64,
+    strict: AtomicBool,
+    state: Mutex<ProcessState>,
+    misuses: Mutex<Vec<Misuse>>,
+}
+
+#[derive(Default)]
+struct ProcessState {
+    exited: bool,
+    space: AddressSpace,
+    /// Live secures: handle to the base of the allocation it is recorded on.
+    secures: HashMap<usize, usize>,
+    /// The last secure serial number used.
+    serial: u64,
+    /// Handles whose secures exit dropped: still this process' in the handle table, so that a
+    /// late unsecure is reported as such.
+    retired: Vec<usize>,
+}
+
+impl ProcessInner {
+    pub(crate) fn record(&self, misuse: Misuse) {
+        lock(&self.misuses).push(misuse);
+    }
+
+    pub(crate) fn is_strict(&self) -> bool {
+        self.strict.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ProcessInner {
+    fn drop(&mut self) {
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let live = state.secures.keys().copied();
+        secure::forget(live.chain(state.retired.iter().copied()));
+    }
+}
+
+/// What `MmUnsecureVirtualMemory` found in a process.
+pub(crate) enum Unsecured {
+    /// The secure was the process' own and is gone.
+    Done,
+    /// The process has exited.
+    Exited,
+    /// The process has no live secure with this handle.
+    NotHere,
+}
+
+impl Process {
+    /// A new process with an empty address space.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::Process;
+    ///
+    /// let (a, b) = (Process::new(), Process::new());
+    /// assert_ne!(a.id(), b.id());
+    /// assert_ne!(a.eprocess(), b.eprocess());
+    /// ```
+    pub fn new() -> Process {
+        let id = NEXT_ID.fetch_add(4, Ordering::Relaxed);
+        Process {
+            inner: Arc::new(ProcessInner {
+                id,
+                cookie: cookie_of(id),
+                strict: AtomicBool::new(false),
+                state: Mutex::new(ProcessState::default()),
+                misuses: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The process id (unique in this binary).
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// What `IoGetCurrentProcess` returns on a thread attached to this process: a fake
+    /// `EPROCESS` address in the kernel half, unique per process, never dereferenced.
+    pub fn eprocess(&self) -> PEPROCESS {
+        eprocess_of(self.inner.id)
+    }
+
+    /// Runs this thread in the process' context until the guard drops, like
+    /// `KeStackAttachProcess`: `IoGetCurrentProcess` answers this process and the secure routines
+    /// work on its address space. Attaches nest; dropping restores the previous context.
+    ///
+    /// A thread that is attached to no process is in the System process, which has no user
+    /// memory: securing there fails.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::Process;
+    /// use mmsecure_sys::IoGetCurrentProcess;
+    ///
+    /// let (a, b) = (Process::new(), Process::new());
+    /// let in_a = a.attach();
+    /// {
+    ///     let _in_b = b.attach();
+    ///     // SAFETY: the model answers from a thread-local.
+    ///     assert_eq!(unsafe { IoGetCurrentProcess() }, b.eprocess());
+    /// }
+    /// // SAFETY: as above.
+    /// assert_eq!(unsafe { IoGetCurrentProcess() }, a.eprocess());
+    /// drop(in_a);
+    /// ```
+    pub fn attach(&self) -> Attach {
+        Attach::new(self)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ProcessState> {
+        lock(&self.inner.state)
+    }
+
+    /// A live (not exited) state, or `STATUS_PROCESS_IS_TERMINATING`.
+    fn live_state(&self) -> Result<std::sync::MutexGuard<'_, ProcessState>, Status> {
+        let state = self.state();
+        if state.exited {
+            return Err(Status(STATUS_PROCESS_IS_TERMINATING));
+        }
+        Ok(state)
+    }
+
+    /// Reserves and commits `len` bytes (rounded up to whole pages) with `protect`, like
+    /// `VirtualAlloc(MEM_RESERVE | MEM_COMMIT)`: page-aligned, zeroed real memory.
+    ///
+    /// Fails with `STATUS_INVALID_PARAMETER` for a zero length and
+    /// `STATUS_INVALID_PAGE_PROTECTION` for a protection a private page cannot have.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    ///
+    /// let process = Process::new();
+    /// let page = process.allocate(100, PAGE_READWRITE).unwrap();
+    /// assert_eq!(page as usize % 4096, 0);
+    /// assert_eq!(process.protection(page.wrapping_add(4095)), Some(PAGE_READWRITE));
+    /// assert_eq!(process.protection(page.wrapping_add(4096)), None);
+    /// ```
+    pub fn allocate(&self, len: usize, protect: u32) -> Result<*mut u8, Status> {
+        let base = self
+            .live_state()?
+            .space
+            .insert(VadKind::Private, len, protect)?;
+        Ok(base as *mut u8)
+    }
+
+    /// Reserves `len` bytes (rounded up to pages) without committing them, like
+    /// `VirtualAlloc(MEM_RESERVE)`. Nothing can be secured there until [`commit`](Self::commit).
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    ///
+    /// let process = Process::new();
+    /// let region = process.reserve(3 * 4096).unwrap();
+    /// assert_eq!(process.protection(region), None);
+    /// process.commit(region.wrapping_add(4096), 4096, PAGE_READWRITE).unwrap();
+    /// assert_eq!(process.protection(region.wrapping_add(4096)), Some(PAGE_READWRITE));
+    /// ```
+    pub fn reserve(&self, len: usize) -> Result<*mut u8, Status> {
+        let base = self.live_state()?.space.insert(VadKind::Private, len, 0)?;
+        Ok(base as *mut u8)
+    }
+
+    /// Commits the pages of `addr..addr + len` inside one reserved allocation, like
+    /// `VirtualAlloc(MEM_COMMIT)`. Newly committed pages read as zero. Pages already committed
+    /// with another protection are changed to `protect`, which a secure may refuse (as a
+    /// user-mode protection change).
+    pub fn commit(&self, addr: *mut u8, len: usize, protect: u32) -> Result<(), Status> {
+        self.live_state()?.space.commit(addr as usize, len, protect)
+    }
+
+    /// Changes the protection of the pages of `addr..addr + len` (inside one allocation, all
+    /// committed), like `VirtualProtect` (`mode` User) or `ZwProtectVirtualMemory` from a driver
+    /// (`mode` Kernel). Returns the first page's old protection. [`PAGE_GUARD`](super::PAGE_GUARD)
+    /// in `protect` makes guard pages.
+    ///
+    /// A secure standing on the allocation may refuse it with `STATUS_INVALID_PAGE_PROTECTION`;
+    /// see the rules in the [module docs](super).
+    pub fn protect(
+        &self,
+        addr: *mut u8,
+        len: usize,
+        protect: u32,
+        mode: AccessMode,
+    ) -> Result<u32, Status> {
+        self.live_state()?
+            .space
+            .protect(addr as usize, len, protect, mode)
+    }
+
+    /// Decommits the pages of `addr..addr + len` of a private allocation, like
+    /// `VirtualFree(MEM_DECOMMIT)`. Refused with `STATUS_INVALID_PAGE_PROTECTION` while any secure
+    /// that applies to `mode` stands anywhere on the allocation.
+    pub fn decommit(&self, addr: *mut u8, len: usize, mode: AccessMode) -> Result<(), Status> {
+        self.live_state()?.space.decommit(addr as usize, len, mode)
+    }
+
+    /// Releases the whole private allocation whose base is `addr`, like
+    /// `VirtualFree(MEM_RELEASE)`. Refused with `STATUS_INVALID_PAGE_PROTECTION` while any secure
+    /// that applies to `mode` stands on it. The bytes stay owned by the model until the last
+    /// handle to this process is dropped.
+    pub fn free(&self, addr: *mut u8, mode: AccessMode) -> Result<(), Status> {
+        self.live_state()?
+            .space
+            .remove(addr as usize, VadKind::Private, mode)
+    }
+
+    /// Maps a view of a new pagefile-backed section, `len` bytes (rounded up to pages), all
+    /// committed with `protect` (which may be `PAGE_WRITECOPY`).
+    pub fn map_view(&self, len: usize, protect: u32) -> Result<*mut u8, Status> {
+        let base = self
+            .live_state()?
+            .space
+            .insert(VadKind::Mapped, len, protect)?;
+        Ok(base as *mut u8)
+    }
+
+    /// Unmaps the view containing `addr`, like `NtUnmapViewOfSection`. Refused with
+    /// `STATUS_INVALID_PAGE_PROTECTION` while a secure that applies to `mode` stands on it.
+    pub fn unmap_view(&self, addr: *mut u8, mode: AccessMode) -> Result<(), Status> {
+        self.live_state()?
+            .space
+            .remove(addr as usize, VadKind::Mapped, mode)
+    }
+
+    /// A user thread of this process stores `bytes` at `addr`: every page touched must be
+    /// committed and writable. A guard page faults with `STATUS_GUARD_PAGE_VIOLATION` (and loses
+    /// its guard); a copy-on-write page becomes read-write. Securing never prevents this.
+    pub fn write(&self, addr: *const u8, bytes: &[u8]) -> Result<(), Status> {
+        self.copy(addr, bytes.len(), true, |backing, offset| {
+            backing.store(offset, bytes);
+        })
+    }
+
+    /// A user thread of this process loads `out.len()` bytes from `addr`: every page touched
+    /// must be committed and readable.
+    pub fn read(&self, addr: *const u8, out: &mut [u8]) -> Result<(), Status> {
+        let len = out.len();
+        self.copy(addr, len, false, |backing, offset| {
+            backing.load(offset, out);
+        })
+    }
+
+    fn copy(
+        &self,
+        addr: *const u8,
+        len: usize,
+        write: bool,
+        f: impl FnOnce(&super::memory::Backing, usize),
+    ) -> Result<(), Status> {
+        let mut state = self.live_state()?;
+        if len == 0 {
+            return Ok(());
+        }
+        let (backing, offset) = state.space.access(addr as usize, len, write)?;
+        // Under the process lock: the copy is atomic with respect to the process' own
+        // operations (a free cannot land halfway), though not to a driver's raw copies.
+        f(&backing, offset);
+        Ok(())
+    }
+
+    /// The protection of the page holding `addr` (with `PAGE_GUARD` if it is a guard page), or
+    /// `None` if the page is not committed, not this process' memory, or the process exited.
+    pub fn protection(&self, addr: *const u8) -> Option<u32> {
+        let state = self.state();
+        if state.exited {
+            return None;
+        }
+        state.space.protection(addr as usize)
+    }
+
+    /// How many secures stand in this process (including ones inherited from a fork).
+    pub fn secure_count(&self) -> usize {
+        self.state().secures.len()
+    }
+
+    /// Clones the process, as `fork` (`NtCreateProcess` with the parent's address space) does.
+    ///
+    /// The child has every allocation at the same address with the same pages and protections,
+    /// and a copy of each secure made without `MM_SECURE_NO_INHERIT`: those protect the child's
+    /// copy until the child exits (no handle to them exists). The child's misuse record is
+    /// empty and it is not strict.
+    ///
+    /// **Limit of the model:** the host cannot map two copies at one address, so the child's
+    /// allocations share the parent's bytes (a write in either shows in both) rather than
+    /// being copy-on-write. Only their bookkeeping (allocations, protections, secures) is the
+    /// child's own.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+    /// use mmsecure_sys::MmSecureVirtualMemory;
+    ///
+    /// let parent = Process::new();
+    /// let page = parent.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let _in = parent.attach();
+    /// // SAFETY: the model checks the range.
+    /// let _secured = unsafe { MmSecureVirtualMemory(page.cast(), 4096, PAGE_READWRITE) };
+    /// let child = parent.fork();
+    /// assert!(child.protect(page, 4096, PAGE_READONLY, AccessMode::User).is_err());
+    /// child.exit(); // the child's copy goes away with the child
+    /// # unsafe { mmsecure_sys::MmUnsecureVirtualMemory(_secured) };
+    /// ```
+    pub fn fork(&self) -> Process {
+        let child = Process::new();
+        {
+            let parent = self.state();
+            let mut guard = child.state();
+            let state = &mut *guard;
+            if parent.exited {
+                state.exited = true;
+            } else {
+                for vad in parent.space.vads() {
+                    let mut copy = vad.fork_copy();
+                    for (_, span) in vad.secures().filter(|(_, span)| span.inherited()) {
+                        let owner = Owner {
+                            pid: child.id(),
+                            process: Arc::downgrade(&child.inner),
+                        };
+                        let handle = secure::issue(&mut state.serial, child.inner.cookie, owner);
+                        copy.add_secure(handle, *span);
+                        state.secures.insert(handle, copy.base());
+                    }
+                    state.space.insert_vad(copy);
+                }
+            }
+        }
+        child
+    }
+
+    /// Ends the process: every secure it holds is dropped and its address space deleted, and
+    /// nothing is refused (DOCS, WRK: teardown ignores secures). Threads still attached stay in
+    /// its context: securing there fails and unsecuring is recorded as
+    /// [`MisuseKind::AfterExit`](super::MisuseKind::AfterExit). Exiting twice does nothing.
+    pub fn exit(&self) {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        if state.exited {
+            return;
+        }
+        state.exited = true;
+        let dropped: Vec<usize> = state.secures.drain().map(|(handle, _)| handle).collect();
+        state.retired.extend(dropped);
+        state.space.delete();
+    }
+
+    /// Whether [`exit`](Self::exit) has run.
+    pub fn has_exited(&self) -> bool {
+        self.state().exited
+    }
+
+    /// The misuses recorded against this process: made in its context, or with a handle it
+    /// issued.
+    pub fn misuses(&self) -> Vec<Misuse> {
+        lock(&self.inner.misuses).clone()
+    }
+
+    /// In strict mode, a misuse recorded against this process stops the test binary (printing
+    /// the misuse), as Driver Verifier would bug check. Off by default.
+    pub fn set_strict(&self, strict: bool) {
+        self.inner.strict.store(strict, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_strict(&self) -> bool {
+        self.inner.is_strict()
+    }
+
+    /// `MmSecureVirtualMemory(Ex)` in this process, once the arguments passed the routine's own
+    /// checks: the handle, or 0 if refused.
+    pub(crate) fn secure(&self, address: usize, size: usize, probe: u32, flags: u32) -> usize {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        if state.exited {
+            return 0;
+        }
+        let (vad, first, end) = match state.space.locate(address, size) {
+            Ok(found) => found,
+            Err(_) => return 0,
+        };
+        let accessible = if probe == PAGE_READONLY {
+            vad.pages_all(first, end, is_readable)
+        } else {
+            vad.pages_all(first, end, is_writable)
+        };
+        // EXCLUSIVE only if nothing else is on the allocation; and nothing joins an exclusive
+        // secure (the kernel pins the VAD for it: the stricter reading).
+        let exclusive_conflict =
+            vad.has_exclusive() || (flags & MM_SECURE_EXCLUSIVE != 0 && vad.secure_count() > 0);
+        if !accessible || exclusive_conflict {
+            return 0;
+        }
+        let base = vad.base();
+        let owner = Owner {
+            pid: self.id(),
+            process: Arc::downgrade(&self.inner),
+        };
+        let handle = secure::issue(&mut state.serial, self.inner.cookie, owner);
+        let span = SecureSpan {
+            first,
+            end,
+            probe,
+            flags,
+        };
+        match state.space.vad_by_base_mut(base) {
+            Some(vad) => vad.add_secure(handle, span),
+            None => return 0,
+        }
+        state.secures.insert(handle, base);
+        handle
+    }
+
+    /// `MmUnsecureVirtualMemory` in this process.
+    pub(crate) fn unsecure(&self, handle: usize) -> Unsecured {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        if state.exited {
+            return Unsecured::Exited;
+        }
+        let base = match state.secures.remove(&handle) {
+            Some(base) => base,
+            None => return Unsecured::NotHere,
+        };
+        if let Some(vad) = state.space.vad_by_base_mut(base) {
+            vad.remove_secure(handle);
+        }
+        drop(guard);
+        secure::forget([handle]);
+        Unsecured::Done
+    }
+}
+
+impl Default for Process {
+    fn default() -> Process {
+        Process::new()
+    }
+}
+
+impl fmt::Debug for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("id", &self.inner.id)
+            .field("exited", &self.has_exited())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::STATUS_INVALID_PARAMETER;
+    use crate::PAGE_READWRITE;
+
+    #[test]
+    fn zero_length_allocation_is_an_invalid_parameter() {
+        let process = Process::new();
+        assert_eq!(
+            process.allocate(0, PAGE_READWRITE),
+            Err(Status(STATUS_INVALID_PARAMETER))
+        );
+    }
+
+    #[test]
+    fn eprocess_is_in_the_kernel_half() {
+        let process = Process::new();
+        assert!(process.eprocess() as usize > super::super::HIGHEST_USER_ADDRESS);
+    }
+
+    #[test]
+    fn process_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Process>();
+    }
+}

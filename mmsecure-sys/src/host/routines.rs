@@ -1,0 +1,190 @@
+//! The kernel routines, defined under their own names so that the declarations in `bindings.rs`
+//! (the same on every target) link to them off Windows.
+//!
+//! Each is `#[no_mangle] unsafe extern "C"` with exactly the parameters bindgen declares.
+
+#![allow(non_snake_case)]
+
+use core::slice;
+
+use super::misuse::{self, Misuse, MisuseKind};
+use super::process::{eprocess_of, Unsecured, SYSTEM_ID};
+use super::secure::{self, KNOWN_FLAGS};
+use super::thread::{current_process, require_irql, stop};
+use super::version::{windows_build, FIRST_BUILD_WITH_SECURE_EX};
+use super::HIGHEST_USER_ADDRESS;
+use crate::{
+    APC_LEVEL, HANDLE, PAGE_READONLY, PAGE_READWRITE, PASSIVE_LEVEL, PEPROCESS, PUNICODE_STRING,
+    PVOID, SIZE_T, ULONG,
+};
+
+/// `MmSecureVirtualMemory`: secures `Size` bytes at `Address` in the current process against
+/// being freed or made more restrictive than `ProbeMode`; returns a handle for
+/// `MmUnsecureVirtualMemory`, or NULL if it will not. See the rules in the module docs.
+///
+/// # Safety
+///
+/// None on the host: the model validates the range against its own bookkeeping and dereferences
+/// nothing. It is `unsafe` because the kernel's routine is. Called above `APC_LEVEL` it stops the
+/// binary with `IRQL_NOT_LESS_OR_EQUAL`.
+#[no_mangle]
+pub unsafe extern "C" fn MmSecureVirtualMemory(
+    Address: PVOID,
+    Size: SIZE_T,
+    ProbeMode: ULONG,
+) -> HANDLE {
+    require_irql("MmSecureVirtualMemory", APC_LEVEL);
+    secure(Address as usize, Size, ProbeMode, 0)
+}
+
+/// `MmSecureVirtualMemoryEx`: as `MmSecureVirtualMemory`, with `MM_SECURE_*` `Flags`; NULL if
+/// `Flags` has a bit outside `0xF`.
+///
+/// # Safety
+///
+/// As for [`MmSecureVirtualMemory`]. Called while the model runs a Windows build before 17763,
+/// which has no such routine, it stops the binary: a driver importing it would not have loaded.
+#[no_mangle]
+pub unsafe extern "C" fn MmSecureVirtualMemoryEx(
+    Address: PVOID,
+    Size: SIZE_T,
+    ProbeMode: ULONG,
+    Flags: ULONG,
+) -> HANDLE {
+    require_irql("MmSecureVirtualMemoryEx", APC_LEVEL);
+    let build = windows_build();
+    if build < FIRST_BUILD_WITH_SECURE_EX {
+        stop(format_args!(
+            "MmSecureVirtualMemoryEx called, but Windows build {build} has no such routine (it \
+             needs {FIRST_BUILD_WITH_SECURE_EX}, Windows 10 1809): a driver importing it would \
+             not load; look it up with MmGetSystemRoutineAddress instead"
+        ));
+    }
+    if Flags & !KNOWN_FLAGS != 0 {
+        return core::ptr::null_mut();
+    }
+    secure(Address as usize, Size, ProbeMode, Flags)
+}
+
+/// The checks both secure routines make before looking at the address space, then the secure.
+fn secure(address: usize, size: SIZE_T, probe: ULONG, flags: ULONG) -> HANDLE {
+    let size = match usize::try_from(size) {
+        Ok(size) if size > 0 => size,
+        _ => return core::ptr::null_mut(),
+    };
+    match address.checked_add(size - 1) {
+        Some(last) if last <= HIGHEST_USER_ADDRESS => {}
+        _ => return core::ptr::null_mut(),
+    }
+    // WRK treats every ProbeMode but PAGE_READONLY as read-write; the model refuses unknown
+    // ones (the stricter reading, as modern builds' Ex does).
+    if probe != PAGE_READONLY && probe != PAGE_READWRITE {
+        return core::ptr::null_mut();
+    }
+    match current_process() {
+        Some(process) => process.secure(address, size, probe, flags) as HANDLE,
+        // The System process has no user address space.
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// `MmUnsecureVirtualMemory`: ends the secure `SecureHandle` names, in the current process.
+///
+/// In another process, after the process exited, with no process, or with a handle that names
+/// no live secure, it does nothing, as the kernel does, and the model records a
+/// [`Misuse`](super::Misuse).
+///
+/// # Safety
+///
+/// None on the host: a wrong handle is recorded, never dereferenced. Called above `APC_LEVEL` it
+/// stops the binary with `IRQL_NOT_LESS_OR_EQUAL`; in strict mode a misuse stops it too.
+#[no_mangle]
+pub unsafe extern "C" fn MmUnsecureVirtualMemory(SecureHandle: HANDLE) {
+    require_irql("MmUnsecureVirtualMemory", APC_LEVEL);
+    let handle = SecureHandle as usize;
+    let current = current_process();
+    let kind = match &current {
+        None => MisuseKind::NoProcess,
+        Some(process) => match process.unsecure(handle) {
+            Unsecured::Done => return,
+            Unsecured::Exited => MisuseKind::AfterExit,
+            Unsecured::NotHere => match secure::owner(handle) {
+                Some(owner) if owner.pid != process.id() => MisuseKind::WrongProcess,
+                _ => MisuseKind::UnknownHandle,
+            },
+        },
+    };
+    let owner = secure::owner(handle);
+    let owner_process = owner.as_ref().and_then(|owner| owner.process.upgrade());
+    let misuse = Misuse {
+        kind,
+        handle,
+        process: current.as_ref().map(|process| process.id()),
+        owner: owner.map(|owner| owner.pid),
+    };
+    misuse::record(misuse, current.as_ref(), owner_process.as_ref());
+}
+
+/// `IoGetCurrentProcess`: the `EPROCESS` of the process this thread is attached to, or of the
+/// System process. Fake addresses, never dereferenced.
+///
+/// # Safety
+///
+/// None on the host.
+#[no_mangle]
+pub unsafe extern "C" fn IoGetCurrentProcess() -> PEPROCESS {
+    match current_process() {
+        Some(process) => process.eprocess(),
+        None => eprocess_of(SYSTEM_ID),
+    }
+}
+
+/// The routines `MmGetSystemRoutineAddress` finds, by name. `KeGetCurrentIrql` is not among
+/// them: on x64 it is inline in the headers, not an export.
+fn routine_address(name: &[u16]) -> Option<PVOID> {
+    let is = |routine: &str| routine.encode_utf16().eq(name.iter().copied());
+    let address = if is("MmSecureVirtualMemory") {
+        MmSecureVirtualMemory as *const () as usize
+    } else if is("MmSecureVirtualMemoryEx") {
+        if windows_build() < FIRST_BUILD_WITH_SECURE_EX {
+            return None;
+        }
+        MmSecureVirtualMemoryEx as *const () as usize
+    } else if is("MmUnsecureVirtualMemory") {
+        MmUnsecureVirtualMemory as *const () as usize
+    } else if is("MmGetSystemRoutineAddress") {
+        MmGetSystemRoutineAddress as *const () as usize
+    } else if is("IoGetCurrentProcess") {
+        IoGetCurrentProcess as *const () as usize
+    } else {
+        return None;
+    };
+    Some(address as PVOID)
+}
+
+/// `MmGetSystemRoutineAddress`: the address of the routine named by the UTF-16
+/// `SystemRoutineName` (`Length` in bytes; case-sensitive), among those the model defines, or
+/// NULL. Below Windows build 17763 it does not find `MmSecureVirtualMemoryEx`.
+///
+/// # Safety
+///
+/// `SystemRoutineName` is NULL (the model answers NULL) or points to a valid `UNICODE_STRING`
+/// whose `Buffer` holds `Length` readable bytes. Called above `PASSIVE_LEVEL` (its documented
+/// limit, stricter than the secure routines') it stops the binary with `IRQL_NOT_LESS_OR_EQUAL`.
+#[no_mangle]
+pub unsafe extern "C" fn MmGetSystemRoutineAddress(SystemRoutineName: PUNICODE_STRING) -> PVOID {
+    require_irql("MmGetSystemRoutineAddress", PASSIVE_LEVEL);
+    if SystemRoutineName.is_null() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: the caller passes a valid UNICODE_STRING; it is copied, not kept.
+    let string = unsafe { *SystemRoutineName };
+    let length = usize::from(string.Length);
+    if length % 2 != 0 || string.Length > string.MaximumLength || string.Buffer.is_null() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: the caller guarantees `Buffer` holds `Length` bytes, that is `length / 2` UTF-16
+    // units, and it is not written during this call.
+    let name = unsafe { slice::from_raw_parts(string.Buffer as *const u16, length / 2) };
+    routine_address(name).unwrap_or(core::ptr::null_mut())
+}

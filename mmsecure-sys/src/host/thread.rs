@@ -1,0 +1,175 @@
+//! Per-thread context: the current process (`KeStackAttachProcess`) and the current IRQL
+//! (`KeRaiseIrql`), and how the model stops a caller as a bug check would.
+
+use core::cell::{Cell, RefCell};
+use core::fmt;
+use core::marker::PhantomData;
+
+use super::process::Process;
+use crate::{APC_LEVEL, DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL};
+
+std::thread_local! {
+    /// The process whose address space this thread is in; `None` is the System process.
+    static CURRENT: RefCell<Option<Process>> = const { RefCell::new(None) };
+    static IRQL: Cell<KIRQL> = const { Cell::new(PASSIVE_LEVEL as KIRQL) };
+}
+
+/// The process this thread is attached to, if any.
+pub(crate) fn current_process() -> Option<Process> {
+    CURRENT
+        .try_with(|current| current.borrow().clone())
+        .ok()
+        .flatten()
+}
+
+/// This thread's time in another process' context: made by
+/// [`Process::attach`](super::Process::attach), like `KeStackAttachProcess`; dropping it returns
+/// to the context before (`KeUnstackDetachProcess`). Attaches nest.
+///
+/// Neither `Send` nor `Sync`: the attachment belongs to the thread that made it.
+#[must_use = "the thread is attached only until this guard is dropped"]
+pub struct Attach {
+    previous: Option<Process>,
+    _thread: PhantomData<*mut ()>,
+}
+
+impl Attach {
+    pub(crate) fn new(process: &Process) -> Attach {
+        let previous = CURRENT
+            .try_with(|current| current.replace(Some(process.clone())))
+            .ok()
+            .flatten();
+        Attach {
+            previous,
+            _thread: PhantomData,
+        }
+    }
+}
+
+impl Drop for Attach {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        // At thread exit the slot may be gone already; there is nothing to restore then.
+        let _ = CURRENT.try_with(|current| current.replace(previous));
+    }
+}
+
+impl fmt::Debug for Attach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attach")
+            .field("previous", &self.previous)
+            .finish()
+    }
+}
+
+/// The current IRQL of this thread, as `KeGetCurrentIrql` returns it in the kernel.
+///
+/// The model keeps one IRQL per thread, `PASSIVE_LEVEL` until [`raise_irql`] raises it.
+///
+/// # Safety
+///
+/// Always safe to call on the host; it is `unsafe` only to match the kernel's routine, whose
+/// callers must run in kernel mode.
+///
+/// ```
+/// use mmsecure_sys::{host, KeGetCurrentIrql, DISPATCH_LEVEL};
+///
+/// // SAFETY: the host model reads a thread-local.
+/// assert_eq!(unsafe { KeGetCurrentIrql() }, 0);
+/// let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+/// // SAFETY: as above.
+/// assert_eq!(unsafe { KeGetCurrentIrql() }, 2);
+/// ```
+#[allow(non_snake_case)]
+pub unsafe fn KeGetCurrentIrql() -> KIRQL {
+    irql()
+}
+
+pub(crate) fn irql() -> KIRQL {
+    IRQL.try_with(Cell::get).unwrap_or(PASSIVE_LEVEL as KIRQL)
+}
+
+/// Raises this thread's IRQL to `new` until the returned guard is dropped, like `KeRaiseIrql`
+/// (and `KeLowerIrql` on drop).
+///
+/// # Panics
+///
+/// If `new` is below the current IRQL: the kernel bug checks with `IRQL_NOT_GREATER_OR_EQUAL`.
+///
+/// ```
+/// use mmsecure_sys::{host, APC_LEVEL};
+///
+/// let raised = host::raise_irql(APC_LEVEL as u8);
+/// assert_eq!(host::current_irql(), 1);
+/// drop(raised);
+/// assert_eq!(host::current_irql(), 0);
+/// ```
+pub fn raise_irql(new: KIRQL) -> Irql {
+    let previous = irql();
+    if new < previous {
+        panic!(
+            "IRQL_NOT_GREATER_OR_EQUAL (bug check 0x9): KeRaiseIrql to IRQL {new} from IRQL {previous}"
+        );
+    }
+    let _ = IRQL.try_with(|irql| irql.set(new));
+    Irql {
+        previous,
+        _thread: PhantomData,
+    }
+}
+
+/// This thread's current IRQL (what [`KeGetCurrentIrql`] answers, without `unsafe`).
+pub fn current_irql() -> KIRQL {
+    irql()
+}
+
+/// A raised IRQL, made by [`raise_irql`]; dropping it lowers the IRQL back to where it was.
+/// Neither `Send` nor `Sync`: IRQL belongs to a processor (here, a thread).
+#[must_use = "the IRQL is raised only until this guard is dropped"]
+#[derive(Debug)]
+pub struct Irql {
+    previous: KIRQL,
+    _thread: PhantomData<*mut ()>,
+}
+
+impl Drop for Irql {
+    fn drop(&mut self) {
+        let previous = self.previous;
+        let _ = IRQL.try_with(|irql| irql.set(previous));
+    }
+}
+
+/// A readable name for an IRQL.
+fn irql_name(irql: KIRQL) -> &'static str {
+    match u32::from(irql) {
+        PASSIVE_LEVEL => "PASSIVE_LEVEL",
+        APC_LEVEL => "APC_LEVEL",
+        DISPATCH_LEVEL => "DISPATCH_LEVEL",
+        _ => "a device IRQL or above",
+    }
+}
+
+/// Stops the caller of `routine` as the kernel's bug check `IRQL_NOT_LESS_OR_EQUAL` would, if the
+/// thread's IRQL is above `max`.
+pub(crate) fn require_irql(routine: &str, max: u32) {
+    let irql = irql();
+    if u32::from(irql) > max {
+        stop(format_args!(
+            "IRQL_NOT_LESS_OR_EQUAL (bug check 0xA): {routine} called at IRQL {irql} ({}); it \
+             requires IRQL <= {max} ({})",
+            irql_name(irql),
+            irql_name(max as KIRQL),
+        ));
+    }
+}
+
+/// Stops the whole binary with `message`, as a bug check stops the machine.
+///
+/// The model's routines are `extern "C"` functions, which cannot unwind: a panic there aborts
+/// (Rust 1.81 and later) or is undefined behaviour (earlier). So the model prints the message,
+/// prefixed like a panic, and aborts. A test that expects a bug check runs the offending code in
+/// a child process and looks for the message in its stderr (see `tests/host_irql.rs`).
+pub(crate) fn stop(message: fmt::Arguments<'_>) -> ! {
+    std::eprintln!("mmsecure host model stopped the caller (a bug check): {message}");
+    std::process::abort()
+}

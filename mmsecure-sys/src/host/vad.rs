@@ -1,0 +1,442 @@
+//! A process' user address space: its allocations (VADs), their pages and page protections, and
+//! the refusals the secures standing on an allocation impose on user-mode operations.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::vec::Vec;
+
+use super::access::AccessMode;
+use super::memory::Backing;
+use super::protection::{after_write, is_readable, is_writable, validate, PAGE_GUARD};
+use super::secure::SecureSpan;
+use super::status::{
+    Status, STATUS_ACCESS_VIOLATION, STATUS_CONFLICTING_ADDRESSES, STATUS_FREE_VM_NOT_AT_BASE,
+    STATUS_GUARD_PAGE_VIOLATION, STATUS_INVALID_PAGE_PROTECTION, STATUS_INVALID_PARAMETER,
+    STATUS_MEMORY_NOT_ALLOCATED, STATUS_NOT_COMMITTED, STATUS_NOT_MAPPED_VIEW, STATUS_NO_MEMORY,
+    STATUS_UNABLE_TO_DELETE_SECTION,
+};
+use super::{HIGHEST_USER_ADDRESS, PAGE_SIZE};
+
+/// How an allocation came to be: it decides which operations remove it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VadKind {
+    /// `VirtualAlloc`: decommitted with `decommit`, released with `free`.
+    Private,
+    /// A mapped section view: removed with `unmap_view` only.
+    Mapped,
+}
+
+/// How many secures of an allocation refuse what, so that most checks need no scan.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    /// All secures.
+    all: usize,
+    /// Secures that refuse kernel-mode requests too (not `USER_MODE_ONLY`).
+    kernel: usize,
+    exclusive: usize,
+    no_change: usize,
+    no_change_kernel: usize,
+}
+
+/// One allocation: its pages' protections (0 = reserved, not committed) and its secures by
+/// handle.
+pub(crate) struct Vad {
+    pub(crate) kind: VadKind,
+    backing: Arc<Backing>,
+    pages: Vec<u32>,
+    secures: BTreeMap<usize, SecureSpan>,
+    counts: Counts,
+}
+
+impl Vad {
+    pub(crate) fn base(&self) -> usize {
+        self.backing.base()
+    }
+
+    fn end(&self) -> usize {
+        self.base() + self.pages.len() * PAGE_SIZE
+    }
+
+    /// The pages `first..end` hold protections `ok` accepts (committed, not guard, ...).
+    pub(crate) fn pages_all(&self, first: usize, end: usize, ok: impl Fn(u32) -> bool) -> bool {
+        self.pages[first..end].iter().all(|p| *p != 0 && ok(*p))
+    }
+
+    pub(crate) fn secure_count(&self) -> usize {
+        self.counts.all
+    }
+
+    pub(crate) fn has_exclusive(&self) -> bool {
+        self.counts.exclusive > 0
+    }
+
+    pub(crate) fn secures(&self) -> impl Iterator<Item = (&usize, &SecureSpan)> {
+        self.secures.iter()
+    }
+
+    pub(crate) fn add_secure(&mut self, handle: usize, span: SecureSpan) {
+        self.count(&span, true);
+        self.secures.insert(handle, span);
+    }
+
+    pub(crate) fn remove_secure(&mut self, handle: usize) -> Option<SecureSpan> {
+        let span = self.secures.remove(&handle)?;
+        self.count(&span, false);
+        Some(span)
+    }
+
+    fn count(&mut self, span: &SecureSpan, add: bool) {
+        let kernel = span.applies_to(AccessMode::Kernel);
+        let counters = [
+            (&mut self.counts.all, true),
+            (&mut self.counts.kernel, kernel),
+            (&mut self.counts.exclusive, span.exclusive()),
+            (&mut self.counts.no_change, span.no_change()),
+            (
+                &mut self.counts.no_change_kernel,
+                span.no_change() && kernel,
+            ),
+        ];
+        for (counter, applies) in counters {
+            if applies {
+                *counter = if add {
+                    *counter + 1
+                } else {
+                    counter.saturating_sub(1)
+                };
+            }
+        }
+    }
+
+    /// Refuses deleting (decommitting, freeing, unmapping) any part of this allocation while a
+    /// secure that applies to `mode` stands on it. WRK checks MEM_RELEASE against the whole VAD
+    /// and decommit against the secured range only; the model refuses both for the whole
+    /// allocation (the stricter reading). Deletion counts as a change to no-access, which every
+    /// secure refuses.
+    fn check_delete(&self, mode: AccessMode) -> Result<(), Status> {
+        let standing = match mode {
+            AccessMode::User => self.counts.all,
+            AccessMode::Kernel => self.counts.kernel,
+        };
+        if standing > 0 {
+            return Err(Status(STATUS_INVALID_PAGE_PROTECTION));
+        }
+        Ok(())
+    }
+
+    /// Refuses changing pages `first..end` to `new` if a secure that applies to `mode` forbids it.
+    fn check_protect(
+        &self,
+        first: usize,
+        end: usize,
+        new: u32,
+        mode: AccessMode,
+    ) -> Result<(), Status> {
+        let (standing, no_change) = match mode {
+            AccessMode::User => (self.counts.all, self.counts.no_change),
+            AccessMode::Kernel => (self.counts.kernel, self.counts.no_change_kernel),
+        };
+        if standing == 0 {
+            return Ok(());
+        }
+        if no_change > 0 {
+            return Err(Status(STATUS_INVALID_PAGE_PROTECTION));
+        }
+        // Every probe mode allows a writable, non-guard protection: no scan needed.
+        if is_writable(new) {
+            return Ok(());
+        }
+        let refused = self
+            .secures
+            .values()
+            .any(|s| s.applies_to(mode) && s.refuses_protection(first, end, new));
+        if refused {
+            return Err(Status(STATUS_INVALID_PAGE_PROTECTION));
+        }
+        Ok(())
+    }
+
+    /// A forked child's copy: same pages and protections over the same bytes, no secures (the
+    /// caller adds the inherited ones).
+    pub(crate) fn fork_copy(&self) -> Vad {
+        Vad {
+            kind: self.kind,
+            backing: Arc::clone(&self.backing),
+            pages: self.pages.clone(),
+            secures: BTreeMap::new(),
+            counts: Counts::default(),
+        }
+    }
+}
+
+/// Pages `start..end` as page-aligned addresses covering `address..address + len`, or `None`
+/// if the end wraps.
+pub(crate) fn page_span(address: usize, len: usize) -> Option<(usize, usize)> {
+    let start = address & !(PAGE_SIZE - 1);
+    let end = address.checked_add(len)?.checked_add(PAGE_SIZE - 1)? & !(PAGE_SIZE - 1);
+    Some((start, end))
+}
+
+/// A process' allocations by base address, and the backing of every allocation it ever had.
+#[derive(Default)]
+pub(crate) struct AddressSpace {
+    vads: BTreeMap<usize, Vad>,
+    /// Backings of freed allocations: kept until the process is dropped (see `memory`).
+    graveyard: Vec<Arc<Backing>>,
+}
+
+impl AddressSpace {
+    /// Adds an allocation of `len` bytes (rounded up to pages): committed with `protect`, or
+    /// only reserved when `protect` is 0.
+    pub(crate) fn insert(
+        &mut self,
+        kind: VadKind,
+        len: usize,
+        protect: u32,
+    ) -> Result<usize, Status> {
+        if len == 0 {
+            return Err(Status(STATUS_INVALID_PARAMETER));
+        }
+        if protect != 0 {
+            validate(protect, kind == VadKind::Mapped)?;
+        }
+        let pages = len / PAGE_SIZE + usize::from(len % PAGE_SIZE != 0);
+        let bytes = pages
+            .checked_mul(PAGE_SIZE)
+            .ok_or(Status(STATUS_NO_MEMORY))?;
+        let backing = Backing::new(bytes)?;
+        let base = backing.base();
+        if base + (bytes - 1) > HIGHEST_USER_ADDRESS {
+            // The host placed it where no Windows user address can be; keep it alive anyway.
+            self.graveyard.push(backing);
+            return Err(Status(STATUS_NO_MEMORY));
+        }
+        let vad = Vad {
+            kind,
+            backing,
+            pages: std::vec![protect; pages],
+            secures: BTreeMap::new(),
+            counts: Counts::default(),
+        };
+        self.vads.insert(base, vad);
+        Ok(base)
+    }
+
+    /// The allocation containing `address`.
+    pub(crate) fn vad_at(&self, address: usize) -> Option<&Vad> {
+        let (_, vad) = self.vads.range(..=address).next_back()?;
+        (address < vad.end()).then_some(vad)
+    }
+
+    fn vad_at_mut(&mut self, address: usize) -> Option<&mut Vad> {
+        let (_, vad) = self.vads.range_mut(..=address).next_back()?;
+        if address < vad.end() {
+            Some(vad)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn vad_by_base_mut(&mut self, base: usize) -> Option<&mut Vad> {
+        self.vads.get_mut(&base)
+    }
+
+    pub(crate) fn vads(&self) -> impl Iterator<Item = &Vad> {
+        self.vads.values()
+    }
+
+    pub(crate) fn insert_vad(&mut self, vad: Vad) {
+        self.vads.insert(vad.base(), vad);
+    }
+
+    /// The allocation holding all of `address..address + len` (page-rounded), with the page
+    /// indices `first..end` the range covers.
+    pub(crate) fn locate(
+        &self,
+        address: usize,
+        len: usize,
+    ) -> Result<(&Vad, usize, usize), Status> {
+        if len == 0 {
+            return Err(Status(STATUS_INVALID_PARAMETER));
+        }
+        let (start, end) = page_span(address, len).ok_or(Status(STATUS_INVALID_PARAMETER))?;
+        let vad = self
+            .vad_at(start)
+            .ok_or(Status(STATUS_MEMORY_NOT_ALLOCATED))?;
+        if end > vad.end() {
+            return Err(Status(STATUS_CONFLICTING_ADDRESSES));
+        }
+        let first = (start - vad.base()) / PAGE_SIZE;
+        Ok((vad, first, first + (end - start) / PAGE_SIZE))
+    }
+
+    fn locate_mut(
+        &mut self,
+        address: usize,
+        len: usize,
+    ) -> Result<(&mut Vad, usize, usize), Status> {
+        let (vad, first, end) = self.locate(address, len)?;
+        let base = vad.base();
+        let vad = self
+            .vads
+            .get_mut(&base)
+            .ok_or(Status(STATUS_MEMORY_NOT_ALLOCATED))?;
+        Ok((vad, first, end))
+    }
+
+    /// `VirtualAlloc(MEM_COMMIT)`: reserved pages become committed (zeroed) with `protect`;
+    /// committed pages whose protection differs are changed as `protect` would change them.
+    pub(crate) fn commit(
+        &mut self,
+        address: usize,
+        len: usize,
+        protect: u32,
+    ) -> Result<(), Status> {
+        let (vad, first, end) = self.locate_mut(address, len)?;
+        if vad.kind != VadKind::Private {
+            return Err(Status(STATUS_CONFLICTING_ADDRESSES));
+        }
+        validate(protect, false)?;
+        let changes = vad.pages[first..end]
+            .iter()
+            .any(|p| *p != 0 && *p != protect);
+        if changes {
+            vad.check_protect(first, end, protect, AccessMode::User)?;
+        }
+        for index in first..end {
+            if vad.pages[index] == 0 {
+                vad.backing.zero(index * PAGE_SIZE, PAGE_SIZE);
+            }
+            vad.pages[index] = protect;
+        }
+        Ok(())
+    }
+
+    /// `VirtualProtect`: returns the first page's old protection.
+    pub(crate) fn protect(
+        &mut self,
+        address: usize,
+        len: usize,
+        protect: u32,
+        mode: AccessMode,
+    ) -> Result<u32, Status> {
+        let (vad, first, end) = self.locate_mut(address, len)?;
+        validate(protect, vad.kind == VadKind::Mapped)?;
+        if vad.pages[first..end].contains(&0) {
+            return Err(Status(STATUS_NOT_COMMITTED));
+        }
+        vad.check_protect(first, end, protect, mode)?;
+        let old = vad.pages[first];
+        for page in &mut vad.pages[first..end] {
+            *page = protect;
+        }
+        Ok(old)
+    }
+
+    /// `VirtualFree(MEM_DECOMMIT)`.
+    pub(crate) fn decommit(
+        &mut self,
+        address: usize,
+        len: usize,
+        mode: AccessMode,
+    ) -> Result<(), Status> {
+        let (vad, first, end) = self.locate_mut(address, len)?;
+        if vad.kind != VadKind::Private {
+            return Err(Status(STATUS_UNABLE_TO_DELETE_SECTION));
+        }
+        vad.check_delete(mode)?;
+        for page in &mut vad.pages[first..end] {
+            *page = 0;
+        }
+        Ok(())
+    }
+
+    /// `VirtualFree(MEM_RELEASE)` at the allocation's base (`kind` Private), or
+    /// `UnmapViewOfFile` anywhere in a view (`kind` Mapped).
+    pub(crate) fn remove(
+        &mut self,
+        address: usize,
+        kind: VadKind,
+        mode: AccessMode,
+    ) -> Result<(), Status> {
+        let vad = match self.vad_at(address) {
+            Some(vad) => vad,
+            None if kind == VadKind::Mapped => return Err(Status(STATUS_NOT_MAPPED_VIEW)),
+            None => return Err(Status(STATUS_MEMORY_NOT_ALLOCATED)),
+        };
+        match (kind, vad.kind) {
+            (VadKind::Private, VadKind::Mapped) => {
+                return Err(Status(STATUS_UNABLE_TO_DELETE_SECTION))
+            }
+            (VadKind::Mapped, VadKind::Private) => return Err(Status(STATUS_NOT_MAPPED_VIEW)),
+            (VadKind::Private, VadKind::Private) if vad.base() != address => {
+                return Err(Status(STATUS_FREE_VM_NOT_AT_BASE))
+            }
+            _ => {}
+        }
+        vad.check_delete(mode)?;
+        let base = vad.base();
+        if let Some(vad) = self.vads.remove(&base) {
+            self.graveyard.push(vad.backing);
+        }
+        Ok(())
+    }
+
+    /// The protection of the page holding `address`, if committed.
+    pub(crate) fn protection(&self, address: usize) -> Option<u32> {
+        let vad = self.vad_at(address)?;
+        let page = vad.pages[(address - vad.base()) / PAGE_SIZE];
+        (page != 0).then_some(page)
+    }
+
+    /// Checks that a user thread may read (or write) `len` bytes at `address`, page by page in
+    /// order as the access would touch them; a guard page faults once and loses its guard. On
+    /// success returns the allocation's backing and the offset of `address` in it; a write also
+    /// resolves copy-on-write pages to read-write.
+    pub(crate) fn access(
+        &mut self,
+        address: usize,
+        len: usize,
+        write: bool,
+    ) -> Result<(Arc<Backing>, usize), Status> {
+        let end = address
+            .checked_add(len)
+            .ok_or(Status(STATUS_ACCESS_VIOLATION))?;
+        let vad = self
+            .vad_at_mut(address)
+            .ok_or(Status(STATUS_ACCESS_VIOLATION))?;
+        if end > vad.end() {
+            return Err(Status(STATUS_ACCESS_VIOLATION));
+        }
+        let first = (address - vad.base()) / PAGE_SIZE;
+        let last = (end - 1 - vad.base()) / PAGE_SIZE;
+        for page in &mut vad.pages[first..=last] {
+            if *page & PAGE_GUARD != 0 {
+                *page &= !PAGE_GUARD;
+                return Err(Status(STATUS_GUARD_PAGE_VIOLATION));
+            }
+            let allowed = if write {
+                is_writable(*page)
+            } else {
+                is_readable(*page)
+            };
+            if *page == 0 || !allowed {
+                return Err(Status(STATUS_ACCESS_VIOLATION));
+            }
+        }
+        if write {
+            for page in &mut vad.pages[first..=last] {
+                *page = after_write(*page);
+            }
+        }
+        Ok((Arc::clone(&vad.backing), address - vad.base()))
+    }
+
+    /// Deletes the address space (process exit): every allocation goes, secures and all, and
+    /// nothing is refused. The bytes stay alive until the process is dropped.
+    pub(crate) fn delete(&mut self) {
+        let vads = core::mem::take(&mut self.vads);
+        self.graveyard
+            .extend(vads.into_values().map(|vad| vad.backing));
+    }
+}
