@@ -16,6 +16,14 @@
 //! `MmSecureVirtualMemoryEx` exists only on Windows 10 1809 (build 17763) and later: a driver that
 //! must load on older Windows looks it up at run time with [`MmGetSystemRoutineAddress`] and calls
 //! it through [`PFN_MM_SECURE_VIRTUAL_MEMORY_EX`] rather than importing it.
+//!
+//! # Feature `wdk-sys` (Windows targets only, off by default)
+//!
+//! Takes the C types (`HANDLE`, `UNICODE_STRING`, `PEPROCESS`, …) from windows-drivers-rs'
+//! `wdk-sys` crate instead of the generated ones, so that a driver built on it has one type of
+//! each; compile-time assertions check that the two declarations agree. It does nothing off
+//! Windows, and it cannot be built on Linux or docs.rs: wdk-sys generates its bindings from an
+//! installed WDK, and its build script refuses non-Windows hosts.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 
@@ -24,16 +32,26 @@ extern crate std;
 
 pub mod ctypes;
 
+// The C types the declarations use: generated from ntddk.h, or, with the `wdk-sys` feature on a
+// Windows target, wdk-sys's own, so that a driver built on windows-drivers-rs has one
+// UNICODE_STRING and one PEPROCESS. `bindings` names them through `crate::types` either way.
+#[cfg(not(all(windows, feature = "wdk-sys")))]
 #[allow(
     non_camel_case_types,
     non_snake_case,
-    non_upper_case_globals,
     missing_docs,
     clippy::all,
     // bindgen's layout tests: generated `unsafe` blocks, without SAFETY comments.
     clippy::undocumented_unsafe_blocks,
     clippy::multiple_unsafe_ops_per_block
 )]
+mod types;
+#[cfg(all(windows, feature = "wdk-sys"))]
+#[path = "wdk_types.rs"]
+mod types;
+pub use types::*;
+
+#[allow(non_snake_case, non_upper_case_globals, missing_docs, clippy::all)]
 mod bindings;
 pub use bindings::*;
 
@@ -43,12 +61,8 @@ mod abi;
 /// The type of `MmSecureVirtualMemoryEx`, for calling it through the address that
 /// [`MmGetSystemRoutineAddress`] returns.
 #[allow(non_camel_case_types, non_snake_case)]
-pub type PFN_MM_SECURE_VIRTUAL_MEMORY_EX = unsafe extern "C" fn(
-    Address: PVOID,
-    Size: SIZE_T,
-    ProbeMode: ULONG,
-    Flags: ULONG,
-) -> HANDLE;
+pub type PFN_MM_SECURE_VIRTUAL_MEMORY_EX =
+    unsafe extern "C" fn(Address: PVOID, Size: SIZE_T, ProbeMode: ULONG, Flags: ULONG) -> HANDLE;
 
 // The one platform seam: the routines ntddk.h defines inline (which bindgen cannot emit) come from
 // `kernel` on Windows; off Windows, `host` defines every routine above as well as these.

@@ -1,5 +1,7 @@
-//! `cargo xtask codegen [--check] [--wdk DIR]`: makes `mmsecure-sys/src/bindings.rs` with the
-//! bindgen crate from `mmsecure-sys/include/mmsecure_sys.h`, that is from `ntddk.h`.
+//! `cargo xtask codegen [--check] [--wdk DIR]`: makes `mmsecure-sys/src/types.rs` (the C types)
+//! and `mmsecure-sys/src/bindings.rs` (the routines and constants, which name the types through
+//! `crate::types`) with the bindgen crate from `mmsecure-sys/include/mmsecure_sys.h`, that is from
+//! `ntddk.h`.
 //!
 //! The header comes from mingw-w64 (`ddk/ntddk.h`, Debian `mingw-w64-x86-64-dev`) by default, or
 //! from the WDK with `--wdk DIR`. mingw-w64 10 lacks `MmSecureVirtualMemoryEx` and the
@@ -8,7 +10,8 @@
 //!
 //! The output is formatted by rustfmt (run here, not through bindgen, which falls back to
 //! unformatted output without saying so when rustfmt fails), so the same inputs always give the
-//! same bytes and the file passes `cargo fmt --check`.
+//! same bytes and the files pass `cargo fmt --check`. `--check` writes nothing: it fails, showing
+//! a diff, when a file in the tree differs from what would be generated.
 
 use std::fs;
 use std::io::Write as _;
@@ -18,8 +21,21 @@ use std::time::Instant;
 
 use crate::{debian, diff};
 
-/// The generated file, from the workspace root.
-const BINDINGS: &str = "mmsecure-sys/src/bindings.rs";
+/// The generated files, from the workspace root. The C types and the declarations that use them
+/// are generated apart so that, with the `wdk-sys` feature, `mmsecure-sys` can swap in wdk-sys's
+/// types under the very same declarations (`bindings.rs` names them through `crate::types`).
+const OUTPUTS: [Output; 2] = [
+    Output {
+        path: "mmsecure-sys/src/types.rs",
+        what: "the C types",
+        items: Items::Types,
+    },
+    Output {
+        path: "mmsecure-sys/src/bindings.rs",
+        what: "the routines and constants",
+        items: Items::Declarations,
+    },
+];
 /// The header bindgen reads, from the workspace root.
 const WRAPPER: &str = "mmsecure-sys/include/mmsecure_sys.h";
 
@@ -58,6 +74,21 @@ const TYPES: &[&str] = &[
     "PEPROCESS",
     "ULONG_PTR",
 ];
+
+/// One generated file.
+struct Output {
+    path: &'static str,
+    what: &'static str,
+    items: Items,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Items {
+    /// `TYPES` and every type the routines use.
+    Types,
+    /// `FUNCTIONS` and `CONSTANTS`, naming their types from `crate::types`.
+    Declarations,
+}
 
 /// Where the Windows headers come from.
 enum Source {
@@ -98,46 +129,62 @@ pub fn run(args: &[String]) -> crate::Result {
         std::env::remove_var(key);
     }
 
-    let started = Instant::now();
-    let generated = generate(&root, &source, resource_dir.as_deref())?;
-    let elapsed = started.elapsed();
-    let lines = generated.lines().count();
-    let path = root.join(BINDINGS);
-
-    if options.check {
-        let committed = fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if committed == generated {
-            println!("{BINDINGS} is up to date ({lines} lines, generated in {elapsed:.2?})");
-            return Ok(());
+    let mut stale = Vec::new();
+    for output in &OUTPUTS {
+        let started = Instant::now();
+        let generated = generate(&root, &source, resource_dir.as_deref(), output)?;
+        let elapsed = started.elapsed();
+        let lines = generated.lines().count();
+        let path = root.join(output.path);
+        let current = fs::read_to_string(&path);
+        let unchanged = current.as_ref().is_ok_and(|old| *old == generated);
+        let what = output.what;
+        if options.check {
+            if unchanged {
+                println!(
+                    "{}: up to date ({what}, {lines} lines, generated in {elapsed:.2?})",
+                    output.path
+                );
+                continue;
+            }
+            let current = current.unwrap_or_else(|e| {
+                eprintln!("cannot read {}: {e}", path.display());
+                String::new()
+            });
+            eprint!(
+                "{}",
+                diff::unified(
+                    &current,
+                    &generated,
+                    &format!("{} (in the tree)", output.path),
+                    &format!("{} (generated)", output.path),
+                )
+            );
+            stale.push(output.path);
+            continue;
         }
-        eprint!(
-            "{}",
-            diff::unified(
-                &committed,
-                &generated,
-                &format!("{BINDINGS} (in the tree)"),
-                &format!("{BINDINGS} (generated)"),
-            )
+        if !unchanged {
+            fs::write(&path, &generated)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        println!(
+            "{} {} ({what}, {lines} lines, generated in {elapsed:.2?})",
+            if unchanged { "unchanged:" } else { "wrote" },
+            output.path,
         );
+    }
+    if !stale.is_empty() {
         return Err(format!(
-            "{BINDINGS} differs from what `{}` generates: run it and commit the result \
-             (never edit the file by hand)",
+            "{} differ(s) from what `{}` generates: run it and commit the result (never edit \
+             the generated files by hand)",
+            stale.join(" and "),
             source.command()
         )
         .into());
     }
-
-    let unchanged = fs::read_to_string(&path).is_ok_and(|old| old == generated);
-    if !unchanged {
-        fs::write(&path, &generated)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if !options.check {
+        println!("from {}", source.describe());
     }
-    println!(
-        "{} {BINDINGS} ({lines} lines, generated in {elapsed:.2?}) from {}",
-        if unchanged { "unchanged:" } else { "wrote" },
-        source.describe()
-    );
     Ok(())
 }
 
@@ -383,14 +430,19 @@ fn has_libclang(dir: &Path) -> bool {
     })
 }
 
-/// Runs bindgen and rustfmt; returns the file's full text.
-fn generate(root: &Path, source: &Source, resource_dir: Option<&Path>) -> crate::Result<String> {
+/// Runs bindgen and rustfmt for one output; returns the file's full text.
+fn generate(
+    root: &Path,
+    source: &Source,
+    resource_dir: Option<&Path>,
+    output: &Output,
+) -> crate::Result<String> {
     let exact = |names: &[&str]| names.join("|");
     let mut clang_args = source.clang_args();
     if let Some(dir) = resource_dir {
         clang_args.push(format!("-resource-dir={}", dir.display()));
     }
-    let bindings = bindgen::Builder::default()
+    let mut builder = bindgen::Builder::default()
         .header(root.join(WRAPPER).to_string_lossy())
         .clang_args(clang_args)
         .detect_include_paths(false)
@@ -400,36 +452,51 @@ fn generate(root: &Path, source: &Source, resource_dir: Option<&Path>) -> crate:
         // Windows' C types at Windows' (LLP64) widths on every target: `ULONG` stays 32 bits
         // when the host backend compiles these declarations on a 64-bit Linux.
         .ctypes_prefix("crate::ctypes")
+        // Both runs allowlist everything, so that the types run also emits every type the
+        // routines use; the codegen config then picks what each file holds.
         .allowlist_function(exact(FUNCTIONS))
         .allowlist_var(exact(CONSTANTS))
         .allowlist_type(exact(TYPES))
         .generate_comments(false)
         .merge_extern_blocks(true)
         .layout_tests(true)
-        .formatter(bindgen::Formatter::None)
+        .formatter(bindgen::Formatter::None);
+    builder = match output.items {
+        Items::Types => builder.with_codegen_config(bindgen::CodegenConfig::TYPES),
+        Items::Declarations => builder
+            .with_codegen_config(bindgen::CodegenConfig::FUNCTIONS | bindgen::CodegenConfig::VARS)
+            .raw_line("use crate::types::*;"),
+    };
+    let bindings = builder
         .generate()
         .map_err(|e| format!("bindgen failed on {WRAPPER}: {e}"))?;
     let code = bindings.to_string();
-    check_complete(&code)?;
+    check_complete(&code, output.items)?;
     let code = rustfmt(&code)?;
-    Ok(format!("{}{code}", header(source)))
+    Ok(format!("{}{code}", header(source, output)))
 }
 
 /// An allowlist entry that matches nothing is dropped without a word by bindgen: refuse the
 /// output instead, naming what the headers did not declare.
-fn check_complete(code: &str) -> crate::Result {
+fn check_complete(code: &str, items: Items) -> crate::Result {
     let tokens: Vec<&str> = code
         .split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .filter(|t| !t.is_empty())
         .collect();
     let declared = |keyword: &str, name: &str| tokens.windows(2).any(|w| w == [keyword, name]);
-    let missing: Vec<&str> = FUNCTIONS
-        .iter()
-        .filter(|n| !declared("fn", n))
-        .chain(CONSTANTS.iter().filter(|n| !declared("const", n)))
-        .chain(TYPES.iter().filter(|n| !declared("type", n)))
-        .copied()
-        .collect();
+    let missing: Vec<&str> = match items {
+        Items::Types => TYPES
+            .iter()
+            .copied()
+            .filter(|n| !declared("type", n))
+            .collect(),
+        Items::Declarations => FUNCTIONS
+            .iter()
+            .copied()
+            .filter(|n| !declared("fn", n))
+            .chain(CONSTANTS.iter().copied().filter(|n| !declared("const", n)))
+            .collect(),
+    };
     if missing.is_empty() {
         Ok(())
     } else {
@@ -437,14 +504,15 @@ fn check_complete(code: &str) -> crate::Result {
     }
 }
 
-fn header(source: &Source) -> String {
+fn header(source: &Source, output: &Output) -> String {
     let text = format!(
-        "@generated by `{command}` (xtask/src/codegen.rs) with the bindgen crate, from \
-         mmsecure-sys/include/mmsecure_sys.h: {from}.\n\
+        "@generated by `{command}` (xtask/src/codegen.rs) with the bindgen crate: {what} of \
+         mmsecure-sys/include/mmsecure_sys.h, that is of {from}.\n\
          Never edit this file by hand: change the headers or the xtask and run the command \
          again. `cargo xtask codegen --check` (run by CI) fails when this file differs from \
          what the command makes.",
         command = source.command(),
+        what = output.what,
         from = source.describe(),
     );
     let mut out = String::new();
