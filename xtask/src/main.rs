@@ -4,8 +4,12 @@
 //! dispatches on the first argument.
 
 mod codegen;
+mod cross;
 mod debian;
 mod diff;
+mod driver;
+mod pe;
+mod wine;
 
 use std::process::ExitCode;
 
@@ -17,7 +21,12 @@ usage: cargo xtask <task> [args…]
 
 tasks:
   codegen [--check] [--wdk DIR]   regenerate mmsecure-sys/src/bindings.rs from ntddk.h
-                                  (--check: fail with a diff if the committed file is stale)";
+                                  (--check: fail with a diff if the committed file is stale)
+  cross                           build mmsecure-sys and mmsecure and their docs for
+                                  x86_64-pc-windows-gnu with Debian's rustc 1.63 (MSRV check)
+  driver [--check]                build the sample driver, target/driver/mmsecure_sample.sys
+                                  (--check: verify it as a PE kernel driver)
+  wine                            load the sample driver under Wine and check its reports";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +36,9 @@ fn main() -> ExitCode {
     };
     let result = match task.as_str() {
         "codegen" => codegen::run(rest),
+        "cross" => cross::run(rest),
+        "driver" => driver::run(rest),
+        "wine" => wine::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -1,0 +1,78 @@
+//! [`UserBuffer`]: user-mode memory the driver allocates in the current process, standing in for
+//! the buffer a user program would hand it.
+
+use core::ptr;
+
+use mmsecure_sys::{PAGE_READWRITE, PVOID, SIZE_T};
+
+use crate::ntoskrnl::{
+    ZwAllocateVirtualMemory, ZwFreeVirtualMemory, MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, NTSTATUS,
+    NT_CURRENT_PROCESS, STATUS_SUCCESS,
+};
+
+/// Committed read-write memory in the user part of the current process's address space, freed
+/// when dropped.
+///
+/// In DriverEntry the current process is the System process on Windows and `winedevice.exe`
+/// under Wine; both have a user address space that `ZwAllocateVirtualMemory` can allocate in.
+pub struct UserBuffer {
+    base: PVOID,
+    len: usize,
+}
+
+impl UserBuffer {
+    /// Allocates `len` bytes (rounded up to pages by the kernel), or returns the kernel's status.
+    pub fn allocate(len: usize) -> Result<UserBuffer, NTSTATUS> {
+        let mut base: PVOID = ptr::null_mut();
+        let mut size = len as SIZE_T;
+        // SAFETY: `base` and `size` are valid locals the routine writes the allocation into; the
+        // current-process pseudo-handle needs no reference counting.
+        let status = unsafe {
+            ZwAllocateVirtualMemory(
+                NT_CURRENT_PROCESS,
+                &mut base,
+                0,
+                &mut size,
+                MEM_COMMIT | MEM_RESERVE,
+                PAGE_READWRITE,
+            )
+        };
+        if status == STATUS_SUCCESS && !base.is_null() {
+            Ok(UserBuffer { base, len })
+        } else {
+            Err(status)
+        }
+    }
+
+    /// The first byte.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.base as *const u8
+    }
+
+    /// The length asked for.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `data` to the start of the buffer, as the user program would fill it. No reference
+    /// into the buffer is formed: user memory can change under the driver at any time.
+    pub fn fill(&self, data: &[u8]) {
+        let n = data.len().min(self.len);
+        // SAFETY: `base` is committed read-write memory of at least `self.len >= n` bytes in the
+        // current process, allocated by this value and not yet freed; `data` is driver memory,
+        // disjoint from it.
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.base.cast::<u8>(), n) };
+    }
+}
+
+impl Drop for UserBuffer {
+    fn drop(&mut self) {
+        let mut base = self.base;
+        let mut size: SIZE_T = 0;
+        // SAFETY: `base` is the start of an allocation this value made in the current process
+        // and has not freed; MEM_RELEASE with size 0 releases the whole allocation.
+        // The status is ignored: there is nothing a driver can do about a failed free here.
+        let _ =
+            unsafe { ZwFreeVirtualMemory(NT_CURRENT_PROCESS, &mut base, &mut size, MEM_RELEASE) };
+    }
+}

@@ -1,0 +1,472 @@
+//! `cargo xtask driver [--check]`: builds the sample kernel driver (`samples/driver/`) into
+//! `target/driver/mmsecure_sample.sys`; `--check` then verifies the file.
+//!
+//! 1. Debian's cargo 1.65 and rustc 1.63 build the sample as a release `staticlib` for
+//!    `x86_64-pc-windows-gnu`, offline from the vendor folder (see `cross`). Release, because
+//!    that is what a driver ships and because debug builds of mmsecure assert the IRQL by reading
+//!    CR8, a privileged instruction (Wine happens to emulate it; see the sample's docs). Release
+//!    with LTO also drops the unwind tables of the precompiled `core` that name
+//!    `rust_eh_personality`, which a `panic = "abort"` driver does not define.
+//! 2. The sample's own imports are listed in `samples/driver/ntoskrnl.def`; those that mingw-w64's
+//!    `libntoskrnl.a` lacks get an import library from `x86_64-w64-mingw32-dlltool`.
+//! 3. rustup's `rust-lld -flavor link` links the driver: `/driver /subsystem:native
+//!    /entry:DriverEntry`, against `libntoskrnl.a` (which is what mmsecure-sys's `-l ntoskrnl`
+//!    means here) and that import library, with a map file that gives DriverEntry's address.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cross::{self, run_checked, Stopwatch, TARGET};
+use crate::{debian, pe};
+
+/// The service name the sample reports under, and the file's stem.
+pub const SERVICE: &str = "mmsecure_sample";
+
+/// What the link needs beyond the Rust toolchain: `libntoskrnl.a`, and dlltool and nm.
+const LINK_PACKAGES: &[&str] = &["mingw-w64-x86-64-dev", "binutils-mingw-w64-x86-64"];
+const LIBNTOSKRNL: &str = "/usr/x86_64-w64-mingw32/lib/libntoskrnl.a";
+const DLLTOOL: &str = "x86_64-w64-mingw32-dlltool";
+const NM: &str = "x86_64-w64-mingw32-nm";
+
+/// The routines the sample must import (through mmsecure), and the one it must not: Windows
+/// before 10 1809 has no `MmSecureVirtualMemoryEx`, and a static import would keep the driver
+/// from loading there, so mmsecure looks it up at run time.
+const MUST_IMPORT: &[&str] = &[
+    "MmSecureVirtualMemory",
+    "MmUnsecureVirtualMemory",
+    "MmGetSystemRoutineAddress",
+];
+const MUST_NOT_IMPORT: &str = "MmSecureVirtualMemoryEx";
+
+/// The files a build makes.
+pub struct Built {
+    /// The driver.
+    pub sys: PathBuf,
+    /// rust-lld's map of it.
+    pub map: PathBuf,
+}
+
+/// `cargo xtask driver [--check]`.
+pub fn run(args: &[String]) -> crate::Result {
+    let mut check = false;
+    for arg in args {
+        match arg.as_str() {
+            "--check" => check = true,
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}`: usage: cargo xtask driver [--check]"
+                )
+                .into())
+            }
+        }
+    }
+    let root = cross::workspace_root();
+    let mut watch = Stopwatch::new("driver");
+    let built = build(&root, &mut watch)?;
+    let result = if check { verify(&built) } else { Ok(()) };
+    if check {
+        watch.lap("check");
+    }
+    watch.print();
+    result
+}
+
+/// Builds and links the sample driver, timing each step on `watch`.
+pub fn build(root: &Path, watch: &mut Stopwatch) -> crate::Result<Built> {
+    let mut packages = cross::TOOLCHAIN_PACKAGES.to_vec();
+    packages.extend(LINK_PACKAGES);
+    println!("[driver] Debian packages: {}", packages.join(", "));
+    debian::ensure_packages(&packages)?;
+    watch.lap("packages (toolchain, mingw-w64)");
+
+    cross::vendor(root)?;
+    watch.lap("vendor");
+
+    println!("[driver] build the sample as a release staticlib with rustc 1.63");
+    run_checked(cross::debian_cargo(root, "build").args([
+        "--release",
+        "-p",
+        "mmsecure-sample-driver",
+    ]))?;
+    let staticlib = cross::cargo_target_dir(root)
+        .join(TARGET)
+        .join("release")
+        .join("libmmsecure_sample.a");
+    watch.lap("cargo build --release");
+
+    let out = cross::driver_out_dir(root);
+    let extra = extra_import_library(root, &out)?;
+    watch.lap("import library");
+
+    let sys = out.join(format!("{SERVICE}.sys"));
+    let map = out.join(format!("{SERVICE}.map"));
+    println!("[driver] link with rust-lld as a kernel driver");
+    let mut link = Command::new(rust_lld()?);
+    link.args(["-flavor", "link"])
+        .arg(format!("/out:{}", sys.display()))
+        .arg(format!("/map:{}", map.display()))
+        .args([
+            "/driver",
+            "/subsystem:native",
+            "/entry:DriverEntry",
+            "/machine:x64",
+            "/nodefaultlib",
+            "/base:0x140000000",
+            "/opt:ref",
+            // Writes the checksum, which Windows verifies for drivers.
+            "/release",
+        ])
+        .arg(&staticlib);
+    if let Some(lib) = &extra {
+        link.arg(lib);
+    }
+    link.arg(LIBNTOSKRNL);
+    run_checked(&mut link)?;
+    watch.lap("link");
+
+    let size = fs::metadata(&sys)?.len();
+    println!("[driver] built {} ({size} bytes)", sys.display());
+    Ok(Built { sys, map })
+}
+
+/// Makes an import library for the sample's own imports that `libntoskrnl.a` lacks, if any.
+fn extra_import_library(root: &Path, out: &Path) -> crate::Result<Option<PathBuf>> {
+    let sample = cross::sample_dir(root);
+    let def_path = sample.join("ntoskrnl.def");
+    let def = fs::read_to_string(&def_path)
+        .map_err(|e| format!("cannot read {}: {e}", def_path.display()))?;
+    let wanted = def_exports(&def);
+    let source_path = sample.join("src").join("ntoskrnl.rs");
+    let source = fs::read_to_string(&source_path)
+        .map_err(|e| format!("cannot read {}: {e}", source_path.display()))?;
+    let undeclared: Vec<&String> = wanted
+        .iter()
+        .filter(|name| !source.contains(&format!("fn {name}(")))
+        .collect();
+    if !undeclared.is_empty() {
+        return Err(format!(
+            "{} lists routines that {} does not declare: {undeclared:?}",
+            def_path.display(),
+            source_path.display()
+        )
+        .into());
+    }
+
+    let available = library_exports(Path::new(LIBNTOSKRNL))?;
+    let missing: Vec<&String> = wanted.iter().filter(|n| !available.contains(*n)).collect();
+    if missing.is_empty() {
+        println!(
+            "[driver] all {} of the sample's own imports are in {LIBNTOSKRNL}: no extra import library",
+            wanted.len()
+        );
+        return Ok(None);
+    }
+    let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+    println!(
+        "[driver] {LIBNTOSKRNL} lacks {}: making an import library for them with dlltool",
+        names.join(", ")
+    );
+    fs::create_dir_all(out)?;
+    let def_out = out.join("sample_ntoskrnl.def");
+    let lib_out = out.join("libsample_ntoskrnl.a");
+    fs::write(
+        &def_out,
+        format!("LIBRARY ntoskrnl.exe\nEXPORTS\n{}\n", names.join("\n")),
+    )?;
+    run_checked(
+        Command::new(DLLTOOL)
+            .arg("-d")
+            .arg(&def_out)
+            .arg("-l")
+            .arg(&lib_out)
+            .args(["-m", "i386:x86-64"]),
+    )?;
+    Ok(Some(lib_out))
+}
+
+/// The names under `EXPORTS` in a module-definition file.
+fn def_exports(def: &str) -> Vec<String> {
+    let mut in_exports = false;
+    let mut names = Vec::new();
+    for line in def.lines() {
+        let line = line.split(';').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.eq_ignore_ascii_case("EXPORTS") {
+            in_exports = true;
+            continue;
+        }
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.eq_ignore_ascii_case("LIBRARY") || first.eq_ignore_ascii_case("NAME") {
+            in_exports = false;
+            continue;
+        }
+        if in_exports {
+            names.push(first.to_owned());
+        }
+    }
+    names
+}
+
+/// The routines an import library defines, read with mingw-w64's nm.
+fn library_exports(lib: &Path) -> crate::Result<BTreeSet<String>> {
+    let output = Command::new(NM)
+        .arg("--defined-only")
+        .arg(lib)
+        .output()
+        .map_err(|e| format!("cannot run {NM}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("`{NM} --defined-only {}` failed", lib.display()).into());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().rev();
+            let name = fields.next()?;
+            let kind = fields.next()?;
+            match kind {
+                "T" => Some(name.to_owned()),
+                "I" => name.strip_prefix("__imp_").map(str::to_owned),
+                _ => None,
+            }
+        })
+        .collect())
+}
+
+/// rustup's rust-lld: next to the rustc of the toolchain whose cargo runs this task.
+fn rust_lld() -> crate::Result<PathBuf> {
+    let rustc = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .and_then(|cargo| cargo.parent().map(|bin| bin.join("rustc")))
+        .filter(|rustc| rustc.exists())
+        .unwrap_or_else(|| PathBuf::from("rustc"));
+    let sysroot = stdout_of(Command::new(&rustc).args(["--print", "sysroot"]))?;
+    let version = stdout_of(Command::new(&rustc).arg("-vV"))?;
+    let host = version
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .ok_or("`rustc -vV` names no host")?;
+    let lld = Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(host.trim())
+        .join("bin/rust-lld");
+    if lld.exists() {
+        Ok(lld)
+    } else {
+        Err(format!(
+            "{} not found: rust-lld ships with rustup's rustc on {host}",
+            lld.display()
+        )
+        .into())
+    }
+}
+
+fn stdout_of(cmd: &mut Command) -> crate::Result<String> {
+    let output = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", cross::display(cmd)))?;
+    if !output.status.success() {
+        return Err(format!("`{}` failed", cross::display(cmd)).into());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The RVA of `symbol` in an MSVC-style map file (as `lld-link /map` writes it).
+fn map_symbol_rva(map: &str, symbol: &str) -> Option<u32> {
+    let base = map.lines().find_map(|line| {
+        let hex = line.trim().strip_prefix("Preferred load address is ")?;
+        u64::from_str_radix(hex.trim(), 16).ok()
+    })?;
+    map.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [section, name, address, ..] if section.contains(':') && *name == symbol => {
+                let address = u64::from_str_radix(address, 16).ok()?;
+                u32::try_from(address.checked_sub(base)?).ok()
+            }
+            _ => None,
+        }
+    })
+}
+
+/// The result of each check, printed as it is made.
+struct Checks {
+    failed: usize,
+    total: usize,
+}
+
+impl Checks {
+    fn new() -> Checks {
+        Checks {
+            failed: 0,
+            total: 0,
+        }
+    }
+
+    fn record(&mut self, ok: bool, what: &str, detail: impl AsRef<str>) {
+        self.total += 1;
+        if !ok {
+            self.failed += 1;
+        }
+        let mark = if ok { "pass" } else { "FAIL" };
+        println!("  {mark}  {what} ({})", detail.as_ref());
+    }
+
+    fn finish(self, what: &str) -> crate::Result {
+        if self.failed == 0 {
+            println!("[{what}] all {} checks passed", self.total);
+            Ok(())
+        } else {
+            Err(format!("{} of {} {what} checks failed", self.failed, self.total).into())
+        }
+    }
+}
+
+/// `--check`: reads the driver as a PE image and checks what a kernel driver must be.
+pub fn verify(built: &Built) -> crate::Result {
+    println!("[check] {}", built.sys.display());
+    let file = fs::read(&built.sys)?;
+    let map = fs::read_to_string(&built.map)?;
+    let mut checks = Checks::new();
+    let pe = match pe::parse(&file) {
+        Ok(pe) => pe,
+        Err(e) => {
+            checks.record(false, "a PE32+ image", e.to_string());
+            return checks.finish("check");
+        }
+    };
+
+    checks.record(
+        pe.magic == pe::MAGIC_PE32_PLUS,
+        "PE32+",
+        format!("optional header magic {:#x}", pe.magic),
+    );
+    checks.record(
+        pe.machine == pe::MACHINE_AMD64,
+        "machine x86-64",
+        format!("{:#06x}", pe.machine),
+    );
+    checks.record(
+        pe.subsystem == pe::SUBSYSTEM_NATIVE,
+        "subsystem native (1)",
+        format!("subsystem {}", pe.subsystem),
+    );
+    checks.record(
+        pe.characteristics & pe::FILE_EXECUTABLE_IMAGE != 0,
+        "executable image",
+        format!("characteristics {:#06x}", pe.characteristics),
+    );
+    checks.record(
+        pe.characteristics & pe::FILE_DLL == 0,
+        "not a DLL (IMAGE_FILE_DLL clear)",
+        format!("characteristics {:#06x}", pe.characteristics),
+    );
+    let wanted = pe::DLLCHARACTERISTICS_DYNAMIC_BASE | pe::DLLCHARACTERISTICS_NX_COMPAT;
+    checks.record(
+        pe.dll_characteristics & wanted == wanted,
+        "relocatable and NX-compatible (DYNAMIC_BASE, NX_COMPAT)",
+        format!("DllCharacteristics {:#06x}", pe.dll_characteristics),
+    );
+    match map_symbol_rva(&map, "DriverEntry") {
+        Some(rva) => checks.record(
+            pe.entry_point == rva,
+            "entry point is DriverEntry",
+            format!(
+                "AddressOfEntryPoint {:#x}, DriverEntry at {rva:#x} in the link map",
+                pe.entry_point
+            ),
+        ),
+        None => checks.record(
+            false,
+            "entry point is DriverEntry",
+            format!("no DriverEntry in {}", built.map.display()),
+        ),
+    }
+    checks.record(
+        pe.checksum != 0 && pe.checksum == pe.computed_checksum,
+        "checksum set and right (Windows verifies it for drivers)",
+        format!(
+            "stored {:#x}, computed {:#x}",
+            pe.checksum, pe.computed_checksum
+        ),
+    );
+
+    let dlls: BTreeSet<&str> = pe.imports.iter().map(|i| i.dll.as_str()).collect();
+    checks.record(
+        !dlls.is_empty() && dlls.iter().all(|d| d.eq_ignore_ascii_case("ntoskrnl.exe")),
+        "imports only from ntoskrnl.exe",
+        format!("{dlls:?}"),
+    );
+    let imported = pe.imports_from("ntoskrnl.exe");
+    for name in MUST_IMPORT {
+        checks.record(
+            imported.contains(name),
+            &format!("imports {name}"),
+            "ntoskrnl.exe",
+        );
+    }
+    checks.record(
+        !imported.contains(&MUST_NOT_IMPORT),
+        &format!("does not import {MUST_NOT_IMPORT} (looked up at run time)"),
+        "ntoskrnl.exe",
+    );
+    let cr8 = pe.cr8_accesses(&file);
+    checks.record(
+        cr8.is_empty(),
+        "no CR8 access in code (release: mmsecure's IRQL debug assertions compiled out)",
+        if cr8.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("at RVAs {cr8:x?}")
+        },
+    );
+
+    let mut names: Vec<&str> = imported;
+    names.sort_unstable();
+    println!(
+        "[check] {} bytes; imports from ntoskrnl.exe: {}",
+        file.len(),
+        names.join(", ")
+    );
+    checks.finish("check")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn def_exports_are_the_names_after_exports() {
+        let def =
+            "; comment\nLIBRARY ntoskrnl.exe\nEXPORTS\n  DbgPrint ; prints\nKeBugCheckEx @3\n\n";
+        assert_eq!(def_exports(def), ["DbgPrint", "KeBugCheckEx"]);
+        assert!(def_exports("LIBRARY x.dll\n").is_empty());
+    }
+
+    #[test]
+    fn the_committed_def_matches_the_sample_source() {
+        let sample = cross::sample_dir(&cross::workspace_root());
+        let def = fs::read_to_string(sample.join("ntoskrnl.def")).unwrap();
+        let source = fs::read_to_string(sample.join("src/ntoskrnl.rs")).unwrap();
+        let names = def_exports(&def);
+        assert!(!names.is_empty());
+        for name in names {
+            assert!(source.contains(&format!("fn {name}(")), "{name} undeclared");
+        }
+    }
+
+    #[test]
+    fn map_symbols_are_rvas_from_the_preferred_base() {
+        let map = " Preferred load address is 0000000140000000\n\n  Address  Publics by Value  Rva+Base  Lib:Object\n\n 0001:00000830       DriverEntry                0000000140001830     lib:obj.o\n 0001:000011b4       DbgPrint                   00000001400021b4     lib:x.o\n";
+        assert_eq!(map_symbol_rva(map, "DriverEntry"), Some(0x1830));
+        assert_eq!(map_symbol_rva(map, "DbgPrint"), Some(0x21b4));
+        assert_eq!(map_symbol_rva(map, "Driver"), None);
+        assert_eq!(
+            map_symbol_rva("0001:0 DriverEntry 140001830", "DriverEntry"),
+            None
+        );
+    }
+}
