@@ -373,7 +373,16 @@ fn version_key(path: &Path) -> Vec<u64> {
 /// clang is installed.
 fn find_libclang() -> crate::Result<Option<PathBuf>> {
     let dir = if let Some(dir) = std::env::var_os("LIBCLANG_PATH") {
-        PathBuf::from(dir)
+        let dir = PathBuf::from(dir);
+        if cfg!(target_os = "linux") && !has_libclang(&dir) {
+            return Err(format!(
+                "LIBCLANG_PATH={} holds no libclang*.so (Debian: libclang-dev puts it in \
+                 /usr/lib/llvm-<version>/lib; unset LIBCLANG_PATH to have it found there)",
+                dir.display()
+            )
+            .into());
+        }
+        dir
     } else if cfg!(not(target_os = "linux")) {
         // clang-sys searches the usual places of other systems itself.
         return Ok(None);
