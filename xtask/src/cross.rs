@@ -39,7 +39,13 @@ pub fn run(args: &[String]) -> crate::Result {
     }
     let root = workspace_root();
     let mut watch = Stopwatch::new("cross");
+    let result = check_target(&root, &mut watch);
+    watch.print();
+    result
+}
 
+/// The steps of `cross`, each timed on `watch`.
+fn check_target(root: &Path, watch: &mut Stopwatch) -> crate::Result {
     println!(
         "[cross] Debian toolchain: {}",
         TOOLCHAIN_PACKAGES.join(", ")
@@ -47,7 +53,7 @@ pub fn run(args: &[String]) -> crate::Result {
     debian::ensure_packages(TOOLCHAIN_PACKAGES)?;
     watch.lap("packages (toolchain)");
 
-    vendor(&root)?;
+    vendor(root)?;
     watch.lap("vendor");
 
     // Warnings are errors on the oldest compiler too: a lint that only 1.63 raises is a
@@ -55,7 +61,7 @@ pub fn run(args: &[String]) -> crate::Result {
     // path crates are held to this.
     println!("[cross] build mmsecure-sys and mmsecure for {TARGET} with rustc 1.63");
     run_checked(
-        debian_cargo(&root, "build")
+        debian_cargo(root, "build")
             .args(["-p", "mmsecure-sys", "-p", "mmsecure"])
             .env("RUSTFLAGS", "-D warnings"),
     )?;
@@ -63,15 +69,14 @@ pub fn run(args: &[String]) -> crate::Result {
 
     println!("[cross] docs for {TARGET} with RUSTDOCFLAGS=\"-D warnings\"");
     run_checked(
-        debian_cargo(&root, "doc")
+        debian_cargo(root, "doc")
             .args(["--no-deps", "-p", "mmsecure-sys", "-p", "mmsecure"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     watch.lap("doc");
 
-    let docs = cargo_target_dir(&root).join(TARGET).join("doc");
+    let docs = cargo_target_dir(root).join(TARGET).join("doc");
     println!("[cross] ok: docs in {}", docs.display());
-    watch.print();
     Ok(())
 }
 

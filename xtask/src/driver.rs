@@ -64,11 +64,15 @@ pub fn run(args: &[String]) -> crate::Result {
     }
     let root = cross::workspace_root();
     let mut watch = Stopwatch::new("driver");
-    let built = build(&root, &mut watch)?;
-    let result = if check { verify(&built) } else { Ok(()) };
-    if check {
-        watch.lap("check");
-    }
+    let result = build(&root, &mut watch).and_then(|built| {
+        if check {
+            let checked = verify(&built);
+            watch.lap("check");
+            checked
+        } else {
+            Ok(())
+        }
+    });
     watch.print();
     result
 }

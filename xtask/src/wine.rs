@@ -52,7 +52,13 @@ pub fn run(args: &[String]) -> crate::Result {
     debian::ensure_packages(PACKAGES)?;
     watch.lap("packages (wine64)");
 
-    let built = driver::build(&root, &mut watch)?;
+    let built = match driver::build(&root, &mut watch) {
+        Ok(built) => built,
+        Err(e) => {
+            watch.print();
+            return Err(e);
+        }
+    };
 
     let dir = root.join("target").join("wine");
     let wine = Wine {
