@@ -94,7 +94,9 @@ enum Items {
 enum Source {
     /// mingw-w64's headers; `include` holds `ddk/ntddk.h`.
     Mingw { include: PathBuf },
-    /// The WDK's headers; `include` is `Include/<version>`, which holds `km/ntddk.h`.
+    /// The WDK's headers; `include` is `Include/<version>`, which holds `km/ntddk.h`. Meant for
+    /// a Windows machine: the WDK's `#include`s do not always match its files' case
+    /// (`DriverSpecs.h`, `driverspecs.h`), which only a case-insensitive file system forgives.
     Wdk { include: PathBuf },
 }
 
@@ -174,10 +176,16 @@ pub fn run(args: &[String]) -> crate::Result {
         );
     }
     if !stale.is_empty() {
+        let verb = if stale.len() == 1 {
+            "differs"
+        } else {
+            "differ"
+        };
         return Err(format!(
-            "{} differ(s) from what `{}` generates: run it and commit the result (never edit \
-             the generated files by hand)",
+            "{} {} from what `{}` generates: run it and commit the result (never edit the \
+             generated files by hand)",
             stale.join(" and "),
+            verb,
             source.command()
         )
         .into());
