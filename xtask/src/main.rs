@@ -20,7 +20,7 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [args…]
 
 tasks:
-  codegen [--check] [--wdk DIR]   regenerate mmsecure-sys/src/bindings.rs from ntddk.h
+  codegen [--check] [--wdk DIR]   regenerate mmsecure-sys/src/{types,bindings}.rs from ntddk.h
                                   (--check: fail with a diff if the committed file is stale)
   cross                           build mmsecure-sys and mmsecure and their docs for
                                   x86_64-pc-windows-gnu with Debian's rustc 1.63 (MSRV check)
