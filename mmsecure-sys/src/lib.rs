@@ -10,8 +10,9 @@
 //! every target. What they resolve to differs at link time only:
 //!
 //! - On Windows targets they are imports from `ntoskrnl.exe`.
-//! - Everywhere else they are defined by [`host`], an in-process model of the Windows memory
-//!   manager's behaviour, so that code using them builds, runs and is tested on Linux or macOS.
+//! - Everywhere else they are defined by the `host` module (compiled off Windows only, hence no
+//!   link here), an in-process model of the Windows memory manager's behaviour, so that code
+//!   using them builds, runs and is tested on Linux or macOS.
 //!
 //! `MmSecureVirtualMemoryEx` exists only on Windows 10 1809 (build 17763) and later: a driver that
 //! must load on older Windows looks it up at run time with [`MmGetSystemRoutineAddress`] and calls
