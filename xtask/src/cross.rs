@@ -189,6 +189,12 @@ pub fn vendor(root: &Path) -> crate::Result {
         )
         .into());
     }
+    if lock_now.as_deref() != Some(lock.as_str()) {
+        println!(
+            "[vendor] {} changed (the manifests asked for it): commit it with them",
+            lockfile.display()
+        );
+    }
     fs::write(&stamp, &lock).map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
     Ok(())
 }
