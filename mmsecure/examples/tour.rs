@@ -17,14 +17,30 @@ fn main() -> Result<(), Error> {
     let _in_app = app.attach();
     let buffer = app.allocate(2 * PAGE, PAGE_READWRITE).expect("allocate");
     app.write(buffer, b"SET volume=7\0").expect("user write");
-    println!("A user process (id {}) passes the driver an 8 KiB buffer at {buffer:p}.", app.id());
+    println!(
+        "A user process (id {}) passes the driver an 8 KiB buffer at {buffer:p}.",
+        app.id()
+    );
 
     println!("\n1. The driver secures it read-write (MmSecureVirtualMemory).");
     let region = SecureRegion::new(buffer, 2 * PAGE, ProbeMode::ReadWrite)?;
     println!("   secured: {region:?}");
-    step("user makes it read-only", app.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User).map(|_| ()));
+    step(
+        "user makes it read-only",
+        app.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User)
+            .map(|_| ()),
+    );
     step("user frees it", app.free(buffer, AccessMode::User));
-    step("user makes it a guard page", app.protect(buffer, PAGE, PAGE_READWRITE | host::PAGE_GUARD, AccessMode::User).map(|_| ()));
+    step(
+        "user makes it a guard page",
+        app.protect(
+            buffer,
+            PAGE,
+            PAGE_READWRITE | host::PAGE_GUARD,
+            AccessMode::User,
+        )
+        .map(|_| ()),
+    );
 
     println!("\n2. The driver copies the request in once and validates the copy.");
     let mut request = [0u8; 13];
@@ -36,21 +52,46 @@ fn main() -> Result<(), Error> {
     println!("   the driver acts on its copy, which still says {text:?}.");
     region.write(PAGE, b"OK")?;
     println!("   copied out a reply at offset {PAGE}.");
-    println!("   a write past the end: {}", region.write(2 * PAGE - 1, b"XY").unwrap_err());
+    println!(
+        "   a write past the end: {}",
+        region.write(2 * PAGE - 1, b"XY").unwrap_err()
+    );
 
     println!("\n3. The driver drops the region (MmUnsecureVirtualMemory).");
     drop(region);
-    step("user makes it read-only", app.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User).map(|_| ()));
+    step(
+        "user makes it read-only",
+        app.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User)
+            .map(|_| ()),
+    );
 
-    println!("\n4. Flags (MmSecureVirtualMemoryEx, found at run time: available = {}).", mmsecure::secure_ex_available());
-    let frozen = SecureRegion::with_flags(buffer, PAGE, ProbeMode::ReadOnly, SecureFlags::NO_CHANGE)?;
-    step("NO_CHANGE: user makes it read-write (a read-only secure alone allows this)", app.protect(buffer, PAGE, PAGE_READWRITE, AccessMode::User).map(|_| ()));
-    match SecureRegion::with_flags(buffer.wrapping_add(PAGE), PAGE, ProbeMode::ReadOnly, SecureFlags::EXCLUSIVE) {
+    println!(
+        "\n4. Flags (MmSecureVirtualMemoryEx, found at run time: available = {}).",
+        mmsecure::secure_ex_available()
+    );
+    let frozen =
+        SecureRegion::with_flags(buffer, PAGE, ProbeMode::ReadOnly, SecureFlags::NO_CHANGE)?;
+    step(
+        "NO_CHANGE: user makes it read-write (a read-only secure alone allows this)",
+        app.protect(buffer, PAGE, PAGE_READWRITE, AccessMode::User)
+            .map(|_| ()),
+    );
+    match SecureRegion::with_flags(
+        buffer.wrapping_add(PAGE),
+        PAGE,
+        ProbeMode::ReadOnly,
+        SecureFlags::EXCLUSIVE,
+    ) {
         Ok(_) => println!("   EXCLUSIVE beside another secure: secured (unexpected)"),
         Err(e) => println!("   EXCLUSIVE beside another secure on the allocation: {e}"),
     }
     drop(frozen);
-    let alone = SecureRegion::with_flags(buffer.wrapping_add(PAGE), PAGE, ProbeMode::ReadOnly, SecureFlags::EXCLUSIVE)?;
+    let alone = SecureRegion::with_flags(
+        buffer.wrapping_add(PAGE),
+        PAGE,
+        ProbeMode::ReadOnly,
+        SecureFlags::EXCLUSIVE,
+    )?;
     println!("   EXCLUSIVE once the other secure is gone: secured");
     drop(alone);
 
@@ -59,19 +100,40 @@ fn main() -> Result<(), Error> {
         ("null address", core::ptr::null::<u8>(), 16usize),
         ("zero length", buffer as *const u8, 0),
         ("address + length wraps", (usize::MAX - 7) as *const u8, 16),
-        ("kernel address", 0xFFFF_F780_0000_0000usize as *const u8, 16),
+        (
+            "kernel address",
+            0xFFFF_F780_0000_0000usize as *const u8,
+            16,
+        ),
     ] {
-        println!("   {what:<24} -> {}", SecureRegion::new(address, len, ProbeMode::ReadOnly).unwrap_err());
+        println!(
+            "   {what:<24} -> {}",
+            SecureRegion::new(address, len, ProbeMode::ReadOnly).unwrap_err()
+        );
     }
-    println!("   {:<24} -> {}", "unknown raw probe mode", ProbeMode::from_raw(PAGE_NOACCESS).unwrap_err());
-    println!("   {:<24} -> {}", "unknown raw flag bits", SecureFlags::from_raw(0x30).unwrap_err());
+    println!(
+        "   {:<24} -> {}",
+        "unknown raw probe mode",
+        ProbeMode::from_raw(PAGE_NOACCESS).unwrap_err()
+    );
+    println!(
+        "   {:<24} -> {}",
+        "unknown raw flag bits",
+        SecureFlags::from_raw(0x30).unwrap_err()
+    );
 
     println!("\n6. The process exits while the driver still holds a region.");
     let late = SecureRegion::new(buffer, PAGE, ProbeMode::ReadOnly)?;
     app.exit();
-    println!("   exit dropped every secure of the process: {} left", app.secure_count());
+    println!(
+        "   exit dropped every secure of the process: {} left",
+        app.secure_count()
+    );
     drop(late);
-    println!("   the late drop did nothing, as in the kernel; the model recorded it: {:?}", app.misuses());
+    println!(
+        "   the late drop did nothing, as in the kernel; the model recorded it: {:?}",
+        app.misuses()
+    );
 
     println!("\nmisuses recorded in this run: {}", host::misuses().len());
     Ok(())
@@ -83,8 +145,11 @@ fn older_windows() -> Result<(), Error> {
     let app = Process::new();
     let _in_app = app.attach();
     let buffer = app.allocate(PAGE, PAGE_READWRITE).expect("allocate");
-    println!("0. On Windows 10 1803 (build 17134), MmSecureVirtualMemoryEx is looked up and not found:");
-    let err = SecureRegion::with_flags(buffer, PAGE, ProbeMode::ReadOnly, SecureFlags::NO_CHANGE).unwrap_err();
+    println!(
+        "0. On Windows 10 1803 (build 17134), MmSecureVirtualMemoryEx is looked up and not found:"
+    );
+    let err = SecureRegion::with_flags(buffer, PAGE, ProbeMode::ReadOnly, SecureFlags::NO_CHANGE)
+        .unwrap_err();
     println!("   with_flags(NO_CHANGE) -> {err}");
     let plain = SecureRegion::new(buffer, PAGE, ProbeMode::ReadOnly)?;
     println!("   new() still works there: {plain:?}\n");

@@ -82,9 +82,7 @@ impl fmt::Display for Error {
                 "{len} bytes at offset {offset} do not fit in a region of {region_len} bytes"
             ),
             Error::NotWritable => f.write_str("the region is secured read-only"),
-            Error::WrongProcess => {
-                f.write_str("the region belongs to another process context")
-            }
+            Error::WrongProcess => f.write_str("the region belongs to another process context"),
             Error::NullHandle => f.write_str("the secure handle is null"),
             Error::Refused => f.write_str("the kernel refused to secure the range"),
             Error::Unavailable => f.write_str(

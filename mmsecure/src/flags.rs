@@ -30,13 +30,13 @@ bitflags::bitflags! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub struct SecureFlags: u32 {
         /// `MM_SECURE_EXCLUSIVE`: succeed only when no other secure stands on the allocation.
-        const EXCLUSIVE = MM_SECURE_EXCLUSIVE as u32;
+        const EXCLUSIVE = MM_SECURE_EXCLUSIVE;
         /// `MM_SECURE_NO_CHANGE`: refuse every protection change, not only restrictive ones.
-        const NO_CHANGE = MM_SECURE_NO_CHANGE as u32;
+        const NO_CHANGE = MM_SECURE_NO_CHANGE;
         /// `MM_SECURE_USER_MODE_ONLY`: refuse only changes asked from user mode.
-        const USER_MODE_ONLY = MM_SECURE_USER_MODE_ONLY as u32;
+        const USER_MODE_ONLY = MM_SECURE_USER_MODE_ONLY;
         /// `MM_SECURE_NO_INHERIT`: a forked child's copy of the range is not secured.
-        const NO_INHERIT = MM_SECURE_NO_INHERIT as u32;
+        const NO_INHERIT = MM_SECURE_NO_INHERIT;
     }
 }
 

@@ -14,7 +14,7 @@ pub(crate) fn irql() -> u8 {
 
 /// Whether the current IRQL allows the secure routines (at most `APC_LEVEL`).
 pub(crate) fn irql_allows_secure() -> bool {
-    u32::from(irql()) <= sys::APC_LEVEL as u32
+    u32::from(irql()) <= sys::APC_LEVEL
 }
 
 /// The process whose address space is current on this thread.
@@ -74,7 +74,7 @@ fn secure_ex_routine() -> Option<sys::PFN_MM_SECURE_VIRTUAL_MEMORY_EX> {
     let mut found = SECURE_EX.load(Ordering::Acquire);
     if found.is_null() {
         debug_assert!(
-            u32::from(irql()) == sys::PASSIVE_LEVEL as u32,
+            u32::from(irql()) == sys::PASSIVE_LEVEL,
             "the first flagged secure looks up MmSecureVirtualMemoryEx, which must happen at \
              PASSIVE_LEVEL: call mmsecure::secure_ex_available() from DriverEntry"
         );

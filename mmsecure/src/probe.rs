@@ -23,9 +23,9 @@ use mmsecure_sys::{PAGE_READONLY, PAGE_READWRITE};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeMode {
     /// `PAGE_READONLY`: the range must stay readable.
-    ReadOnly = PAGE_READONLY as u32,
+    ReadOnly = PAGE_READONLY,
     /// `PAGE_READWRITE`: the range must stay readable and writable.
-    ReadWrite = PAGE_READWRITE as u32,
+    ReadWrite = PAGE_READWRITE,
 }
 
 impl ProbeMode {
@@ -49,9 +49,9 @@ impl ProbeMode {
     /// assert_eq!(ProbeMode::from_raw(0x01), Err(Error::UnknownProbeMode(0x01)));
     /// ```
     pub const fn from_raw(raw: u32) -> Result<ProbeMode, Error> {
-        if raw == PAGE_READONLY as u32 {
+        if raw == PAGE_READONLY {
             Ok(ProbeMode::ReadOnly)
-        } else if raw == PAGE_READWRITE as u32 {
+        } else if raw == PAGE_READWRITE {
             Ok(ProbeMode::ReadWrite)
         } else {
             Err(Error::UnknownProbeMode(raw))

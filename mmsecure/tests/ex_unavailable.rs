@@ -13,17 +13,20 @@ fn flags_need_windows_10_1809_and_the_plain_routine_works_everywhere() {
 
     assert!(!mmsecure::secure_ex_available());
     assert_eq!(
-        SecureRegion::with_flags(buffer, 64, ProbeMode::ReadOnly, SecureFlags::NO_CHANGE).unwrap_err(),
+        SecureRegion::with_flags(buffer, 64, ProbeMode::ReadOnly, SecureFlags::NO_CHANGE)
+            .unwrap_err(),
         Error::Unavailable
     );
     // Empty flags use MmSecureVirtualMemory, which every Windows has.
-    let plain = SecureRegion::with_flags(buffer, 64, ProbeMode::ReadOnly, SecureFlags::empty()).unwrap();
+    let plain =
+        SecureRegion::with_flags(buffer, 64, ProbeMode::ReadOnly, SecureFlags::empty()).unwrap();
     drop(plain);
 
     // A missing routine is not cached: the same driver on 1809 finds it.
     host::set_windows_build(17763);
     assert!(mmsecure::secure_ex_available());
-    let flagged = SecureRegion::with_flags(buffer, 64, ProbeMode::ReadOnly, SecureFlags::NO_CHANGE).unwrap();
+    let flagged =
+        SecureRegion::with_flags(buffer, 64, ProbeMode::ReadOnly, SecureFlags::NO_CHANGE).unwrap();
     drop(flagged);
     assert!(process.misuses().is_empty());
 }

@@ -32,33 +32,58 @@ fn secures_the_range_and_drop_unsecures_it() {
 fn refuses_user_downgrade_and_free_while_secured_and_allows_them_after_drop() {
     let (process, _in, buffer) = process_with_buffer(1);
     let region = SecureRegion::new(buffer, PAGE, ProbeMode::ReadWrite).unwrap();
-    let refused = process.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User).unwrap_err();
+    let refused = process
+        .protect(buffer, PAGE, PAGE_READONLY, AccessMode::User)
+        .unwrap_err();
     assert_eq!(refused.0, host::STATUS_INVALID_PAGE_PROTECTION);
-    assert_eq!(process.free(buffer, AccessMode::User).unwrap_err().0, host::STATUS_INVALID_PAGE_PROTECTION);
+    assert_eq!(
+        process.free(buffer, AccessMode::User).unwrap_err().0,
+        host::STATUS_INVALID_PAGE_PROTECTION
+    );
     drop(region);
-    assert_eq!(process.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User), Ok(PAGE_READWRITE));
+    assert_eq!(
+        process.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User),
+        Ok(PAGE_READWRITE)
+    );
     assert!(process.free(buffer, AccessMode::User).is_ok());
 }
 
 #[test]
 fn read_only_secure_refuses_no_access_but_allows_read_write() {
     let (process, _in, buffer) = process_with_buffer(1);
-    process.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User).unwrap();
+    process
+        .protect(buffer, PAGE, PAGE_READONLY, AccessMode::User)
+        .unwrap();
     let _region = SecureRegion::new(buffer, PAGE, ProbeMode::ReadOnly).unwrap();
-    assert!(process.protect(buffer, PAGE, PAGE_NOACCESS, AccessMode::User).is_err());
-    assert!(process.protect(buffer, PAGE, PAGE_READWRITE, AccessMode::User).is_ok());
+    assert!(process
+        .protect(buffer, PAGE, PAGE_NOACCESS, AccessMode::User)
+        .is_err());
+    assert!(process
+        .protect(buffer, PAGE, PAGE_READWRITE, AccessMode::User)
+        .is_ok());
 }
 
 #[test]
 fn kernel_refusal_is_refused() {
     let (process, _in, buffer) = process_with_buffer(1);
-    process.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User).unwrap();
-    assert_eq!(SecureRegion::new(buffer, PAGE, ProbeMode::ReadWrite).unwrap_err(), Error::Refused);
+    process
+        .protect(buffer, PAGE, PAGE_READONLY, AccessMode::User)
+        .unwrap();
+    assert_eq!(
+        SecureRegion::new(buffer, PAGE, ProbeMode::ReadWrite).unwrap_err(),
+        Error::Refused
+    );
     // Past the end of the allocation.
-    assert_eq!(SecureRegion::new(buffer, PAGE + 1, ProbeMode::ReadOnly).unwrap_err(), Error::Refused);
+    assert_eq!(
+        SecureRegion::new(buffer, PAGE + 1, ProbeMode::ReadOnly).unwrap_err(),
+        Error::Refused
+    );
     // Memory the process never allocated.
     let stranger = [0u8; 16];
-    assert_eq!(SecureRegion::new(stranger.as_ptr(), 16, ProbeMode::ReadOnly).unwrap_err(), Error::Refused);
+    assert_eq!(
+        SecureRegion::new(stranger.as_ptr(), 16, ProbeMode::ReadOnly).unwrap_err(),
+        Error::Refused
+    );
 }
 
 /// Runs `f` at DISPATCH_LEVEL, where any kernel routine of the model stops the caller as a bug
@@ -76,15 +101,31 @@ fn bad_ranges_are_refused_before_the_kernel_is_called() {
         (buffer, 0, Error::ZeroLength),
         (usize::MAX as *const u8, 2, Error::Overflow),
         ((usize::MAX - 15) as *const u8, 32, Error::Overflow),
-        (0xFFFF_F800_0000_0000usize as *const u8, 16, Error::NotUserRange),
-        (mmsecure::HIGHEST_USER_ADDRESS as *const u8, 2, Error::NotUserRange),
+        (
+            0xFFFF_F800_0000_0000usize as *const u8,
+            16,
+            Error::NotUserRange,
+        ),
+        (
+            mmsecure::HIGHEST_USER_ADDRESS as *const u8,
+            2,
+            Error::NotUserRange,
+        ),
     ];
     for (address, len, expected) in cases {
         for mode in [ProbeMode::ReadOnly, ProbeMode::ReadWrite] {
-            assert_eq!(without_kernel(|| SecureRegion::new(address, len, mode)).unwrap_err(), expected);
             assert_eq!(
-                without_kernel(|| SecureRegion::with_flags(address, len, mode, SecureFlags::NO_CHANGE))
-                    .unwrap_err(),
+                without_kernel(|| SecureRegion::new(address, len, mode)).unwrap_err(),
+                expected
+            );
+            assert_eq!(
+                without_kernel(|| SecureRegion::with_flags(
+                    address,
+                    len,
+                    mode,
+                    SecureFlags::NO_CHANGE
+                ))
+                .unwrap_err(),
                 expected
             );
         }
@@ -95,7 +136,8 @@ fn bad_ranges_are_refused_before_the_kernel_is_called() {
 fn unknown_flag_bits_never_reach_the_kernel() {
     let (_process, _in, buffer) = process_with_buffer(1);
     let flags = SecureFlags::from_bits_retain(0x30 | SecureFlags::NO_CHANGE.bits());
-    let err = without_kernel(|| SecureRegion::with_flags(buffer, PAGE, ProbeMode::ReadOnly, flags)).unwrap_err();
+    let err = without_kernel(|| SecureRegion::with_flags(buffer, PAGE, ProbeMode::ReadOnly, flags))
+        .unwrap_err();
     assert_eq!(err, Error::UnknownFlags(0x30));
 }
 
@@ -121,7 +163,9 @@ fn copies_move_real_bytes_in_and_out() {
 
     region.write(PAGE + 1, b"driver wrote this").unwrap();
     let mut seen = [0u8; 17];
-    process.read(buffer.wrapping_add(PAGE + 1), &mut seen).unwrap();
+    process
+        .read(buffer.wrapping_add(PAGE + 1), &mut seen)
+        .unwrap();
     assert_eq!(&seen, b"driver wrote this");
 
     region.write_value(8, &0xDEAD_BEEF_u32).unwrap();
@@ -136,12 +180,22 @@ fn accesses_outside_the_region_are_out_of_bounds() {
     let (_process, _in, buffer) = process_with_buffer(1);
     let region = SecureRegion::new(buffer, 64, ProbeMode::ReadWrite).unwrap();
     let mut out = [0u8; 8];
-    let oob = |offset, len| Error::OutOfBounds { offset, len, region_len: 64 };
+    let oob = |offset, len| Error::OutOfBounds {
+        offset,
+        len,
+        region_len: 64,
+    };
     assert_eq!(region.read(57, &mut out), Err(oob(57, 8)));
-    assert_eq!(region.read(usize::MAX - 3, &mut out), Err(oob(usize::MAX - 3, 8)));
+    assert_eq!(
+        region.read(usize::MAX - 3, &mut out),
+        Err(oob(usize::MAX - 3, 8))
+    );
     assert_eq!(region.write(60, &[0; 5]), Err(oob(60, 5)));
     assert_eq!(region.read_value::<u64>(57), Err(oob(57, 8)));
-    assert_eq!(region.write_value(usize::MAX, &1u16), Err(oob(usize::MAX, 2)));
+    assert_eq!(
+        region.write_value(usize::MAX, &1u16),
+        Err(oob(usize::MAX, 2))
+    );
     // The last byte, and an empty access at the very end, are inside.
     assert_eq!(region.read(56, &mut out), Ok(()));
     assert_eq!(region.read(64, &mut []), Ok(()));
@@ -177,14 +231,19 @@ fn copies_from_another_process_context_are_refused() {
 #[test]
 fn raw_parts_keep_the_secure_until_rebuilt_and_dropped() {
     let (process, _in, buffer) = process_with_buffer(1);
-    let raw = SecureRegion::new(buffer, PAGE, ProbeMode::ReadWrite).unwrap().into_raw();
+    let raw = SecureRegion::new(buffer, PAGE, ProbeMode::ReadWrite)
+        .unwrap()
+        .into_raw();
     assert_eq!(process.secure_count(), 1);
     assert!(process.free(buffer, AccessMode::User).is_err());
     // A raw region can travel to another thread (to finish a pended IRP there).
     let raw = std::thread::spawn(move || raw).join().unwrap();
     // SAFETY: `raw` came from `into_raw` and is rebuilt once, in its own process context.
     let region = unsafe { SecureRegion::from_raw(raw) }.unwrap();
-    assert_eq!((region.address(), region.len()), (buffer as *const u8, PAGE));
+    assert_eq!(
+        (region.address(), region.len()),
+        (buffer as *const u8, PAGE)
+    );
     drop(region);
     assert_eq!(process.secure_count(), 0);
     assert!(process.free(buffer, AccessMode::User).is_ok());
@@ -200,12 +259,20 @@ fn from_raw_refuses_a_null_handle_and_a_bad_range() {
         mode: ProbeMode::ReadOnly,
         process: process.eprocess(),
     };
-    let null_handle = RawRegion { handle: core::ptr::null_mut(), ..good };
-    // SAFETY: both are refused before a region exists, so nothing is unsecured.
-    assert_eq!(unsafe { SecureRegion::from_raw(null_handle) }.unwrap_err(), Error::NullHandle);
-    let kernel_range = RawRegion { address: 0xFFFF_F800_0000_0000usize as *const u8, ..good };
-    // SAFETY: as above.
-    assert_eq!(unsafe { SecureRegion::from_raw(kernel_range) }.unwrap_err(), Error::NotUserRange);
+    let null_handle = RawRegion {
+        handle: core::ptr::null_mut(),
+        ..good
+    };
+    // SAFETY: refused before a region exists, so nothing is unsecured.
+    let refused = unsafe { SecureRegion::from_raw(null_handle) };
+    assert_eq!(refused.unwrap_err(), Error::NullHandle);
+    let kernel_range = RawRegion {
+        address: 0xFFFF_F800_0000_0000usize as *const u8,
+        ..good
+    };
+    // SAFETY: refused before a region exists, so nothing is unsecured.
+    let refused = unsafe { SecureRegion::from_raw(kernel_range) };
+    assert_eq!(refused.unwrap_err(), Error::NotUserRange);
 }
 
 #[test]
@@ -214,32 +281,67 @@ fn exclusive_fails_beside_another_secure() {
     let first = SecureRegion::new(buffer, PAGE, ProbeMode::ReadOnly).unwrap();
     let second_page = buffer.wrapping_add(PAGE);
     assert_eq!(
-        SecureRegion::with_flags(second_page, PAGE, ProbeMode::ReadOnly, SecureFlags::EXCLUSIVE).unwrap_err(),
+        SecureRegion::with_flags(
+            second_page,
+            PAGE,
+            ProbeMode::ReadOnly,
+            SecureFlags::EXCLUSIVE
+        )
+        .unwrap_err(),
         Error::Refused
     );
     drop(first);
-    assert!(SecureRegion::with_flags(second_page, PAGE, ProbeMode::ReadOnly, SecureFlags::EXCLUSIVE).is_ok());
+    assert!(SecureRegion::with_flags(
+        second_page,
+        PAGE,
+        ProbeMode::ReadOnly,
+        SecureFlags::EXCLUSIVE
+    )
+    .is_ok());
 }
 
 #[test]
 fn no_change_refuses_every_protection_change() {
     let (process, _in, buffer) = process_with_buffer(1);
-    let region = SecureRegion::with_flags(buffer, PAGE, ProbeMode::ReadOnly, SecureFlags::NO_CHANGE).unwrap();
+    let region =
+        SecureRegion::with_flags(buffer, PAGE, ProbeMode::ReadOnly, SecureFlags::NO_CHANGE)
+            .unwrap();
     for protect in [PAGE_READONLY, PAGE_READWRITE, PAGE_NOACCESS] {
-        assert!(process.protect(buffer, PAGE, protect, AccessMode::User).is_err(), "{protect:#x}");
-        assert!(process.protect(buffer, PAGE, protect, AccessMode::Kernel).is_err(), "{protect:#x}");
+        assert!(
+            process
+                .protect(buffer, PAGE, protect, AccessMode::User)
+                .is_err(),
+            "{protect:#x}"
+        );
+        assert!(
+            process
+                .protect(buffer, PAGE, protect, AccessMode::Kernel)
+                .is_err(),
+            "{protect:#x}"
+        );
     }
     drop(region);
-    assert!(process.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User).is_ok());
+    assert!(process
+        .protect(buffer, PAGE, PAGE_READONLY, AccessMode::User)
+        .is_ok());
 }
 
 #[test]
 fn user_mode_only_lets_kernel_mode_changes_pass() {
     let (process, _in, buffer) = process_with_buffer(1);
-    let _region =
-        SecureRegion::with_flags(buffer, PAGE, ProbeMode::ReadWrite, SecureFlags::USER_MODE_ONLY).unwrap();
-    assert!(process.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User).is_err());
-    assert!(process.protect(buffer, PAGE, PAGE_READONLY, AccessMode::Kernel).is_ok());
+    let _region = SecureRegion::with_flags(
+        buffer,
+        PAGE,
+        ProbeMode::ReadWrite,
+        SecureFlags::USER_MODE_ONLY,
+    )
+    .unwrap();
+    assert!(process
+        .protect(buffer, PAGE, PAGE_READONLY, AccessMode::User)
+        .is_err());
+    assert!(process
+        .protect(buffer, PAGE, PAGE_READONLY, AccessMode::Kernel)
+        .is_ok());
 }
 
 #[test]
@@ -248,10 +350,15 @@ fn no_inherit_leaves_a_forked_child_unsecured() {
     let second = buffer.wrapping_add(PAGE);
     let _inherited = SecureRegion::new(buffer, PAGE, ProbeMode::ReadWrite).unwrap();
     let _not_inherited =
-        SecureRegion::with_flags(second, PAGE, ProbeMode::ReadWrite, SecureFlags::NO_INHERIT).unwrap();
+        SecureRegion::with_flags(second, PAGE, ProbeMode::ReadWrite, SecureFlags::NO_INHERIT)
+            .unwrap();
     let child = process.fork();
-    assert!(child.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User).is_err());
-    assert!(child.protect(second, PAGE, PAGE_READONLY, AccessMode::User).is_ok());
+    assert!(child
+        .protect(buffer, PAGE, PAGE_READONLY, AccessMode::User)
+        .is_err());
+    assert!(child
+        .protect(second, PAGE, PAGE_READONLY, AccessMode::User)
+        .is_ok());
 }
 
 #[test]

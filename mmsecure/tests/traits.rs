@@ -23,6 +23,6 @@ fn secure_region_is_five_words_and_option_costs_nothing() {
 fn raw_representations_are_the_headers() {
     assert_eq!(size_of::<ProbeMode>(), 4);
     assert_eq!(size_of::<SecureFlags>(), 4);
-    assert_eq!(ProbeMode::ReadOnly as u32, mmsecure_sys::PAGE_READONLY as u32);
-    assert_eq!(ProbeMode::ReadWrite as u32, mmsecure_sys::PAGE_READWRITE as u32);
+    assert_eq!(ProbeMode::ReadOnly as u32, mmsecure_sys::PAGE_READONLY);
+    assert_eq!(ProbeMode::ReadWrite as u32, mmsecure_sys::PAGE_READWRITE);
 }

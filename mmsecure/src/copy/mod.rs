@@ -37,7 +37,13 @@ mod tests {
                 for len in 0..40 {
                     let mut dst = [0u8; 64];
                     // SAFETY: offsets + len stay within both 64-byte arrays; they are distinct.
-                    unsafe { copy(dst.as_mut_ptr().add(dst_off), src.as_ptr().add(src_off), len) };
+                    unsafe {
+                        copy(
+                            dst.as_mut_ptr().wrapping_add(dst_off),
+                            src.as_ptr().wrapping_add(src_off),
+                            len,
+                        )
+                    };
                     assert_eq!(&dst[dst_off..dst_off + len], &src[src_off..src_off + len]);
                     assert!(dst[..dst_off].iter().all(|b| *b == 0));
                     assert!(dst[dst_off + len..].iter().all(|b| *b == 0));

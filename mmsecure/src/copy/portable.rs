@@ -23,9 +23,9 @@ pub(crate) unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize) {
         while len - done >= WORD {
             // SAFETY: `done + WORD <= len`, inside both ranges; both addresses are word-aligned
             // because the source is and the two share their offset within a word.
-            let word = unsafe { ptr::read_volatile(src.add(done).cast::<usize>()) };
+            let word = unsafe { ptr::read_volatile(src.wrapping_add(done).cast::<usize>()) };
             // SAFETY: as for the read above.
-            unsafe { ptr::write_volatile(dst.add(done).cast::<usize>(), word) };
+            unsafe { ptr::write_volatile(dst.wrapping_add(done).cast::<usize>(), word) };
             done += WORD;
         }
     }
@@ -44,7 +44,7 @@ pub(crate) unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize) {
 #[inline(always)]
 unsafe fn copy_byte(dst: *mut u8, src: *const u8, at: usize) {
     // SAFETY: the caller vouches for both addresses.
-    let byte = unsafe { ptr::read_volatile(src.add(at)) };
+    let byte = unsafe { ptr::read_volatile(src.wrapping_add(at)) };
     // SAFETY: the caller vouches for both addresses.
-    unsafe { ptr::write_volatile(dst.add(at), byte) };
+    unsafe { ptr::write_volatile(dst.wrapping_add(at), byte) };
 }
