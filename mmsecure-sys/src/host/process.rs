@@ -2,7 +2,7 @@
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 
@@ -97,6 +97,10 @@ struct ProcessState {
     /// Handles whose secures exit dropped: still this process' in the handle table, so that a
     /// late unsecure is reported as such.
     retired: Vec<usize>,
+    /// Handles whose secures went with their allocation (a kernel-mode free past
+    /// `USER_MODE_ONLY` secures): unsecuring them is accepted quietly, as the kernel finds
+    /// nothing to do there and the driver could not have known.
+    orphaned: HashSet<usize>,
 }
 
 impl ProcessInner {
@@ -115,8 +119,12 @@ impl Drop for ProcessInner {
             .state
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let live = state.secures.keys().copied();
-        secure::forget(live.chain(state.retired.iter().copied()));
+        let known = state
+            .secures
+            .keys()
+            .chain(&state.orphaned)
+            .chain(&state.retired);
+        secure::forget(known.copied());
     }
 }
 
@@ -282,9 +290,18 @@ impl Process {
     /// that applies to `mode` stands on it. The bytes stay owned by the model until the last
     /// handle to this process is dropped.
     pub fn free(&self, addr: *mut u8, mode: AccessMode) -> Result<(), Status> {
-        self.live_state()?
-            .space
-            .remove(addr as usize, VadKind::Private, mode)
+        self.remove(addr, VadKind::Private, mode)
+    }
+
+    /// Removes an allocation; the secures that went with it become orphans.
+    fn remove(&self, addr: *mut u8, kind: VadKind, mode: AccessMode) -> Result<(), Status> {
+        let mut guard = self.live_state()?;
+        let state = &mut *guard;
+        for handle in state.space.remove(addr as usize, kind, mode)? {
+            state.secures.remove(&handle);
+            state.orphaned.insert(handle);
+        }
+        Ok(())
     }
 
     /// Maps a view of a new pagefile-backed section, `len` bytes (rounded up to pages), all
@@ -300,9 +317,7 @@ impl Process {
     /// Unmaps the view containing `addr`, like `NtUnmapViewOfSection`. Refused with
     /// `STATUS_INVALID_PAGE_PROTECTION` while a secure that applies to `mode` stands on it.
     pub fn unmap_view(&self, addr: *mut u8, mode: AccessMode) -> Result<(), Status> {
-        self.live_state()?
-            .space
-            .remove(addr as usize, VadKind::Mapped, mode)
+        self.remove(addr, VadKind::Mapped, mode)
     }
 
     /// A user thread of this process stores `bytes` at `addr`: every page touched must be
@@ -422,6 +437,7 @@ impl Process {
         state.exited = true;
         let dropped: Vec<usize> = state.secures.drain().map(|(handle, _)| handle).collect();
         state.retired.extend(dropped);
+        state.retired.extend(state.orphaned.drain());
         state.space.delete();
     }
 
@@ -497,12 +513,14 @@ impl Process {
         if state.exited {
             return Unsecured::Exited;
         }
-        let base = match state.secures.remove(&handle) {
-            Some(base) => base,
+        match state.secures.remove(&handle) {
+            Some(base) => {
+                if let Some(vad) = state.space.vad_by_base_mut(base) {
+                    vad.remove_secure(handle);
+                }
+            }
+            None if state.orphaned.remove(&handle) => {}
             None => return Unsecured::NotHere,
-        };
-        if let Some(vad) = state.space.vad_by_base_mut(base) {
-            vad.remove_secure(handle);
         }
         drop(guard);
         secure::forget([handle]);

@@ -352,13 +352,14 @@ impl AddressSpace {
     }
 
     /// `VirtualFree(MEM_RELEASE)` at the allocation's base (`kind` Private), or
-    /// `UnmapViewOfFile` anywhere in a view (`kind` Mapped).
+    /// `UnmapViewOfFile` anywhere in a view (`kind` Mapped). Returns the handles of the secures
+    /// that went with it (only `USER_MODE_ONLY` ones, removed from kernel mode).
     pub(crate) fn remove(
         &mut self,
         address: usize,
         kind: VadKind,
         mode: AccessMode,
-    ) -> Result<(), Status> {
+    ) -> Result<Vec<usize>, Status> {
         let vad = match self.vad_at(address) {
             Some(vad) => vad,
             None if kind == VadKind::Mapped => return Err(Status(STATUS_NOT_MAPPED_VIEW)),
@@ -376,10 +377,12 @@ impl AddressSpace {
         }
         vad.check_delete(mode)?;
         let base = vad.base();
+        let mut orphaned = Vec::new();
         if let Some(vad) = self.vads.remove(&base) {
+            orphaned.extend(vad.secures.keys().copied());
             self.graveyard.push(vad.backing);
         }
-        Ok(())
+        Ok(orphaned)
     }
 
     /// The protection of the page holding `address`, if committed.

@@ -1,0 +1,266 @@
+//! Host backend, rule by rule: process context, exit, handles, and the misuse record.
+
+use mmsecure_sys::host::{
+    self, AccessMode, MisuseKind, Process, Status, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
+    STATUS_PROCESS_IS_TERMINATING,
+};
+use mmsecure_sys::{
+    IoGetCurrentProcess, MmSecureVirtualMemory, MmSecureVirtualMemoryEx, MmUnsecureVirtualMemory,
+    HANDLE, MM_SECURE_NO_CHANGE, MM_SECURE_USER_MODE_ONLY, SIZE_T,
+};
+
+const PAGE: usize = host::PAGE_SIZE;
+
+fn secure(address: *mut u8, len: usize, probe: u32) -> HANDLE {
+    // SAFETY: the model checks every argument and dereferences nothing.
+    let handle = unsafe { MmSecureVirtualMemory(address.cast(), len as SIZE_T, probe) };
+    assert!(!handle.is_null(), "secure {address:p}+{len:#x} {probe:#x}");
+    handle
+}
+
+fn unsecure(handle: HANDLE) {
+    // SAFETY: the model checks the handle; misuse is what some of these tests are about.
+    unsafe { MmUnsecureVirtualMemory(handle) }
+}
+
+fn current_process() -> mmsecure_sys::PEPROCESS {
+    // SAFETY: the model answers from a thread-local.
+    unsafe { IoGetCurrentProcess() }
+}
+
+#[test]
+fn unsecure_in_another_process_does_nothing_and_is_recorded_as_wrong_process() {
+    let owner = Process::new();
+    let other = Process::new();
+    let buffer = owner.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let handle = {
+        let _in = owner.attach();
+        secure(buffer, PAGE, PAGE_READWRITE)
+    };
+    {
+        let _in = other.attach();
+        unsecure(handle);
+    }
+    assert_eq!(owner.secure_count(), 1);
+    assert!(owner.free(buffer, AccessMode::User).is_err());
+    let misuse = host::Misuse {
+        kind: MisuseKind::WrongProcess,
+        handle: handle as usize,
+        process: Some(other.id()),
+        owner: Some(owner.id()),
+    };
+    // Recorded against both processes, and globally.
+    assert_eq!(owner.misuses(), std::slice::from_ref(&misuse));
+    assert_eq!(other.misuses(), std::slice::from_ref(&misuse));
+    assert!(host::misuses().contains(&misuse));
+    // In the right process it works.
+    let _in = owner.attach();
+    unsecure(handle);
+    assert_eq!(owner.secure_count(), 0);
+    assert_eq!(owner.misuses().len(), 1);
+}
+
+#[test]
+fn unsecure_after_exit_does_nothing_and_is_recorded_as_after_exit() {
+    let process = Process::new();
+    let _in = process.attach();
+    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let handle = secure(buffer, PAGE, PAGE_READWRITE);
+    process.exit();
+    unsecure(handle);
+    let misuses = process.misuses();
+    assert_eq!(misuses.len(), 1);
+    assert_eq!(misuses[0].kind, MisuseKind::AfterExit);
+    assert_eq!(misuses[0].process, Some(process.id()));
+    assert_eq!(misuses[0].owner, Some(process.id()));
+}
+
+#[test]
+fn unsecure_after_the_owner_exited_from_another_process_is_wrong_process() {
+    let owner = Process::new();
+    let other = Process::new();
+    let buffer = owner.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let handle = {
+        let _in = owner.attach();
+        secure(buffer, PAGE, PAGE_READWRITE)
+    };
+    owner.exit();
+    let _in = other.attach();
+    unsecure(handle);
+    assert_eq!(other.misuses()[0].kind, MisuseKind::WrongProcess);
+    assert_eq!(owner.misuses()[0].owner, Some(owner.id()));
+}
+
+#[test]
+fn unsecure_with_no_process_is_recorded_as_no_process() {
+    let process = Process::new();
+    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let handle = {
+        let _in = process.attach();
+        secure(buffer, PAGE, PAGE_READWRITE)
+    };
+    // No attach: the System process.
+    unsecure(handle);
+    assert_eq!(process.secure_count(), 1);
+    let misuse = &process.misuses()[0];
+    assert_eq!(
+        (misuse.kind, misuse.process, misuse.owner),
+        (MisuseKind::NoProcess, None, Some(process.id()))
+    );
+    assert!(host::misuses().contains(misuse));
+    let _in = process.attach();
+    unsecure(handle);
+}
+
+#[test]
+fn unsecure_of_an_unknown_or_already_unsecured_handle_is_recorded() {
+    let process = Process::new();
+    let _in = process.attach();
+    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let handle = secure(buffer, PAGE, PAGE_READWRITE);
+    unsecure(handle);
+    unsecure(handle); // twice
+    unsecure(core::ptr::null_mut());
+    unsecure(buffer.cast()); // an address is not a handle
+    let kinds: Vec<_> = process
+        .misuses()
+        .iter()
+        .map(|m| (m.kind, m.owner))
+        .collect();
+    assert_eq!(kinds, [(MisuseKind::UnknownHandle, None); 3]);
+}
+
+#[test]
+fn process_exit_drops_every_secure_and_refuses_nothing() {
+    let process = Process::new();
+    let _in = process.attach();
+    let buffer = process.allocate(2 * PAGE, PAGE_READWRITE).unwrap();
+    let view = process.map_view(PAGE, PAGE_READONLY).unwrap();
+    secure(buffer, PAGE, PAGE_READWRITE);
+    // SAFETY: the model checks every argument.
+    let pinned = unsafe {
+        MmSecureVirtualMemoryEx(
+            buffer.wrapping_add(PAGE).cast(),
+            PAGE as SIZE_T,
+            PAGE_READONLY,
+            MM_SECURE_NO_CHANGE | MM_SECURE_USER_MODE_ONLY,
+        )
+    };
+    assert!(!pinned.is_null());
+    secure(view, PAGE, PAGE_READONLY);
+    assert_eq!(process.secure_count(), 3);
+
+    process.exit();
+    assert!(process.has_exited());
+    assert_eq!(process.secure_count(), 0);
+    assert_eq!(process.protection(buffer), None);
+    assert_eq!(process.protection(view), None);
+    // No address space any more: everything else fails as the process is gone.
+    let gone = Err(Status(STATUS_PROCESS_IS_TERMINATING));
+    assert_eq!(process.allocate(PAGE, PAGE_READWRITE).map(|_| ()), gone);
+    assert_eq!(
+        process
+            .protect(buffer, PAGE, PAGE_NOACCESS, AccessMode::User)
+            .map(|_| ()),
+        gone
+    );
+    assert_eq!(process.free(buffer, AccessMode::User), gone);
+    assert_eq!(process.write(buffer, b"x"), gone);
+    process.exit(); // twice is harmless
+    assert!(process.misuses().is_empty());
+}
+
+#[test]
+fn handles_are_non_null_and_not_addresses() {
+    let process = Process::new();
+    let _in = process.attach();
+    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let handles: Vec<HANDLE> = (0..64)
+        .map(|i| secure(buffer.wrapping_add(i), 1, PAGE_READONLY))
+        .collect();
+    for (i, handle) in handles.iter().enumerate() {
+        let value = *handle as usize;
+        assert_ne!(value, 0);
+        assert!(!(buffer as usize..buffer as usize + PAGE).contains(&value));
+        if usize::BITS == 64 {
+            // Not canonical: bits 47..64 are not all equal, so no x86-64 / AArch64 address.
+            let top = value >> 47;
+            assert!(top != 0 && top != 0x1_FFFF, "{value:#x}");
+        }
+        assert!(!handles[..i].contains(handle), "handles are distinct");
+    }
+    for handle in handles {
+        unsecure(handle);
+    }
+    assert!(process.misuses().is_empty());
+}
+
+#[test]
+fn a_handle_is_meaningless_in_another_process() {
+    // Two processes securing the same way get different handles, and one's handle never
+    // unsecures the other's secure.
+    let a = Process::new();
+    let b = Process::new();
+    let in_a = a.attach();
+    let buffer_a = a.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let handle_a = secure(buffer_a, PAGE, PAGE_READWRITE);
+    drop(in_a);
+    let _in_b = b.attach();
+    let buffer_b = b.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let handle_b = secure(buffer_b, PAGE, PAGE_READWRITE);
+    assert_ne!(handle_a, handle_b);
+    unsecure(handle_a);
+    assert_eq!(b.secure_count(), 1);
+    assert_eq!(a.secure_count(), 1);
+    assert_eq!(b.misuses()[0].kind, MisuseKind::WrongProcess);
+    unsecure(handle_b);
+    assert_eq!(b.secure_count(), 0);
+}
+
+#[test]
+fn attach_nests_and_restores_the_previous_process() {
+    let system = current_process();
+    let a = Process::new();
+    let b = Process::new();
+    assert_ne!(system, a.eprocess());
+    assert!(
+        system as usize > host::HIGHEST_USER_ADDRESS,
+        "kernel-looking"
+    );
+    {
+        let _in_a = a.attach();
+        assert_eq!(current_process(), a.eprocess());
+        {
+            let _in_b = b.attach();
+            assert_eq!(current_process(), b.eprocess());
+            let _in_a_again = a.attach();
+            assert_eq!(current_process(), a.eprocess());
+        }
+        assert_eq!(current_process(), a.eprocess());
+    }
+    assert_eq!(current_process(), system);
+}
+
+#[test]
+fn context_is_per_thread() {
+    let process = Process::new();
+    let _in = process.attach();
+    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap() as usize;
+    let eprocess = process.eprocess() as usize;
+    let worker = process.clone();
+    std::thread::spawn(move || {
+        // A new thread starts in no process.
+        assert_ne!(current_process() as usize, eprocess);
+        // SAFETY: the model checks every argument.
+        let refused = unsafe { MmSecureVirtualMemory(buffer as _, PAGE as SIZE_T, PAGE_READWRITE) };
+        assert!(refused.is_null());
+        // Attached, it secures; the handle can go back to another thread of the process.
+        let _in = worker.attach();
+        secure(buffer as *mut u8, PAGE, PAGE_READWRITE) as usize
+    })
+    .join()
+    .map(|handle| unsecure(handle as HANDLE))
+    .unwrap();
+    assert_eq!(process.secure_count(), 0);
+    assert!(process.misuses().is_empty());
+}

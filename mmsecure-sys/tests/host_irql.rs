@@ -1,0 +1,180 @@
+//! Host backend, rule by rule: IRQL. Above `APC_LEVEL` every secure routine stops the caller as
+//! the bug check `IRQL_NOT_LESS_OR_EQUAL` would; so does a strict-mode misuse.
+//!
+//! The routines are `extern "C"` and cannot unwind, so the model aborts rather than panics. Each
+//! such test therefore reruns itself in a child process (this same test binary, filtered to the
+//! one test, with an environment variable telling it to do the deed) and checks that the child
+//! died with the expected message. The pattern is the one to copy for a driver's own tests.
+
+use std::process::Command;
+
+use mmsecure_sys::host::{self, Process, PAGE_READWRITE};
+use mmsecure_sys::{
+    KeGetCurrentIrql, MmGetSystemRoutineAddress, MmSecureVirtualMemory, MmSecureVirtualMemoryEx,
+    MmUnsecureVirtualMemory, APC_LEVEL, DISPATCH_LEVEL, SIZE_T, UNICODE_STRING,
+};
+
+const PAGE: usize = host::PAGE_SIZE;
+const CHILD: &str = "MMSECURE_HOST_TEST_CHILD";
+
+/// In the child process (run for `test`), runs `deed`, which must stop the process, then exits
+/// with success so that the parent notices it did not. In the parent, runs the child and returns
+/// its stderr, asserting that it did not succeed.
+fn stopped_child(test: &str, deed: impl FnOnce()) -> String {
+    if std::env::var(CHILD).as_deref() == Ok(test) {
+        deed();
+        std::process::exit(0);
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, test)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "the child was not stopped; stderr:\n{stderr}"
+    );
+    stderr
+}
+
+/// A process with one attached page, for the deeds.
+fn with_page(f: impl FnOnce(&Process, *mut u8)) {
+    let process = Process::new();
+    let _in = process.attach();
+    let page = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    f(&process, page);
+}
+
+#[test]
+fn secure_above_apc_level_is_irql_not_less_or_equal() {
+    let stderr = stopped_child("secure_above_apc_level_is_irql_not_less_or_equal", || {
+        with_page(|_, page| {
+            let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+            // SAFETY: the model checks every argument; stopping here is the point.
+            let _ = unsafe { MmSecureVirtualMemory(page.cast(), PAGE as SIZE_T, PAGE_READWRITE) };
+        })
+    });
+    assert!(stderr.contains("IRQL_NOT_LESS_OR_EQUAL"), "{stderr}");
+    assert!(
+        stderr.contains("MmSecureVirtualMemory called at IRQL 2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn secure_ex_above_apc_level_is_irql_not_less_or_equal() {
+    let stderr = stopped_child(
+        "secure_ex_above_apc_level_is_irql_not_less_or_equal",
+        || {
+            with_page(|_, page| {
+                let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+                // SAFETY: as above. Bad flags would give NULL, but the IRQL check comes first.
+                let _ = unsafe {
+                    MmSecureVirtualMemoryEx(page.cast(), PAGE as SIZE_T, PAGE_READWRITE, 0x10)
+                };
+            })
+        },
+    );
+    assert!(stderr.contains("IRQL_NOT_LESS_OR_EQUAL"), "{stderr}");
+    assert!(
+        stderr.contains("MmSecureVirtualMemoryEx called at IRQL 2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unsecure_above_apc_level_is_irql_not_less_or_equal() {
+    let stderr = stopped_child("unsecure_above_apc_level_is_irql_not_less_or_equal", || {
+        with_page(|_, page| {
+            // SAFETY: as above.
+            let handle =
+                unsafe { MmSecureVirtualMemory(page.cast(), PAGE as SIZE_T, PAGE_READWRITE) };
+            let _raised = host::raise_irql(5);
+            // SAFETY: a live handle; the IRQL is the point.
+            unsafe { MmUnsecureVirtualMemory(handle) };
+        })
+    });
+    assert!(stderr.contains("IRQL_NOT_LESS_OR_EQUAL"), "{stderr}");
+    assert!(
+        stderr.contains("MmUnsecureVirtualMemory called at IRQL 5"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn routine_lookup_above_passive_level_is_irql_not_less_or_equal() {
+    let stderr = stopped_child(
+        "routine_lookup_above_passive_level_is_irql_not_less_or_equal",
+        || {
+            let mut name: Vec<u16> = "MmSecureVirtualMemoryEx".encode_utf16().collect();
+            let mut string = UNICODE_STRING {
+                Length: (name.len() * 2) as u16,
+                MaximumLength: (name.len() * 2) as u16,
+                Buffer: name.as_mut_ptr(),
+            };
+            let _raised = host::raise_irql(APC_LEVEL as u8);
+            // SAFETY: a valid UNICODE_STRING over `name`.
+            let _ = unsafe { MmGetSystemRoutineAddress(&mut string) };
+        },
+    );
+    assert!(stderr.contains("IRQL_NOT_LESS_OR_EQUAL"), "{stderr}");
+    assert!(
+        stderr.contains("MmGetSystemRoutineAddress called at IRQL 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn strict_mode_stops_the_binary_at_the_first_misuse() {
+    let stderr = stopped_child("strict_mode_stops_the_binary_at_the_first_misuse", || {
+        with_page(|process, page| {
+            process.set_strict(true);
+            // SAFETY: as above.
+            let handle =
+                unsafe { MmSecureVirtualMemory(page.cast(), PAGE as SIZE_T, PAGE_READWRITE) };
+            process.exit();
+            // SAFETY: a handle of this process; after exit is the misuse.
+            unsafe { MmUnsecureVirtualMemory(handle) };
+        })
+    });
+    assert!(stderr.contains("strict mode"), "{stderr}");
+    assert!(stderr.contains("AfterExit"), "{stderr}");
+}
+
+#[test]
+fn the_secure_routines_work_at_apc_level() {
+    with_page(|process, page| {
+        let _raised = host::raise_irql(APC_LEVEL as u8);
+        // SAFETY: the model checks every argument.
+        let handle =
+            unsafe { MmSecureVirtualMemoryEx(page.cast(), PAGE as SIZE_T, PAGE_READWRITE, 0) };
+        assert!(!handle.is_null());
+        // SAFETY: a live handle of this process.
+        unsafe { MmUnsecureVirtualMemory(handle) };
+        assert!(process.misuses().is_empty());
+    });
+}
+
+#[test]
+fn irql_is_per_thread_and_restored_by_the_guard() {
+    // SAFETY: the model reads a thread-local.
+    let irql = || unsafe { KeGetCurrentIrql() };
+    assert_eq!(irql(), 0);
+    {
+        let _apc = host::raise_irql(APC_LEVEL as u8);
+        let _dispatch = host::raise_irql(DISPATCH_LEVEL as u8);
+        assert_eq!(irql(), 2);
+        std::thread::spawn(move || assert_eq!(irql(), 0))
+            .join()
+            .unwrap();
+    }
+    assert_eq!(irql(), 0);
+}
+
+#[test]
+#[should_panic(expected = "IRQL_NOT_GREATER_OR_EQUAL")]
+fn raising_to_a_lower_irql_is_irql_not_greater_or_equal() {
+    let _dispatch = host::raise_irql(DISPATCH_LEVEL as u8);
+    let _lower = host::raise_irql(APC_LEVEL as u8);
+}

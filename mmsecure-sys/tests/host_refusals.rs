@@ -1,0 +1,396 @@
+//! Host backend, rule by rule: what a standing secure refuses a user (or a driver acting for
+//! one), with `STATUS_INVALID_PAGE_PROTECTION`, and that unsecuring gives it all back.
+
+use mmsecure_sys::host::{
+    self, AccessMode, Process, Status, PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE,
+    PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY,
+    STATUS_INVALID_PAGE_PROTECTION,
+};
+use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory, HANDLE, SIZE_T};
+
+const PAGE: usize = host::PAGE_SIZE;
+const REFUSED: Result<(), Status> = Err(Status(STATUS_INVALID_PAGE_PROTECTION));
+
+fn secure(address: *mut u8, len: usize, probe: u32) -> HANDLE {
+    // SAFETY: the model checks every argument and dereferences nothing.
+    let handle = unsafe { MmSecureVirtualMemory(address.cast(), len as SIZE_T, probe) };
+    assert!(!handle.is_null(), "secure {address:p}+{len:#x} {probe:#x}");
+    handle
+}
+
+fn unsecure(handle: HANDLE) {
+    // SAFETY: a live handle of the attached process.
+    unsafe { MmUnsecureVirtualMemory(handle) }
+}
+
+/// `process.protect` without the old protection.
+fn protect(
+    process: &Process,
+    address: *mut u8,
+    len: usize,
+    protect: u32,
+    mode: AccessMode,
+) -> Result<(), Status> {
+    process.protect(address, len, protect, mode).map(|_| ())
+}
+
+#[test]
+fn read_write_secure_refuses_no_access_and_read_only() {
+    let process = Process::new();
+    let _in = process.attach();
+    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let handle = secure(buffer, PAGE, PAGE_READWRITE);
+    for refused in [
+        PAGE_NOACCESS,
+        PAGE_READONLY,
+        PAGE_EXECUTE,
+        PAGE_EXECUTE_READ,
+    ] {
+        assert_eq!(
+            protect(&process, buffer, PAGE, refused, AccessMode::User),
+            REFUSED,
+            "{refused:#x}"
+        );
+        assert_eq!(process.protection(buffer), Some(PAGE_READWRITE));
+    }
+    // Anything still writable is allowed.
+    assert_eq!(
+        process.protect(buffer, PAGE, PAGE_EXECUTE_READWRITE, AccessMode::User),
+        Ok(PAGE_READWRITE)
+    );
+    assert_eq!(
+        process.protect(buffer, PAGE, PAGE_READWRITE, AccessMode::User),
+        Ok(PAGE_EXECUTE_READWRITE)
+    );
+    unsecure(handle);
+}
+
+#[test]
+fn read_only_secure_refuses_no_access_but_allows_read_write() {
+    let process = Process::new();
+    let _in = process.attach();
+    let buffer = process.allocate(PAGE, PAGE_READONLY).unwrap();
+    let handle = secure(buffer, PAGE, PAGE_READONLY);
+    assert_eq!(
+        protect(&process, buffer, PAGE, PAGE_NOACCESS, AccessMode::User),
+        REFUSED
+    );
+    // Execute-only is not readable (the stricter reading).
+    assert_eq!(
+        protect(&process, buffer, PAGE, PAGE_EXECUTE, AccessMode::User),
+        REFUSED
+    );
+    // A read-only secure does not keep the buffer read-only.
+    assert_eq!(
+        process.protect(buffer, PAGE, PAGE_READWRITE, AccessMode::User),
+        Ok(PAGE_READONLY)
+    );
+    assert_eq!(
+        process.protect(buffer, PAGE, PAGE_EXECUTE_READ, AccessMode::User),
+        Ok(PAGE_READWRITE)
+    );
+    assert_eq!(
+        process.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User),
+        Ok(PAGE_EXECUTE_READ)
+    );
+    unsecure(handle);
+}
+
+#[test]
+fn read_only_secure_allows_write_copy_on_a_view() {
+    let process = Process::new();
+    let _in = process.attach();
+    let view = process.map_view(PAGE, PAGE_READONLY).unwrap();
+    let handle = secure(view, PAGE, PAGE_READONLY);
+    assert_eq!(
+        process.protect(view, PAGE, PAGE_WRITECOPY, AccessMode::User),
+        Ok(PAGE_READONLY)
+    );
+    assert_eq!(
+        protect(&process, view, PAGE, PAGE_NOACCESS, AccessMode::User),
+        REFUSED
+    );
+    unsecure(handle);
+}
+
+#[test]
+fn guard_pages_are_refused_on_a_secured_range_for_either_probe_mode() {
+    let process = Process::new();
+    let _in = process.attach();
+    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    for probe in [PAGE_READONLY, PAGE_READWRITE] {
+        let handle = secure(buffer, PAGE, probe);
+        for guard in [PAGE_READWRITE | PAGE_GUARD, PAGE_READONLY | PAGE_GUARD] {
+            assert_eq!(
+                protect(&process, buffer, PAGE, guard, AccessMode::User),
+                REFUSED
+            );
+            assert_eq!(
+                protect(&process, buffer, PAGE, guard, AccessMode::Kernel),
+                REFUSED
+            );
+        }
+        unsecure(handle);
+    }
+    assert!(protect(
+        &process,
+        buffer,
+        PAGE,
+        PAGE_READWRITE | PAGE_GUARD,
+        AccessMode::User
+    )
+    .is_ok());
+}
+
+#[test]
+fn secure_is_page_rounded() {
+    let process = Process::new();
+    let _in = process.attach();
+    let pages = process.allocate(4 * PAGE, PAGE_READWRITE).unwrap();
+    let page = |i: usize| pages.wrapping_add(i * PAGE);
+
+    // Ten bytes inside page 1 secure all of page 1 and nothing else.
+    let handle = secure(page(1).wrapping_add(100), 10, PAGE_READWRITE);
+    assert_eq!(
+        protect(&process, page(1), PAGE, PAGE_READONLY, AccessMode::User),
+        REFUSED
+    );
+    assert_eq!(
+        protect(
+            &process,
+            page(1).wrapping_add(PAGE - 1),
+            1,
+            PAGE_READONLY,
+            AccessMode::User
+        ),
+        REFUSED
+    );
+    assert!(protect(&process, page(0), PAGE, PAGE_READONLY, AccessMode::User).is_ok());
+    assert!(protect(&process, page(2), PAGE, PAGE_READONLY, AccessMode::User).is_ok());
+    unsecure(handle);
+
+    // Two bytes across the boundary of pages 2 and 3 secure both (page 2 is read-only now, so
+    // probe read-only).
+    let handle = secure(page(3).wrapping_sub(1), 2, PAGE_READONLY);
+    assert_eq!(
+        protect(&process, page(2), PAGE, PAGE_NOACCESS, AccessMode::User),
+        REFUSED
+    );
+    assert_eq!(
+        protect(&process, page(3), PAGE, PAGE_NOACCESS, AccessMode::User),
+        REFUSED
+    );
+    assert!(protect(&process, page(1), PAGE, PAGE_NOACCESS, AccessMode::User).is_ok());
+    unsecure(handle);
+}
+
+#[test]
+fn protection_changes_beside_the_secured_pages_are_allowed() {
+    let process = Process::new();
+    let _in = process.attach();
+    let pages = process.allocate(3 * PAGE, PAGE_READWRITE).unwrap();
+    let handle = secure(pages.wrapping_add(PAGE), PAGE, PAGE_READWRITE);
+    assert!(protect(&process, pages, PAGE, PAGE_NOACCESS, AccessMode::User).is_ok());
+    assert!(protect(
+        &process,
+        pages.wrapping_add(2 * PAGE),
+        PAGE,
+        PAGE_READONLY | PAGE_GUARD,
+        AccessMode::User
+    )
+    .is_ok());
+    // A change that covers secured and unsecured pages is refused as a whole.
+    assert_eq!(
+        protect(&process, pages, 3 * PAGE, PAGE_READONLY, AccessMode::User),
+        REFUSED
+    );
+    assert_eq!(process.protection(pages), Some(PAGE_NOACCESS));
+    unsecure(handle);
+}
+
+#[test]
+fn decommit_anywhere_in_a_secured_allocation_is_refused() {
+    let process = Process::new();
+    let _in = process.attach();
+    let pages = process.allocate(4 * PAGE, PAGE_READWRITE).unwrap();
+    let handle = secure(pages, PAGE, PAGE_READONLY);
+    for (offset, len) in [(0, PAGE), (PAGE, PAGE), (3 * PAGE, PAGE), (0, 4 * PAGE)] {
+        for mode in [AccessMode::User, AccessMode::Kernel] {
+            assert_eq!(
+                process.decommit(pages.wrapping_add(offset), len, mode),
+                REFUSED
+            );
+        }
+    }
+    assert_eq!(
+        process.protection(pages.wrapping_add(3 * PAGE)),
+        Some(PAGE_READWRITE)
+    );
+    unsecure(handle);
+    assert!(process
+        .decommit(pages.wrapping_add(3 * PAGE), PAGE, AccessMode::User)
+        .is_ok());
+    assert_eq!(process.protection(pages.wrapping_add(3 * PAGE)), None);
+}
+
+#[test]
+fn free_of_a_secured_allocation_is_refused() {
+    let process = Process::new();
+    let _in = process.attach();
+    let pages = process.allocate(2 * PAGE, PAGE_READWRITE).unwrap();
+    // A secure on the last page alone still pins the whole allocation against MEM_RELEASE.
+    let handle = secure(pages.wrapping_add(PAGE), 1, PAGE_READONLY);
+    assert_eq!(process.free(pages, AccessMode::User), REFUSED);
+    assert_eq!(process.free(pages, AccessMode::Kernel), REFUSED);
+    assert_eq!(process.protection(pages), Some(PAGE_READWRITE));
+    unsecure(handle);
+    assert!(process.free(pages, AccessMode::User).is_ok());
+    assert_eq!(process.protection(pages), None);
+}
+
+#[test]
+fn unmap_of_a_secured_view_is_refused() {
+    let process = Process::new();
+    let _in = process.attach();
+    let view = process.map_view(2 * PAGE, PAGE_READWRITE).unwrap();
+    let handle = secure(view, PAGE, PAGE_READWRITE);
+    assert_eq!(
+        process.unmap_view(view.wrapping_add(PAGE), AccessMode::User),
+        REFUSED
+    );
+    assert_eq!(process.unmap_view(view, AccessMode::Kernel), REFUSED);
+    unsecure(handle);
+    assert!(process.unmap_view(view, AccessMode::User).is_ok());
+    assert_eq!(process.protection(view), None);
+}
+
+#[test]
+fn committing_over_secured_pages_with_a_lesser_protection_is_refused() {
+    let process = Process::new();
+    let _in = process.attach();
+    let reserved = process.reserve(2 * PAGE).unwrap();
+    process.commit(reserved, PAGE, PAGE_READWRITE).unwrap();
+    let handle = secure(reserved, PAGE, PAGE_READWRITE);
+    assert_eq!(process.commit(reserved, 2 * PAGE, PAGE_READONLY), REFUSED);
+    assert_eq!(process.protection(reserved.wrapping_add(PAGE)), None);
+    // Committing fresh pages beside the secure is fine.
+    assert!(process
+        .commit(reserved.wrapping_add(PAGE), PAGE, PAGE_READONLY)
+        .is_ok());
+    unsecure(handle);
+}
+
+#[test]
+fn unsecure_restores_everything_the_secure_refused() {
+    let process = Process::new();
+    let _in = process.attach();
+    let buffer = process.allocate(2 * PAGE, PAGE_READWRITE).unwrap();
+    let handle = secure(buffer, 2 * PAGE, PAGE_READWRITE);
+    assert_eq!(
+        protect(&process, buffer, PAGE, PAGE_READONLY, AccessMode::User),
+        REFUSED
+    );
+    assert_eq!(
+        protect(
+            &process,
+            buffer,
+            PAGE,
+            PAGE_READWRITE | PAGE_GUARD,
+            AccessMode::User
+        ),
+        REFUSED
+    );
+    assert_eq!(process.decommit(buffer, PAGE, AccessMode::User), REFUSED);
+    assert_eq!(process.free(buffer, AccessMode::User), REFUSED);
+    unsecure(handle);
+    assert_eq!(process.secure_count(), 0);
+    assert!(protect(&process, buffer, PAGE, PAGE_READONLY, AccessMode::User).is_ok());
+    assert!(protect(
+        &process,
+        buffer,
+        PAGE,
+        PAGE_READWRITE | PAGE_GUARD,
+        AccessMode::User
+    )
+    .is_ok());
+    assert!(process
+        .decommit(buffer.wrapping_add(PAGE), PAGE, AccessMode::User)
+        .is_ok());
+    assert!(process.free(buffer, AccessMode::User).is_ok());
+    assert!(process.misuses().is_empty());
+}
+
+#[test]
+fn several_secures_on_one_allocation_are_independent() {
+    let process = Process::new();
+    let _in = process.attach();
+    let pages = process.allocate(3 * PAGE, PAGE_READWRITE).unwrap();
+    let page = |i: usize| pages.wrapping_add(i * PAGE);
+    let first = secure(page(0), PAGE, PAGE_READWRITE);
+    let second = secure(page(1), PAGE, PAGE_READONLY);
+    let overlapping = secure(page(0), 2 * PAGE, PAGE_READONLY);
+    assert_eq!(process.secure_count(), 3);
+    assert_ne!(first, overlapping);
+
+    unsecure(first);
+    // Page 0 still has the overlapping read-only secure: read-only now allowed, no-access not.
+    assert!(protect(&process, page(0), PAGE, PAGE_READONLY, AccessMode::User).is_ok());
+    assert_eq!(
+        protect(&process, page(0), PAGE, PAGE_NOACCESS, AccessMode::User),
+        REFUSED
+    );
+    unsecure(overlapping);
+    assert!(protect(&process, page(0), PAGE, PAGE_NOACCESS, AccessMode::User).is_ok());
+    assert_eq!(
+        protect(&process, page(1), PAGE, PAGE_NOACCESS, AccessMode::User),
+        REFUSED
+    );
+    assert_eq!(process.free(pages, AccessMode::User), REFUSED);
+    unsecure(second);
+    assert!(process.free(pages, AccessMode::User).is_ok());
+    assert!(process.misuses().is_empty());
+}
+
+#[test]
+fn the_same_range_can_be_secured_twice_and_each_handle_unsecures_its_own() {
+    let process = Process::new();
+    let _in = process.attach();
+    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let a = secure(buffer, PAGE, PAGE_READWRITE);
+    let b = secure(buffer, PAGE, PAGE_READWRITE);
+    assert_ne!(a, b);
+    unsecure(a);
+    assert_eq!(
+        protect(&process, buffer, PAGE, PAGE_READONLY, AccessMode::User),
+        REFUSED
+    );
+    unsecure(b);
+    assert!(protect(&process, buffer, PAGE, PAGE_READONLY, AccessMode::User).is_ok());
+    assert!(process.misuses().is_empty());
+}
+
+#[test]
+fn kernel_mode_requests_are_refused_too_without_user_mode_only() {
+    let process = Process::new();
+    let _in = process.attach();
+    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let handle = secure(buffer, PAGE, PAGE_READWRITE);
+    assert_eq!(
+        protect(&process, buffer, PAGE, PAGE_READONLY, AccessMode::Kernel),
+        REFUSED
+    );
+    assert_eq!(process.free(buffer, AccessMode::Kernel), REFUSED);
+    unsecure(handle);
+}
+
+#[test]
+fn secures_are_per_allocation() {
+    let process = Process::new();
+    let _in = process.attach();
+    let secured = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let other = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let handle = secure(secured, PAGE, PAGE_READWRITE);
+    assert!(protect(&process, other, PAGE, PAGE_NOACCESS, AccessMode::User).is_ok());
+    assert!(process.free(other, AccessMode::User).is_ok());
+    unsecure(handle);
+}
