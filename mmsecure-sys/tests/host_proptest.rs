@@ -1,0 +1,563 @@
+//! Host backend, property test: random interleavings of user-mode memory operations and
+//! secure/unsecure calls, on two processes, from two threads at once.
+//!
+//! # The invariant
+//!
+//! While a secure made by `MmSecureVirtualMemoryEx` stands (it has not been unsecured and its
+//! process has not exited), whatever else any thread does to either process:
+//!
+//! 1. every page of its page-rounded range stays committed in its allocation (the allocation is
+//!    not freed, unmapped or decommitted), with a protection that gives the access its probe
+//!    mode asked for (readable for `PAGE_READONLY`, writable for `PAGE_READWRITE`) and is not a
+//!    guard page; and
+//! 2. with `MM_SECURE_NO_CHANGE`, no page of its allocation that was committed when it was made
+//!    changes protection (a guard page's one-shot fault aside).
+//!
+//! A `MM_SECURE_USER_MODE_ONLY` secure promises this against user-mode requests only: once a
+//! kernel-mode request has changed its allocation, it is exempt.
+//!
+//! And around it: a secure the model refuses to make leaves nothing behind; unsecuring in the
+//! wrong process changes nothing and is recorded as `WrongProcess` against both processes; a
+//! forked child keeps exactly the secures made without `MM_SECURE_NO_INHERIT`; after exit, late
+//! unsecures are recorded as `AfterExit`; once everything is unsecured, nothing is pinned.
+//!
+//! The number of cases is `PROPTEST_CASES` (default 256: well under a second), each with two
+//! threads of up to 40 operations.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mmsecure_sys::host::{
+    self, AccessMode, MisuseKind, Process, Status, PAGE_EXECUTE, PAGE_EXECUTE_READ,
+    PAGE_EXECUTE_READWRITE, PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
+    STATUS_INVALID_PAGE_PROTECTION,
+};
+use mmsecure_sys::{
+    MmSecureVirtualMemoryEx, MmUnsecureVirtualMemory, HANDLE, MM_SECURE_NO_CHANGE,
+    MM_SECURE_NO_INHERIT, MM_SECURE_USER_MODE_ONLY, SIZE_T,
+};
+use proptest::prelude::*;
+
+const PAGE: usize = host::PAGE_SIZE;
+/// Pages per allocation.
+const PAGES: usize = 4;
+/// Allocations per process: two private, one reservation (half committed), one mapped view.
+const SLOTS: usize = 4;
+const RESERVED_SLOT: usize = 2;
+const VIEW_SLOT: usize = 3;
+
+const PROTECTIONS: [u32; 8] = [
+    PAGE_NOACCESS,
+    PAGE_READONLY,
+    PAGE_READWRITE,
+    PAGE_EXECUTE,
+    PAGE_EXECUTE_READ,
+    PAGE_EXECUTE_READWRITE,
+    PAGE_READWRITE | PAGE_GUARD,
+    PAGE_READONLY | PAGE_GUARD,
+];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Secure {
+        process: usize,
+        slot: usize,
+        offset: usize,
+        len: usize,
+        read_only: bool,
+        flags: u32,
+    },
+    Unsecure {
+        pick: usize,
+    },
+    UnsecureInTheOtherProcess {
+        pick: usize,
+    },
+    Protect {
+        process: usize,
+        slot: usize,
+        page: usize,
+        pages: usize,
+        protect: u32,
+        kernel: bool,
+    },
+    Decommit {
+        process: usize,
+        slot: usize,
+        page: usize,
+        pages: usize,
+        kernel: bool,
+    },
+    Commit {
+        process: usize,
+        slot: usize,
+        page: usize,
+        pages: usize,
+        protect: u32,
+    },
+    Remove {
+        process: usize,
+        slot: usize,
+        kernel: bool,
+    },
+    Write {
+        process: usize,
+        slot: usize,
+        offset: usize,
+        len: usize,
+    },
+    Read {
+        process: usize,
+        slot: usize,
+        offset: usize,
+        len: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let at = (0..2usize, 0..SLOTS, 0..PAGES, 1..=2usize);
+    let protect = prop::sample::select(PROTECTIONS.to_vec());
+    prop_oneof![
+        5 => (0..2usize, 0..SLOTS, 0..PAGES * PAGE, 1..=2 * PAGE, any::<bool>(), 0..16u32).prop_map(
+            |(process, slot, offset, len, read_only, flags)| Op::Secure { process, slot, offset, len, read_only, flags }
+        ),
+        3 => any::<usize>().prop_map(|pick| Op::Unsecure { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::UnsecureInTheOtherProcess { pick }),
+        5 => (at.clone(), protect.clone(), any::<bool>()).prop_map(|((process, slot, page, pages), protect, kernel)| {
+            Op::Protect { process, slot, page, pages, protect, kernel }
+        }),
+        1 => (at.clone(), any::<bool>()).prop_map(|((process, slot, page, pages), kernel)| {
+            Op::Decommit { process, slot, page, pages, kernel }
+        }),
+        1 => (at, protect).prop_map(|((process, slot, page, pages), protect)| {
+            Op::Commit { process, slot, page, pages, protect }
+        }),
+        1 => (0..2usize, 0..SLOTS, any::<bool>()).prop_map(|(process, slot, kernel)| Op::Remove { process, slot, kernel }),
+        2 => (0..2usize, 0..SLOTS, 0..PAGES * PAGE, 1..=PAGE).prop_map(|(process, slot, offset, len)| {
+            Op::Write { process, slot, offset, len }
+        }),
+        1 => (0..2usize, 0..SLOTS, 0..PAGES * PAGE, 1..=PAGE).prop_map(|(process, slot, offset, len)| {
+            Op::Read { process, slot, offset, len }
+        }),
+    ]
+}
+
+/// What both threads share: the two processes, their allocations' bases, and per allocation
+/// how many kernel-mode requests on it have started and finished.
+struct World {
+    processes: [Process; 2],
+    bases: [[usize; SLOTS]; 2],
+    kernel_started: [[AtomicUsize; SLOTS]; 2],
+    kernel_finished: [[AtomicUsize; SLOTS]; 2],
+}
+
+impl World {
+    fn new() -> World {
+        let processes = [Process::new(), Process::new()];
+        let mut bases = [[0; SLOTS]; 2];
+        for (process, bases) in processes.iter().zip(&mut bases) {
+            for (slot, base) in bases.iter_mut().enumerate() {
+                let address = match slot {
+                    RESERVED_SLOT => {
+                        let reserved = process.reserve(PAGES * PAGE).unwrap();
+                        process
+                            .commit(reserved, PAGES / 2 * PAGE, PAGE_READWRITE)
+                            .unwrap();
+                        reserved
+                    }
+                    VIEW_SLOT => process.map_view(PAGES * PAGE, PAGE_READWRITE).unwrap(),
+                    _ => process.allocate(PAGES * PAGE, PAGE_READWRITE).unwrap(),
+                };
+                *base = address as usize;
+            }
+        }
+        World {
+            processes,
+            bases,
+            kernel_started: Default::default(),
+            kernel_finished: Default::default(),
+        }
+    }
+
+    fn address(&self, process: usize, slot: usize, offset: usize) -> *mut u8 {
+        (self.bases[process][slot] + offset) as *mut u8
+    }
+
+    /// Runs `request` in user mode, or in kernel mode counting it on the allocation.
+    fn request<T>(
+        &self,
+        process: usize,
+        slot: usize,
+        kernel: bool,
+        request: impl FnOnce(AccessMode) -> T,
+    ) -> T {
+        if !kernel {
+            return request(AccessMode::User);
+        }
+        self.kernel_started[process][slot].fetch_add(1, Ordering::SeqCst);
+        let result = request(AccessMode::Kernel);
+        self.kernel_finished[process][slot].fetch_add(1, Ordering::SeqCst);
+        result
+    }
+
+    /// Kernel-mode requests on the allocation finished so far: read just before securing.
+    fn kernel_finished(&self, process: usize, slot: usize) -> usize {
+        self.kernel_finished[process][slot].load(Ordering::SeqCst)
+    }
+
+    /// Whether `held` is exempt from the invariant: a USER_MODE_ONLY secure whose allocation a
+    /// kernel-mode request may have changed since it was made. A request that takes effect after
+    /// the secure also finishes after it, so it is not in `held.kernel_finished`; but it started
+    /// before its effect could be seen, so it is in `kernel_started` by now.
+    fn exempt(&self, held: &Held) -> bool {
+        held.flags & MM_SECURE_USER_MODE_ONLY != 0
+            && self.kernel_started[held.process][held.slot].load(Ordering::SeqCst)
+                > held.kernel_finished
+    }
+}
+
+/// Frees (or, for the view, unmaps) an allocation.
+fn remove(
+    process: &Process,
+    address: *mut u8,
+    slot: usize,
+    mode: AccessMode,
+) -> Result<(), Status> {
+    if slot == VIEW_SLOT {
+        process.unmap_view(address, mode)
+    } else {
+        process.free(address, mode)
+    }
+}
+
+/// A secure a thread holds, with what it promised.
+#[derive(Debug)]
+struct Held {
+    process: usize,
+    slot: usize,
+    handle: usize,
+    /// Page-rounded range.
+    start: usize,
+    end: usize,
+    probe: u32,
+    flags: u32,
+    /// The allocation's finished kernel-mode requests just before securing.
+    kernel_finished: usize,
+    /// For NO_CHANGE secures: the allocation's protections when it was made.
+    snapshot: Option<Vec<Option<u32>>>,
+}
+
+fn readable(protect: u32) -> bool {
+    matches!(
+        protect,
+        PAGE_READONLY | PAGE_READWRITE | PAGE_EXECUTE_READ | PAGE_EXECUTE_READWRITE
+    )
+}
+
+fn writable(protect: u32) -> bool {
+    matches!(protect, PAGE_READWRITE | PAGE_EXECUTE_READWRITE)
+}
+
+fn protections(world: &World, process: usize, slot: usize) -> Vec<Option<u32>> {
+    (0..PAGES)
+        .map(|page| world.processes[process].protection(world.address(process, slot, page * PAGE)))
+        .collect()
+}
+
+/// The invariant, for one held secure.
+fn check(world: &World, held: &Held) -> Result<(), String> {
+    // Read first, decide exemption after: a kernel-mode request whose effect was read has
+    // started by then.
+    match violation(world, held) {
+        Some(violation) if !world.exempt(held) => Err(violation),
+        _ => Ok(()),
+    }
+}
+
+/// How the model's current state breaks the invariant for `held`, if it does.
+fn violation(world: &World, held: &Held) -> Option<String> {
+    let process = &world.processes[held.process];
+    for page in (held.start..held.end).step_by(PAGE) {
+        // Guard pages have PAGE_GUARD set, so they match neither list.
+        let protect = process.protection(page as *const u8);
+        let ok = match protect {
+            Some(protect) if held.probe == PAGE_READONLY => readable(protect),
+            Some(protect) => writable(protect),
+            None => false,
+        };
+        if !ok {
+            return Some(format!("page {page:#x} is {protect:x?} under {held:x?}"));
+        }
+    }
+    if let Some(snapshot) = &held.snapshot {
+        let now = protections(world, held.process, held.slot);
+        for (page, (before, now)) in snapshot.iter().zip(&now).enumerate() {
+            if let Some(before) = before {
+                if now.map(|p| p & !PAGE_GUARD) != Some(before & !PAGE_GUARD) {
+                    return Some(format!(
+                        "NO_CHANGE page {page} went {before:#x} -> {now:x?} under {held:x?}"
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn unsecure(handle: usize) {
+    // SAFETY: the model checks the handle; a wrong one is recorded, never dereferenced.
+    unsafe { MmUnsecureVirtualMemory(handle as HANDLE) }
+}
+
+/// One thread's run: its operations, checking its own secures after each. Returns the secures
+/// it still holds and how many wrong-process unsecures it made.
+fn run_thread(world: &World, ops: &[Op]) -> Result<(Vec<Held>, usize), String> {
+    let mut held: Vec<Held> = Vec::new();
+    let mut wrong_process = 0;
+    for op in ops {
+        match *op {
+            Op::Secure {
+                process,
+                slot,
+                offset,
+                len,
+                read_only,
+                flags,
+            } => {
+                let _in = world.processes[process].attach();
+                let address = world.address(process, slot, offset);
+                let probe = if read_only {
+                    PAGE_READONLY
+                } else {
+                    PAGE_READWRITE
+                };
+                let kernel_finished = world.kernel_finished(process, slot);
+                // SAFETY: the model checks every argument and dereferences nothing.
+                let handle =
+                    unsafe { MmSecureVirtualMemoryEx(address.cast(), len as SIZE_T, probe, flags) };
+                if handle.is_null() {
+                    continue;
+                }
+                let start = address as usize & !(PAGE - 1);
+                let end = (address as usize + len + PAGE - 1) & !(PAGE - 1);
+                let snapshot =
+                    (flags & MM_SECURE_NO_CHANGE != 0).then(|| protections(world, process, slot));
+                let handle = handle as usize;
+                held.push(Held {
+                    process,
+                    slot,
+                    handle,
+                    start,
+                    end,
+                    probe,
+                    flags,
+                    kernel_finished,
+                    snapshot,
+                });
+            }
+            Op::Unsecure { pick } if !held.is_empty() => {
+                let secure = held.swap_remove(pick % held.len());
+                let _in = world.processes[secure.process].attach();
+                unsecure(secure.handle);
+            }
+            Op::UnsecureInTheOtherProcess { pick } if !held.is_empty() => {
+                let secure = &held[pick % held.len()];
+                let _in = world.processes[1 - secure.process].attach();
+                unsecure(secure.handle);
+                wrong_process += 1;
+            }
+            Op::Unsecure { .. } | Op::UnsecureInTheOtherProcess { .. } => {}
+            Op::Protect {
+                process,
+                slot,
+                page,
+                pages,
+                protect,
+                kernel,
+            } => {
+                let address = world.address(process, slot, page * PAGE);
+                let _ = world.request(process, slot, kernel, |mode| {
+                    world.processes[process].protect(address, pages * PAGE, protect, mode)
+                });
+            }
+            Op::Decommit {
+                process,
+                slot,
+                page,
+                pages,
+                kernel,
+            } => {
+                let address = world.address(process, slot, page * PAGE);
+                let _ = world.request(process, slot, kernel, |mode| {
+                    world.processes[process].decommit(address, pages * PAGE, mode)
+                });
+            }
+            Op::Commit {
+                process,
+                slot,
+                page,
+                pages,
+                protect,
+            } => {
+                let address = world.address(process, slot, page * PAGE);
+                let _ = world.processes[process].commit(address, pages * PAGE, protect);
+            }
+            Op::Remove {
+                process,
+                slot,
+                kernel,
+            } => {
+                let address = world.address(process, slot, 0);
+                let _ = world.request(process, slot, kernel, |mode| {
+                    remove(&world.processes[process], address, slot, mode)
+                });
+            }
+            Op::Write {
+                process,
+                slot,
+                offset,
+                len,
+            } => {
+                let bytes = vec![0x5A; len];
+                let _ =
+                    world.processes[process].write(world.address(process, slot, offset), &bytes);
+            }
+            Op::Read {
+                process,
+                slot,
+                offset,
+                len,
+            } => {
+                let mut bytes = vec![0; len];
+                let _ =
+                    world.processes[process].read(world.address(process, slot, offset), &mut bytes);
+            }
+        }
+        for secure in &held {
+            check(world, secure).map_err(|e| format!("after {op:?}: {e}"))?;
+        }
+    }
+    Ok((held, wrong_process))
+}
+
+fn count(process: &Process, kind: MisuseKind) -> usize {
+    process.misuses().iter().filter(|m| m.kind == kind).count()
+}
+
+fn run_case(threads: [Vec<Op>; 2], fork: bool, exit_first: bool) -> Result<(), TestCaseError> {
+    let world = World::new();
+    let results = std::thread::scope(|scope| {
+        let workers: Vec<_> = threads
+            .iter()
+            .map(|ops| scope.spawn(|| run_thread(&world, ops)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a worker panicked"))
+            .collect::<Vec<_>>()
+    });
+    let mut held = Vec::new();
+    let mut wrong_process = 0;
+    for result in results {
+        let (mine, wrong) = result.map_err(TestCaseError::fail)?;
+        held.extend(mine);
+        wrong_process += wrong;
+    }
+    for secure in &held {
+        check(&world, secure).map_err(TestCaseError::fail)?;
+    }
+    let [first, second] = &world.processes;
+    let standing = |p: usize| held.iter().filter(|h| h.process == p).count();
+    // Every standing secure is one a thread holds (a kernel-mode free may have taken some).
+    prop_assert!(first.secure_count() <= standing(0));
+    prop_assert!(second.secure_count() <= standing(1));
+
+    if fork {
+        let child = first.fork();
+        let inherited =
+            |h: &&Held| h.process == 0 && h.flags & MM_SECURE_NO_INHERIT == 0 && !world.exempt(h);
+        for secure in held.iter().filter(inherited) {
+            let removed = remove(
+                &child,
+                world.address(0, secure.slot, 0),
+                secure.slot,
+                AccessMode::User,
+            );
+            prop_assert_eq!(
+                removed,
+                Err(Status(STATUS_INVALID_PAGE_PROTECTION)),
+                "the child's copy of {:x?} is not secured",
+                secure
+            );
+        }
+        if held
+            .iter()
+            .all(|h| h.process != 0 || h.flags & MM_SECURE_NO_INHERIT == 0)
+        {
+            prop_assert_eq!(child.secure_count(), first.secure_count());
+        } else {
+            prop_assert!(child.secure_count() <= first.secure_count());
+        }
+        child.exit();
+        prop_assert_eq!(child.secure_count(), 0);
+    }
+
+    let mut after_exit = 0;
+    if exit_first {
+        first.exit();
+        prop_assert_eq!(first.secure_count(), 0);
+        after_exit = standing(0);
+    }
+    for secure in &held {
+        let _in = world.processes[secure.process].attach();
+        unsecure(secure.handle);
+    }
+    prop_assert_eq!(first.secure_count(), 0);
+    prop_assert_eq!(second.secure_count(), 0);
+
+    // The misuse record holds exactly the misuses made: each wrong-process unsecure against
+    // both processes, each late unsecure against the exited one.
+    for process in &world.processes {
+        prop_assert_eq!(count(process, MisuseKind::WrongProcess), wrong_process);
+        prop_assert_eq!(count(process, MisuseKind::UnknownHandle), 0);
+    }
+    prop_assert_eq!(count(first, MisuseKind::AfterExit), after_exit);
+    prop_assert_eq!(count(second, MisuseKind::AfterExit), 0);
+
+    // Nothing stays pinned: every allocation left can be removed from user mode.
+    for (index, process) in world.processes.iter().enumerate() {
+        if process.has_exited() {
+            continue;
+        }
+        for slot in 0..SLOTS {
+            let removed = remove(
+                process,
+                world.address(index, slot, 0),
+                slot,
+                AccessMode::User,
+            );
+            prop_assert_ne!(removed, Err(Status(STATUS_INVALID_PAGE_PROTECTION)));
+        }
+    }
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(256)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_secured_range_is_freed_or_made_more_restrictive_than_its_secure_allows(
+        first in prop::collection::vec(op(), 0..40),
+        second in prop::collection::vec(op(), 0..40),
+        fork in any::<bool>(),
+        exit_first in any::<bool>(),
+    ) {
+        run_case([first, second], fork, exit_first)?;
+    }
+}
