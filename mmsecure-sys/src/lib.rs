@@ -1,8 +1,33 @@
 //! Raw FFI to the Windows kernel routines that secure a user-mode address range:
 //! `MmSecureVirtualMemory`, `MmSecureVirtualMemoryEx` and `MmUnsecureVirtualMemory` (ntddk.h).
 //!
+//! ```
+//! use mmsecure_sys::host::{AccessMode, Process};
+//! use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory, PAGE_READWRITE};
+//!
+//! // Off Windows the declarations link to the host backend: here, a simulated user process
+//! // whose context this thread enters, as a driver's dispatch routine runs in its caller's.
+//! let process = Process::new();
+//! let _in_process = process.attach();
+//! let buffer = process.allocate(4096, PAGE_READWRITE).unwrap();
+//!
+//! // SAFETY: IRQL is PASSIVE_LEVEL; the routine checks the range itself and returns NULL for
+//! // anything it will not secure.
+//! let handle = unsafe { MmSecureVirtualMemory(buffer.cast(), 4096, PAGE_READWRITE) };
+//! assert!(!handle.is_null());
+//! assert!(process.free(buffer, AccessMode::User).is_err()); // the user cannot free it now
+//!
+//! // SAFETY: a live handle, unsecured once, in the process that secured it.
+//! unsafe { MmUnsecureVirtualMemory(handle) };
+//! assert!(process.free(buffer, AccessMode::User).is_ok());
+//! ```
+//!
 //! This crate declares the routines and the few types and constants they use, exactly as the
-//! header does, and nothing else: the safe, typed API is the `mmsecure` crate.
+//! header does, and nothing else: the safe, typed API is the [`mmsecure`] crate, and the guide to
+//! what securing does and does not guarantee is in the repository's [`docs/`].
+//!
+//! [`mmsecure`]: https://docs.rs/mmsecure
+//! [`docs/`]: https://github.com/mmsecure/mmsecure/tree/main/docs
 //!
 //! # Two backends, one set of declarations
 //!
@@ -11,8 +36,11 @@
 //!
 //! - On Windows targets they are imports from `ntoskrnl.exe`.
 //! - Everywhere else they are defined by the `host` module (compiled off Windows only, hence no
-//!   link here), an in-process model of the Windows memory manager's behaviour, so that code
-//!   using them builds, runs and is tested on Linux or macOS.
+//!   link here; see [its page for Linux on docs.rs][host]), an in-process model of the Windows
+//!   memory manager's behaviour, so that code using them builds, runs and is tested on Linux or
+//!   macOS.
+//!
+//! [host]: https://docs.rs/mmsecure-sys/latest/x86_64-unknown-linux-gnu/mmsecure_sys/host/index.html
 //!
 //! `MmSecureVirtualMemoryEx` exists only on Windows 10 1809 (build 17763) and later: a driver that
 //! must load on older Windows looks it up at run time with [`MmGetSystemRoutineAddress`] and calls
@@ -24,9 +52,12 @@
 //! `wdk-sys` crate instead of the generated ones, so that a driver built on it has one type of
 //! each; compile-time assertions check that the two declarations agree. It does nothing off
 //! Windows, and it cannot be built on Linux or docs.rs: wdk-sys generates its bindings from an
-//! installed WDK, and its build script refuses non-Windows hosts.
+//! installed WDK, and its build script refuses non-Windows hosts. These pages therefore show the
+//! generated types.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+// docs.rs (`--cfg docsrs`, nightly): badges for items that exist on some targets only.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(windows))]
 extern crate std;
@@ -50,11 +81,398 @@ mod types;
 #[cfg(all(windows, feature = "wdk-sys"))]
 #[path = "wdk_types.rs"]
 mod types;
+// `auto_cfg = false`: these types exist in every configuration (from `types.rs` or from wdk-sys),
+// so the `cfg` on the generated module must not turn into a badge.
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::*;
+
+// The C types the declarations name, documented here for the same reason as the routines below
+// (`types.rs` is generated). The glob above brings the rest.
+
+/// `HANDLE`: an opaque pointer-sized value. What the secure routines return is not a real handle:
+/// it is good only for [`MmUnsecureVirtualMemory`], and only in the process that secured the
+/// range; NULL means failure.
+///
+/// ```
+/// assert_eq!(core::mem::size_of::<mmsecure_sys::HANDLE>(), core::mem::size_of::<usize>());
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::HANDLE;
+
+/// `PVOID`: C `void *`.
+///
+/// ```
+/// let address: mmsecure_sys::PVOID = core::ptr::null_mut();
+/// assert!(address.is_null());
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::PVOID;
+
+/// `SIZE_T`: an unsigned, pointer-sized byte count (`u64` on 64-bit Windows). Convert with
+/// `len as SIZE_T`.
+///
+/// ```
+/// let len: usize = 4096;
+/// let size = len as mmsecure_sys::SIZE_T;
+/// assert_eq!(size, 4096);
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::SIZE_T;
+
+/// `ULONG_PTR`: an unsigned integer as wide as a pointer (`u64` on 64-bit Windows).
+///
+/// ```
+/// assert_eq!(core::mem::size_of::<mmsecure_sys::ULONG_PTR>(), 8);
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::ULONG_PTR;
+
+/// `ULONG`: C `unsigned long`, which is 32 bits on every Windows target (LLP64), and so it is
+/// here on every target, unlike `core::ffi::c_ulong` on 64-bit Linux.
+///
+/// ```
+/// assert_eq!(core::mem::size_of::<mmsecure_sys::ULONG>(), 4);
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::ULONG;
+
+/// `USHORT`: C `unsigned short`, 16 bits.
+///
+/// ```
+/// assert_eq!(core::mem::size_of::<mmsecure_sys::USHORT>(), 2);
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::USHORT;
+
+/// `UCHAR`: C `unsigned char`, 8 bits.
+///
+/// ```
+/// assert_eq!(core::mem::size_of::<mmsecure_sys::UCHAR>(), 1);
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::UCHAR;
+
+/// `WCHAR`: one UTF-16 code unit.
+///
+/// ```
+/// let a: mmsecure_sys::WCHAR = 'A' as u16;
+/// assert_eq!(a, 0x41);
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::WCHAR;
+
+/// `KIRQL`: an interrupt request level, as [`KeGetCurrentIrql`] returns it.
+///
+/// ```
+/// use mmsecure_sys::{KeGetCurrentIrql, KIRQL};
+///
+/// // SAFETY: reading the IRQL has no side effect (on Windows: in kernel mode).
+/// let irql: KIRQL = unsafe { KeGetCurrentIrql() };
+/// assert_eq!(irql, 0);
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::KIRQL;
+
+/// `UNICODE_STRING`: a counted UTF-16 string, as [`MmGetSystemRoutineAddress`] takes its name.
+/// `Length` and `MaximumLength` count bytes, not characters; no terminator is needed.
+///
+/// ```
+/// use mmsecure_sys::UNICODE_STRING;
+///
+/// let mut name: Vec<u16> = "MmSecureVirtualMemory".encode_utf16().collect();
+/// let string = UNICODE_STRING {
+///     Length: (name.len() * 2) as u16,
+///     MaximumLength: (name.len() * 2) as u16,
+///     Buffer: name.as_mut_ptr(),
+/// };
+/// assert_eq!(string.Length, 42);
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::UNICODE_STRING;
+
+/// `PUNICODE_STRING`: a pointer to a [`UNICODE_STRING`].
+///
+/// ```
+/// let string: mmsecure_sys::PUNICODE_STRING = core::ptr::null_mut();
+/// assert!(string.is_null());
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::PUNICODE_STRING;
+
+/// `PEPROCESS`: an opaque pointer to a process object, as [`IoGetCurrentProcess`] returns it.
+/// Compare it, or pass it to `KeStackAttachProcess`; never dereference it. It is not counted: to
+/// keep one beyond the call it came from, take a reference (`ObReferenceObject`).
+///
+/// ```
+/// use mmsecure_sys::host::Process;
+/// use mmsecure_sys::{IoGetCurrentProcess, PEPROCESS};
+///
+/// let (a, b) = (Process::new(), Process::new());
+/// let _in_a = a.attach();
+/// // SAFETY: no preconditions.
+/// let current: PEPROCESS = unsafe { IoGetCurrentProcess() };
+/// assert_eq!(current, a.eprocess());
+/// assert_ne!(current, b.eprocess());
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::PEPROCESS;
 
 #[allow(non_snake_case, non_upper_case_globals, missing_docs, clippy::all)]
 mod bindings;
-pub use bindings::*;
+
+// The declarations, each with its documentation. bindgen emits them bare and `bindings.rs` is
+// never edited by hand, so the docs live on these re-exports, which rustdoc merges into the items.
+// They are listed one by one, not with a glob: a glob re-export of an `extern` item would replace
+// its documented page with a bare one. A new item in `bindings.rs` needs a line here.
+
+/// Secures `Size` bytes at `Address` in the current process's user address space, so that until
+/// [`MmUnsecureVirtualMemory`] the range can neither be freed, decommitted or unmapped, nor have
+/// its protection changed to one without the access `ProbeMode` names.
+///
+/// `ProbeMode` is [`PAGE_READONLY`] (the range must stay readable: a change to no access is
+/// refused, a change to read-write is not) or [`PAGE_READWRITE`] (it must stay readable and
+/// writable: no access and read-only are refused). Guard-page protection is refused either way.
+/// The kernel records the secure on whole pages (start rounded down, end rounded up).
+///
+/// Returns a value that looks like a handle but is good only for [`MmUnsecureVirtualMemory`], in
+/// this process; or NULL, never an exception, when it will not secure the range: a zero size, a
+/// range that wraps or reaches above the highest user address, a range not inside one
+/// allocation, pages not committed or without the access `ProbeMode` asks, and other bad
+/// parameters.
+///
+/// It does **not** stop user threads from writing the bytes, does not make the pages resident,
+/// and does not stop other exceptions on access (an in-page error, for instance): Microsoft still
+/// asks for `__try/__except` around every access, and for that reason recommends against the
+/// routine.
+///
+/// # Safety
+///
+/// Call at IRQL <= `APC_LEVEL`; above it the kernel bug checks. Any `Address` and `Size` are
+/// allowed: the routine checks them itself.
+///
+/// ```
+/// use mmsecure_sys::host::{AccessMode, Process, PAGE_NOACCESS};
+/// use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory, PAGE_READONLY};
+///
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// let page = process.allocate(4096, PAGE_READONLY).unwrap();
+///
+/// // SAFETY: PASSIVE_LEVEL; the routine checks the range.
+/// let handle = unsafe { MmSecureVirtualMemory(page.cast(), 4096, PAGE_READONLY) };
+/// assert!(!handle.is_null());
+/// assert!(process.protect(page, 4096, PAGE_NOACCESS, AccessMode::User).is_err());
+///
+/// // Nothing at all is secured for a zero size or a kernel address.
+/// // SAFETY: as above.
+/// assert!(unsafe { MmSecureVirtualMemory(page.cast(), 0, PAGE_READONLY) }.is_null());
+/// // SAFETY: as above.
+/// let kernel = 0xFFFF_F780_0000_0000_usize as *mut core::ffi::c_void;
+/// assert!(unsafe { MmSecureVirtualMemory(kernel, 4096, PAGE_READONLY) }.is_null());
+///
+/// // SAFETY: a live handle, unsecured once, in its process.
+/// unsafe { MmUnsecureVirtualMemory(handle) };
+/// ```
+pub use bindings::MmSecureVirtualMemory;
+
+/// [`MmSecureVirtualMemory`] with `Flags`: any of the four `MM_SECURE_*` values. Windows 10 1809
+/// (build 17763) and later only.
+///
+/// | flag | effect |
+/// |---|---|
+/// | [`MM_SECURE_EXCLUSIVE`] | NULL unless no other secure stands on the allocation |
+/// | [`MM_SECURE_NO_CHANGE`] | no protection change at all while secured |
+/// | [`MM_SECURE_USER_MODE_ONLY`] | only changes asked from user mode are refused |
+/// | [`MM_SECURE_NO_INHERIT`] | a forked child's copy of the allocation is not secured |
+///
+/// A `Flags` bit outside these four gives NULL. A static import of this routine keeps a driver
+/// from loading on older Windows: look it up with [`MmGetSystemRoutineAddress`] and call it
+/// through [`PFN_MM_SECURE_VIRTUAL_MEMORY_EX`] instead (the `mmsecure` crate does).
+///
+/// # Safety
+///
+/// As for [`MmSecureVirtualMemory`], and the running Windows must have the routine.
+///
+/// ```
+/// use mmsecure_sys::host::{AccessMode, Process};
+/// use mmsecure_sys::{
+///     MmSecureVirtualMemoryEx, MmUnsecureVirtualMemory, MM_SECURE_NO_CHANGE, PAGE_READONLY,
+///     PAGE_READWRITE,
+/// };
+///
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+///
+/// // SAFETY: PASSIVE_LEVEL; the host backend models Windows 11, which has the routine.
+/// let handle =
+///     unsafe { MmSecureVirtualMemoryEx(page.cast(), 4096, PAGE_READONLY, MM_SECURE_NO_CHANGE) };
+/// assert!(!handle.is_null());
+/// // A read-only secure alone would allow this change; NO_CHANGE refuses it.
+/// assert!(process.protect(page, 4096, PAGE_READONLY, AccessMode::User).is_err());
+/// // SAFETY: a live handle, unsecured once, in its process.
+/// unsafe { MmUnsecureVirtualMemory(handle) };
+/// ```
+pub use bindings::MmSecureVirtualMemoryEx;
+
+/// Ends a secure made by [`MmSecureVirtualMemory`] or [`MmSecureVirtualMemoryEx`]: the range
+/// may be freed and re-protected again.
+///
+/// It must run in the context of the process that made the secure (attach with
+/// `KeStackAttachProcess` from elsewhere) and before that process exits. In another process it
+/// finds nothing and does nothing on current Windows (older kernels only asserted it). When the
+/// process exits, the kernel drops all of its secures itself.
+///
+/// # Safety
+///
+/// `SecureHandle` came from a secure routine in the current process and has not been unsecured
+/// yet; IRQL <= `APC_LEVEL`.
+///
+/// ```
+/// use mmsecure_sys::host::{AccessMode, Process};
+/// use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory, HANDLE, PAGE_READWRITE};
+///
+/// let process = Process::new();
+/// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// let handle = {
+///     let _in_process = process.attach();
+///     // SAFETY: PASSIVE_LEVEL; the routine checks the range.
+///     unsafe { MmSecureVirtualMemory(page.cast(), 4096, PAGE_READWRITE) }
+/// };
+/// let (handle, page) = (handle as usize, page as usize); // plain numbers cross threads
+///
+/// // Later, on another thread: attach to the process first, as KeStackAttachProcess would.
+/// std::thread::spawn(move || {
+///     let _in_process = process.attach();
+///     // SAFETY: the live handle, once, in the process that made it.
+///     unsafe { MmUnsecureVirtualMemory(handle as HANDLE) };
+///     let page = page as *mut u8;
+///     assert!(process.free(page, AccessMode::User).is_ok());
+///     assert!(process.misuses().is_empty());
+/// })
+/// .join()
+/// .unwrap();
+/// ```
+pub use bindings::MmUnsecureVirtualMemory;
+
+/// The address of the routine the kernel (or the HAL) exports under `SystemRoutineName`, or NULL
+/// if there is none. The way to call [`MmSecureVirtualMemoryEx`] without importing it.
+///
+/// # Safety
+///
+/// `SystemRoutineName` points to a valid [`UNICODE_STRING`] (case-sensitive, no terminator
+/// needed); IRQL is `PASSIVE_LEVEL`.
+///
+/// ```
+/// use mmsecure_sys::{MmGetSystemRoutineAddress, UNICODE_STRING};
+///
+/// fn lookup(name: &str) -> *mut core::ffi::c_void {
+///     let mut utf16: Vec<u16> = name.encode_utf16().collect();
+///     let bytes = (utf16.len() * 2) as u16;
+///     let mut string = UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: utf16.as_mut_ptr() };
+///     // SAFETY: `string` describes `utf16`, which outlives the call; PASSIVE_LEVEL.
+///     unsafe { MmGetSystemRoutineAddress(&mut string) }
+/// }
+///
+/// assert!(!lookup("MmSecureVirtualMemory").is_null());
+/// assert!(lookup("MmSecureVirtualMemoryExtra").is_null());
+/// ```
+pub use bindings::MmGetSystemRoutineAddress;
+
+/// The process whose address space the current thread is in: the attached one while attached.
+/// The secure routines work on that address space, and an unsecure must run in it.
+///
+/// # Safety
+///
+/// None beyond running in kernel mode: it reads the current thread's state.
+///
+/// ```
+/// use mmsecure_sys::host::Process;
+/// use mmsecure_sys::IoGetCurrentProcess;
+///
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// // SAFETY: no preconditions.
+/// assert_eq!(unsafe { IoGetCurrentProcess() }, process.eprocess());
+/// ```
+pub use bindings::IoGetCurrentProcess;
+
+/// `PAGE_READONLY` (0x02): read-only page protection. As a `ProbeMode`: the secured range must
+/// stay readable; a change to no access is refused, a change to read-write is allowed.
+///
+/// ```
+/// assert_eq!(mmsecure_sys::PAGE_READONLY, 0x02);
+/// ```
+pub use bindings::PAGE_READONLY;
+
+/// `PAGE_READWRITE` (0x04): read-write page protection. As a `ProbeMode`: the secured range must
+/// stay readable and writable; changes to no access or read-only are refused.
+///
+/// ```
+/// assert_eq!(mmsecure_sys::PAGE_READWRITE, 0x04);
+/// ```
+pub use bindings::PAGE_READWRITE;
+
+/// `PASSIVE_LEVEL` (0): the IRQL at which [`MmGetSystemRoutineAddress`] must be called.
+///
+/// ```
+/// use mmsecure_sys::{KeGetCurrentIrql, PASSIVE_LEVEL};
+///
+/// // SAFETY: reading the IRQL has no side effect (on Windows: in kernel mode).
+/// assert_eq!(u32::from(unsafe { KeGetCurrentIrql() }), PASSIVE_LEVEL);
+/// ```
+pub use bindings::PASSIVE_LEVEL;
+
+/// `APC_LEVEL` (1): the highest IRQL at which the three secure routines may be called.
+///
+/// ```
+/// use mmsecure_sys::{KeGetCurrentIrql, APC_LEVEL};
+///
+/// // SAFETY: reading the IRQL has no side effect (on Windows: in kernel mode).
+/// assert!(u32::from(unsafe { KeGetCurrentIrql() }) <= APC_LEVEL);
+/// ```
+pub use bindings::APC_LEVEL;
+
+/// `DISPATCH_LEVEL` (2): at this IRQL and above, page faults cannot be served, so user memory,
+/// secured or not, must not be touched.
+///
+/// ```
+/// assert!(mmsecure_sys::APC_LEVEL < mmsecure_sys::DISPATCH_LEVEL);
+/// ```
+pub use bindings::DISPATCH_LEVEL;
+
+/// `MM_SECURE_EXCLUSIVE` (0x1), a [`MmSecureVirtualMemoryEx`] flag: the secure succeeds only if
+/// no other secure stands anywhere on the allocation.
+///
+/// ```
+/// assert_eq!(mmsecure_sys::MM_SECURE_EXCLUSIVE, 0x1);
+/// ```
+pub use bindings::MM_SECURE_EXCLUSIVE;
+
+/// `MM_SECURE_NO_CHANGE` (0x2), a [`MmSecureVirtualMemoryEx`] flag: no protection change at all
+/// while the secure stands, not only restrictive ones. The range still goes away when its process
+/// exits.
+///
+/// ```
+/// assert_eq!(mmsecure_sys::MM_SECURE_NO_CHANGE, 0x2);
+/// ```
+pub use bindings::MM_SECURE_NO_CHANGE;
+
+/// `MM_SECURE_USER_MODE_ONLY` (0x4), a [`MmSecureVirtualMemoryEx`] flag: only changes asked from
+/// user mode are refused; kernel-mode callers pass.
+///
+/// ```
+/// assert_eq!(mmsecure_sys::MM_SECURE_USER_MODE_ONLY, 0x4);
+/// ```
+pub use bindings::MM_SECURE_USER_MODE_ONLY;
+
+/// `MM_SECURE_NO_INHERIT` (0x8), a [`MmSecureVirtualMemoryEx`] flag: a forked (cloned) child's
+/// copy of the allocation is not secured.
+///
+/// ```
+/// assert_eq!(mmsecure_sys::MM_SECURE_NO_INHERIT, 0x8);
+/// ```
+pub use bindings::MM_SECURE_NO_INHERIT;
 
 // Compile-time pins of every constant's value and every type's size: see the module.
 mod abi;
@@ -70,9 +488,23 @@ pub type PFN_MM_SECURE_VIRTUAL_MEMORY_EX =
 #[cfg(windows)]
 mod kernel;
 #[cfg(windows)]
+#[cfg_attr(
+    docsrs,
+    doc(auto_cfg = false, cfg(any(not(windows), target_arch = "x86_64")))
+)]
 pub use kernel::KeGetCurrentIrql;
 
 #[cfg(not(windows))]
+#[cfg_attr(docsrs, doc(cfg(not(windows))))]
 pub mod host;
 #[cfg(not(windows))]
+#[cfg_attr(
+    docsrs,
+    doc(auto_cfg = false, cfg(any(not(windows), target_arch = "x86_64")))
+)]
 pub use host::KeGetCurrentIrql;
+
+// The README (the crate's page on crates.io) runs with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

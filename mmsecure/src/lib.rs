@@ -42,8 +42,11 @@
 //! | it holds in another process context | **no**: copies there fail with [`Error::WrongProcess`] |
 //! | it outlives the process | **no**: process exit drops every secure |
 //!
-//! Microsoft itself recommends probing and locking (an MDL) over securing where the driver can:
-//! securing is for buffers that are too large or too long-lived to lock.
+//! Microsoft's own page for `MmSecureVirtualMemory` recommends that drivers not use it, because
+//! every access still needs `__try/__except` for the exceptions a secure does not prevent. Where
+//! the I/O manager can copy the buffer (`METHOD_BUFFERED`) or probe and lock it into an MDL
+//! (`METHOD_IN_DIRECT`/`METHOD_OUT_DIRECT`), let it; the guide's [Why][guide-why] page says when
+//! securing is the right tool.
 //!
 //! # Rules for the caller
 //!
@@ -59,8 +62,34 @@
 //! any other OS they are `mmsecure-sys`'s host backend (`mmsecure_sys::host`), a model of the
 //! kernel's behaviour in which these docs' examples run and a driver's own logic can be tested.
 //! This crate does not know which one it has.
+//!
+//! # The guide
+//!
+//! The repository's [`docs/`][guide] holds the long form: [why][guide-why] securing exists and
+//! what it does not promise, the [rules][guide-rules] a driver must follow, [tables][guide-ref]
+//! of every probe mode, flag and error, [patterns][guide-patterns] with code (a `METHOD_NEITHER`
+//! IOCTL handler, a region kept across a pended IRP, a windows-drivers-rs driver, testing on
+//! Linux) and the [architecture][guide-arch].
+//!
+//! # Testing your driver's logic off Windows
+//!
+//! The code between a dispatch routine and the user's bytes can be tested on Linux or macOS
+//! with `cargo test`: the host backend (`mmsecure_sys::host`) plays the user process, including
+//! the moves a hostile one makes (freeing the buffer, re-protecting it, exiting).
+//! [`examples/driver_logic.rs`][driver-logic] is a complete example, and its tests run with this
+//! crate's.
+//!
+//! [guide]: https://github.com/mmsecure/mmsecure/tree/main/docs
+//! [guide-why]: https://github.com/mmsecure/mmsecure/blob/main/docs/why.md
+//! [guide-rules]: https://github.com/mmsecure/mmsecure/blob/main/docs/rules.md
+//! [guide-ref]: https://github.com/mmsecure/mmsecure/blob/main/docs/reference.md
+//! [guide-patterns]: https://github.com/mmsecure/mmsecure/blob/main/docs/patterns.md
+//! [guide-arch]: https://github.com/mmsecure/mmsecure/blob/main/docs/architecture.md
+//! [driver-logic]: https://github.com/mmsecure/mmsecure/blob/main/mmsecure/examples/driver_logic.rs
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+// docs.rs (`--cfg docsrs`, nightly): badges for items that exist with some features only.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "std")]
 extern crate std;
@@ -79,3 +108,8 @@ pub use kernel::secure_ex_available;
 pub use probe::ProbeMode;
 pub use region::{RawRegion, SecureRegion};
 pub use user_range::HIGHEST_USER_ADDRESS;
+
+// The README (the crate's page on crates.io) runs with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -186,6 +186,18 @@ impl SecureRegion {
     }
 
     /// The length of the range in bytes, as given; never zero.
+    ///
+    /// ```
+    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(8192, PAGE_READWRITE).unwrap();
+    /// // The kernel secures both pages this range touches; the region still reaches 10 bytes only.
+    /// let region = SecureRegion::new(page.wrapping_add(4090), 10, ProbeMode::ReadOnly)?;
+    /// assert_eq!(region.len(), 10);
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
     #[must_use]
     #[allow(clippy::len_without_is_empty)] // a region is never empty
     pub fn len(&self) -> usize {
@@ -193,6 +205,19 @@ impl SecureRegion {
     }
 
     /// The probe mode the range was secured with.
+    ///
+    /// ```
+    /// # use mmsecure::{Error, ProbeMode, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?;
+    /// assert_eq!(region.mode(), ProbeMode::ReadOnly);
+    /// // A read-only secure does not promise writable pages, so the region refuses writes.
+    /// assert_eq!(region.write(0, b"x"), Err(Error::NotWritable));
+    /// # Ok::<(), Error>(())
+    /// ```
     #[must_use]
     pub fn mode(&self) -> ProbeMode {
         self.mode
@@ -200,6 +225,21 @@ impl SecureRegion {
 
     /// The process that secured the range, as `IoGetCurrentProcess` named it then: attach to it
     /// (`KeStackAttachProcess`) to use or drop the region from another context.
+    ///
+    /// The region holds no reference on the process object. To attach later from another
+    /// thread, take one (`ObReferenceObject`) while the process is known to be alive (in the
+    /// dispatch routine that secured the range) and release it after detaching.
+    ///
+    /// ```
+    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// let process = Process::new();
+    /// let _in_process = process.attach();
+    /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?;
+    /// assert_eq!(region.process(), process.eprocess());
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
     #[must_use]
     pub fn process(&self) -> PEPROCESS {
         self.process
@@ -388,6 +428,37 @@ impl fmt::Debug for SecureRegion {
 /// A [`SecureRegion`] taken apart by [`SecureRegion::into_raw`]: the secure handle and what it
 /// was made for. Inert data: it unsecures nothing when dropped, and only the `unsafe`
 /// [`SecureRegion::from_raw`] turns it back into a region.
+///
+/// It is `Send` and `Sync`, so it can wait in a driver's queue and be finished on another
+/// thread; the region rebuilt from it must be used and dropped in [`process`](Self::process)'s
+/// context.
+///
+/// ```
+/// use mmsecure::{ProbeMode, SecureRegion};
+/// use mmsecure_sys::host::{AccessMode, Process, PAGE_READWRITE};
+///
+/// let process = Process::new();
+/// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// let raw = {
+///     let _in_process = process.attach();
+///     SecureRegion::new(page, 4096, ProbeMode::ReadWrite)?.into_raw()
+/// };
+/// assert_eq!(raw.process, process.eprocess());
+/// assert!(process.free(page, AccessMode::User).is_err()); // still secured
+///
+/// // Another thread finishes the work, attached to the process.
+/// let worker = process.clone();
+/// std::thread::spawn(move || {
+///     let _in_process = worker.attach();
+///     // SAFETY: `raw` came from `into_raw` and is rebuilt once, in its process.
+///     let region = unsafe { SecureRegion::from_raw(raw) }.unwrap();
+///     region.write(0, b"done").unwrap();
+/// })
+/// .join()
+/// .unwrap();
+/// assert!(process.free(page, AccessMode::User).is_ok()); // the worker's drop unsecured it
+/// # Ok::<(), mmsecure::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawRegion {
     /// The value the secure routine returned, good only for `MmUnsecureVirtualMemory`.

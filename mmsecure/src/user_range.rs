@@ -8,6 +8,15 @@ use crate::Error;
 /// The kernel exports the real value as a variable; a constant keeps the check free of an import
 /// and of a data access. Older 64-bit Windows (8 TiB of user space) has a lower limit: there, a
 /// range between the two passes this check and the kernel refuses it ([`Error::Refused`]).
+///
+/// ```
+/// use mmsecure::{Error, ProbeMode, SecureRegion, HIGHEST_USER_ADDRESS};
+///
+/// // A range may end on this byte, not past it: the next one is refused before the kernel is asked.
+/// let past = (HIGHEST_USER_ADDRESS + 1) as *const u8;
+/// let err = SecureRegion::new(past, 1, ProbeMode::ReadOnly).unwrap_err();
+/// assert_eq!(err, Error::NotUserRange);
+/// ```
 #[cfg(target_pointer_width = "64")]
 pub const HIGHEST_USER_ADDRESS: usize = 0x7FFF_FFFE_FFFF;
 

@@ -1,0 +1,398 @@
+//! Testing a driver's own logic on Linux, with mmsecure's host backend.
+//!
+//! A dispatch routine is mostly glue: it takes the user's buffer pointers and lengths out of the
+//! IRP, calls the driver's logic, and completes the IRP with a status. The logic in between, the
+//! code that touches the user's bytes, is what deserves tests. Written against `mmsecure` alone,
+//! it compiles unchanged for the Windows kernel and for the host, where `mmsecure_sys::host`
+//! plays the user process: its allocations and protections, and the hostile moves a real process
+//! can make (freeing the buffer, re-protecting it, exiting).
+//!
+//! - `mod volume` is the driver's logic for one made-up IOCTL, `IOCTL_SET_VOLUME`. It has no
+//!   host-only code; in a driver crate it would be a module of its own. The kernel-side glue that
+//!   calls it is in `docs/patterns.md`.
+//! - `mod tests` tests it; `cargo test` runs them (this example has `test = true`), or
+//!   `cargo test -p mmsecure --example driver_logic` alone.
+//! - `main` walks through a request, a refused one and a pended one:
+//!   `cargo run -p mmsecure --example driver_logic`.
+
+use mmsecure_sys::host::{AccessMode, Process, PAGE_READWRITE};
+
+/// The driver's logic. Nothing here knows whether it runs in a kernel or on the host backend.
+mod volume {
+    use mmsecure::{Error, ProbeMode, RawRegion, SecureRegion};
+    use mmsecure_sys::PEPROCESS;
+
+    /// Bytes of a request: the channel, then the level, each a little-endian `u32`.
+    pub const REQUEST_LEN: usize = 8;
+    /// Bytes of a reply: the channel's previous level, a little-endian `u32`.
+    pub const REPLY_LEN: usize = 4;
+    /// Channels the mixer has.
+    pub const CHANNELS: usize = 4;
+    /// The highest level a channel takes.
+    pub const MAX_LEVEL: u32 = 100;
+
+    /// The driver's state: one level per channel.
+    #[derive(Debug, Default)]
+    pub struct Mixer {
+        levels: [u32; CHANNELS],
+    }
+
+    impl Mixer {
+        /// The level of `channel`.
+        pub fn level(&self, channel: usize) -> u32 {
+            self.levels[channel]
+        }
+    }
+
+    /// Why a request failed. The dispatch routine turns each into an NTSTATUS.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Failure {
+        /// A user buffer could not be secured or reached; mmsecure says why.
+        Buffer(Error),
+        /// The input is shorter than a request, or the output than a reply.
+        TooShort,
+        /// The request names a channel the mixer does not have.
+        NoSuchChannel(u32),
+        /// The request asks for a level above [`MAX_LEVEL`].
+        LevelTooHigh(u32),
+    }
+
+    impl From<Error> for Failure {
+        fn from(error: Error) -> Failure {
+            Failure::Buffer(error)
+        }
+    }
+
+    /// A request that passed validation: only ever made from the driver's own copy.
+    struct Request {
+        channel: usize,
+        level: u32,
+    }
+
+    impl Request {
+        /// Validates a copy of the user's bytes.
+        fn parse(bytes: &[u8; REQUEST_LEN]) -> Result<Request, Failure> {
+            let channel = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            let level = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+            let index = usize::try_from(channel)
+                .ok()
+                .filter(|&c| c < CHANNELS)
+                .ok_or(Failure::NoSuchChannel(channel))?;
+            if level > MAX_LEVEL {
+                return Err(Failure::LevelTooHigh(level));
+            }
+            Ok(Request {
+                channel: index,
+                level,
+            })
+        }
+    }
+
+    /// `IOCTL_SET_VOLUME`, a `METHOD_NEITHER` request: `input` and `output` are the user's own
+    /// addresses, valid only in the calling process. Sets a channel's level and writes the
+    /// previous one to `output`; returns the number of bytes written (the IRP's `Information`).
+    ///
+    /// Call in the requesting process's context at IRQL <= `APC_LEVEL`, as a top-level driver's
+    /// dispatch routine runs.
+    pub fn set_volume(
+        mixer: &mut Mixer,
+        input: *const u8,
+        input_len: usize,
+        output: *mut u8,
+        output_len: usize,
+    ) -> Result<usize, Failure> {
+        if input_len < REQUEST_LEN || output_len < REPLY_LEN {
+            return Err(Failure::TooShort);
+        }
+        // Copy the request in once. The secure keeps the user from freeing or re-protecting the
+        // buffer during the copy; it does not keep the bytes still, so everything after this
+        // line looks at `copy` only, never at the user's buffer again.
+        let mut copy = [0u8; REQUEST_LEN];
+        SecureRegion::new(input, REQUEST_LEN, ProbeMode::ReadOnly)?.read(0, &mut copy)?;
+        let request = Request::parse(&copy)?;
+
+        // Secure the reply's bytes before changing anything: a request whose reply cannot be
+        // written changes nothing.
+        let reply = SecureRegion::new(output as *const u8, REPLY_LEN, ProbeMode::ReadWrite)?;
+        let previous = core::mem::replace(&mut mixer.levels[request.channel], request.level);
+        reply.write(0, &previous.to_le_bytes())?;
+        Ok(REPLY_LEN)
+    }
+
+    /// A reply the driver writes later, once it has the answer: the IRP is pended, and the
+    /// output buffer stays secured in between. `Send`: it can wait in a queue and be completed on
+    /// another thread.
+    #[derive(Debug)]
+    pub struct PendedReply {
+        region: RawRegion,
+    }
+
+    impl PendedReply {
+        /// Secures the reply's bytes, in the dispatch routine, in the requester's context.
+        pub fn secure(output: *mut u8, output_len: usize) -> Result<PendedReply, Failure> {
+            if output_len < REPLY_LEN {
+                return Err(Failure::TooShort);
+            }
+            let region = SecureRegion::new(output as *const u8, REPLY_LEN, ProbeMode::ReadWrite)?;
+            Ok(PendedReply {
+                region: region.into_raw(),
+            })
+        }
+
+        /// The process to attach to before [`complete`](Self::complete). The driver keeps a
+        /// reference on it (`ObReferenceObject`) from the dispatch routine on.
+        pub fn process(&self) -> PEPROCESS {
+            self.region.process
+        }
+
+        /// Writes the reply and unsecures the buffer; returns the bytes written. Call attached to
+        /// [`process`](Self::process), at IRQL <= `APC_LEVEL`, before that process exits.
+        pub fn complete(self, level: u32) -> Result<usize, Failure> {
+            // SAFETY: `region` came from `into_raw` in `secure`, and `self` is consumed here, so
+            // it is rebuilt once.
+            let region = unsafe { SecureRegion::from_raw(self.region) }?;
+            region.write(0, &level.to_le_bytes())?;
+            Ok(REPLY_LEN)
+        }
+
+        /// For a request whose process exited first (a process-notify routine or the IRP's
+        /// cancellation says so): exit dropped the secure, so there is nothing to unsecure and
+        /// no one to reply to. Rebuilding the region would unsecure in a dead process.
+        pub fn abandon(self) {}
+    }
+}
+
+fn main() -> Result<(), volume::Failure> {
+    let app = Process::new();
+    let _in_app = app.attach(); // the dispatch routine runs on the app's thread
+    let input = app.allocate(4096, PAGE_READWRITE).expect("allocate");
+    let output = app.allocate(4096, PAGE_READWRITE).expect("allocate");
+    app.write(input, &request(2, 70)).expect("user write");
+
+    let mut mixer = volume::Mixer::default();
+    let written = volume::set_volume(&mut mixer, input, 8, output, 4)?;
+    let mut reply = [0u8; 4];
+    app.read(output, &mut reply).expect("user read");
+    println!(
+        "IOCTL_SET_VOLUME(channel 2, level 70): {written} bytes back, previous level {}; \
+         channel 2 is now at {}",
+        u32::from_le_bytes(reply),
+        mixer.level(2)
+    );
+
+    app.free(input, AccessMode::User).expect("free");
+    let refused = volume::set_volume(&mut mixer, input, 8, output, 4).unwrap_err();
+    println!("the same request from a freed buffer: {refused:?}");
+
+    // A pended IRP: the output stays secured while a worker thread finds the answer.
+    let pended = volume::PendedReply::secure(output, 4)?;
+    let freed = app.free(output, AccessMode::User);
+    println!("pended: the user frees the output buffer meanwhile: {freed:?}");
+    let worker_app = app.clone();
+    let written = std::thread::spawn(move || {
+        // The driver would look up its referenced process object; the host has it at hand.
+        assert_eq!(pended.process(), worker_app.eprocess());
+        let _attached = worker_app.attach(); // KeStackAttachProcess to the requester
+        pended.complete(mixer.level(2))
+    })
+    .join()
+    .expect("worker thread")?;
+    app.read(output, &mut reply).expect("user read");
+    println!(
+        "pended: a worker thread completed it: {written} bytes, level {}",
+        u32::from_le_bytes(reply)
+    );
+
+    // The requester exits while another reply is pended: exit drops the secure, and the driver
+    // forgets the reply instead of unsecuring in a dead process.
+    let orphan = volume::PendedReply::secure(output, 4)?;
+    app.exit();
+    orphan.abandon();
+    println!(
+        "pended: the process exited first; secures left: {}, misuses: {}",
+        app.secure_count(),
+        app.misuses().len()
+    );
+    Ok(())
+}
+
+/// The bytes a user program sends.
+fn request(channel: u32, level: u32) -> [u8; 8] {
+    let mut bytes = [0u8; 8];
+    bytes[..4].copy_from_slice(&channel.to_le_bytes());
+    bytes[4..].copy_from_slice(&level.to_le_bytes());
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::volume::{Failure, Mixer, PendedReply, MAX_LEVEL};
+    use super::*;
+    use mmsecure::Error;
+    use mmsecure_sys::host::{PAGE_NOACCESS, PAGE_READONLY};
+
+    /// A user process with an input and an output page, and this thread in its context.
+    struct App {
+        process: Process,
+        input: *mut u8,
+        output: *mut u8,
+        _in_process: mmsecure_sys::host::Attach,
+    }
+
+    fn app() -> App {
+        let process = Process::new();
+        let _in_process = process.attach();
+        let input = process.allocate(4096, PAGE_READWRITE).unwrap();
+        let output = process.allocate(4096, PAGE_READWRITE).unwrap();
+        App {
+            process,
+            input,
+            output,
+            _in_process,
+        }
+    }
+
+    fn reply(app: &App) -> u32 {
+        let mut bytes = [0u8; 4];
+        app.process.read(app.output, &mut bytes).unwrap();
+        u32::from_le_bytes(bytes)
+    }
+
+    #[test]
+    fn applies_a_valid_request_and_replies_with_the_previous_level() {
+        let app = app();
+        let mut mixer = Mixer::default();
+        app.process.write(app.input, &request(1, 40)).unwrap();
+        assert_eq!(
+            volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
+            Ok(4)
+        );
+        app.process.write(app.input, &request(1, 55)).unwrap();
+        assert_eq!(
+            volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
+            Ok(4)
+        );
+        assert_eq!(reply(&app), 40);
+        assert_eq!(mixer.level(1), 55);
+        // Every secure was dropped in its process: the user may free both buffers again.
+        assert!(app.process.free(app.input, AccessMode::User).is_ok());
+        assert!(app.process.free(app.output, AccessMode::User).is_ok());
+        assert!(app.process.misuses().is_empty());
+    }
+
+    #[test]
+    fn refuses_short_buffers_before_securing_anything() {
+        let app = app();
+        let mut mixer = Mixer::default();
+        let short_input = volume::set_volume(&mut mixer, app.input, 7, app.output, 4);
+        let short_output = volume::set_volume(&mut mixer, app.input, 8, app.output, 3);
+        assert_eq!(short_input, Err(Failure::TooShort));
+        assert_eq!(short_output, Err(Failure::TooShort));
+    }
+
+    #[test]
+    fn refuses_a_kernel_address_for_input() {
+        let app = app();
+        let mut mixer = Mixer::default();
+        let kernel = 0xFFFF_F780_0000_0000_usize as *const u8;
+        assert_eq!(
+            volume::set_volume(&mut mixer, kernel, 8, app.output, 4),
+            Err(Failure::Buffer(Error::NotUserRange))
+        );
+    }
+
+    #[test]
+    fn refuses_an_input_buffer_the_user_freed() {
+        let app = app();
+        let mut mixer = Mixer::default();
+        app.process.free(app.input, AccessMode::User).unwrap();
+        assert_eq!(
+            volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
+            Err(Failure::Buffer(Error::Refused))
+        );
+    }
+
+    #[test]
+    fn refuses_an_unreadable_input_buffer() {
+        let app = app();
+        let mut mixer = Mixer::default();
+        app.process
+            .protect(app.input, 4096, PAGE_NOACCESS, AccessMode::User)
+            .unwrap();
+        assert_eq!(
+            volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
+            Err(Failure::Buffer(Error::Refused))
+        );
+    }
+
+    #[test]
+    fn a_read_only_output_buffer_changes_nothing() {
+        let app = app();
+        let mut mixer = Mixer::default();
+        app.process.write(app.input, &request(3, 9)).unwrap();
+        app.process
+            .protect(app.output, 4096, PAGE_READONLY, AccessMode::User)
+            .unwrap();
+        assert_eq!(
+            volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
+            Err(Failure::Buffer(Error::Refused))
+        );
+        assert_eq!(mixer.level(3), 0);
+    }
+
+    #[test]
+    fn validates_the_copy_of_the_request() {
+        let app = app();
+        let mut mixer = Mixer::default();
+        app.process.write(app.input, &request(4, 10)).unwrap();
+        assert_eq!(
+            volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
+            Err(Failure::NoSuchChannel(4))
+        );
+        app.process
+            .write(app.input, &request(0, MAX_LEVEL + 1))
+            .unwrap();
+        assert_eq!(
+            volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
+            Err(Failure::LevelTooHigh(MAX_LEVEL + 1))
+        );
+        assert_eq!(mixer.level(0), 0);
+    }
+
+    #[test]
+    fn a_pended_reply_stays_secured_until_another_thread_completes_it() {
+        let app = app();
+        let pended = PendedReply::secure(app.output, 4).unwrap();
+        assert_eq!(pended.process(), app.process.eprocess());
+
+        // While the IRP waits, the user can neither free the output nor make it read-only.
+        assert!(app.process.free(app.output, AccessMode::User).is_err());
+        assert!(app
+            .process
+            .protect(app.output, 4096, PAGE_READONLY, AccessMode::User)
+            .is_err());
+
+        // A worker thread completes it, attached to the requester (KeStackAttachProcess).
+        let process = app.process.clone();
+        let written = std::thread::spawn(move || {
+            let _attached = process.attach();
+            pended.complete(33)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(written, Ok(4));
+        assert_eq!(reply(&app), 33);
+        assert!(app.process.free(app.output, AccessMode::User).is_ok());
+        assert!(app.process.misuses().is_empty());
+    }
+
+    #[test]
+    fn a_pended_reply_abandoned_after_its_process_exited_unsecures_nothing() {
+        let app = app();
+        let pended = PendedReply::secure(app.output, 4).unwrap();
+        app.process.exit();
+        assert_eq!(app.process.secure_count(), 0); // exit dropped the secure
+        pended.abandon();
+        assert!(app.process.misuses().is_empty());
+    }
+}
