@@ -56,6 +56,9 @@ assert_type_eq_all!(WCHAR, u16); // wchar_t is 16 bits on Windows (UTF-16 code u
 const_assert_eq!(size_of::<KIRQL>(), 1);
 const_assert_eq!(size_of::<WCHAR>(), 2);
 
+// NTSTATUS is a LONG: 32 bits and signed (errors are negative) on every target.
+assert_type_eq_all!(NTSTATUS, LONG, i32);
+
 // UNICODE_STRING: two USHORTs, then the buffer pointer at pointer alignment.
 assert_type_eq_all!(UNICODE_STRING, _UNICODE_STRING);
 assert_type_eq_all!(PUNICODE_STRING, *mut UNICODE_STRING);

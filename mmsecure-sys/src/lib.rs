@@ -62,6 +62,8 @@
 #[cfg(not(windows))]
 extern crate std;
 
+use core::ffi::c_void;
+
 pub mod ctypes;
 
 // The C types the declarations use: generated from ntddk.h, or, with the `wdk-sys` feature on a
@@ -484,7 +486,9 @@ pub type PFN_MM_SECURE_VIRTUAL_MEMORY_EX =
     unsafe extern "C" fn(Address: PVOID, Size: SIZE_T, ProbeMode: ULONG, Flags: ULONG) -> HANDLE;
 
 // The one platform seam: the routines ntddk.h defines inline (which bindgen cannot emit) come from
-// `kernel` on Windows; off Windows, `host` defines every routine above as well as these.
+// `kernel` on Windows; off Windows, `host` defines every routine above as well as these. The
+// guarded copy and call come from `guard`: assembly with an exception handler on x86_64 Windows
+// (`seh`), no guard on other Windows targets (`unguarded`), the model's own off Windows.
 #[cfg(windows)]
 mod kernel;
 #[cfg(windows)]
@@ -493,16 +497,116 @@ mod kernel;
     doc(auto_cfg = false, cfg(any(not(windows), target_arch = "x86_64")))
 )]
 pub use kernel::KeGetCurrentIrql;
+#[cfg(all(windows, target_arch = "x86_64"))]
+#[path = "seh.rs"]
+mod guard;
+#[cfg(all(windows, not(target_arch = "x86_64")))]
+#[path = "unguarded.rs"]
+mod guard;
 
 #[cfg(not(windows))]
 #[cfg_attr(docsrs, doc(cfg(not(windows))))]
 pub mod host;
+#[cfg(not(windows))]
+use host::guard;
 #[cfg(not(windows))]
 #[cfg_attr(
     docsrs,
     doc(auto_cfg = false, cfg(any(not(windows), target_arch = "x86_64")))
 )]
 pub use host::KeGetCurrentIrql;
+
+mod copy;
+pub use copy::copy_unguarded;
+
+/// `STATUS_SUCCESS`: what [`copy_guarded`] and [`call_guarded`] return when nothing was raised.
+pub const STATUS_SUCCESS: NTSTATUS = 0;
+
+/// Whether [`copy_guarded`] and [`call_guarded`] catch exceptions on this target.
+///
+/// - x86_64 Windows: `true`. The copy and the call run under a structured-exception frame, as C's
+///   `__try/__except` would put them: an access violation, an in-page error, or any exception
+///   raised during them comes back as its code. What no handler can catch (a fault at IRQL >=
+///   `DISPATCH_LEVEL`, a kernel stack overflow) is listed in `docs/exceptions.md`.
+/// - Other Windows targets (aarch64): `false`. Nothing is caught yet; a fault during the copy is a
+///   bug check, as it would be for unguarded C code.
+/// - Off Windows (the host model): `true`. Faults are injected into the model's pages
+///   (`host::Process::inject_fault`) and raises made with `host::raise_exception`; a real fault
+///   on the host is a crash, as for any Rust code.
+///
+/// ```
+/// # #[cfg(not(windows))]
+/// assert!(mmsecure_sys::COPY_GUARDED);
+/// ```
+pub const COPY_GUARDED: bool = guard::COPY_GUARDED;
+
+/// Copies `len` bytes from `src` to `dst` and returns [`STATUS_SUCCESS`], or the code of the
+/// exception raised during the copy (`STATUS_ACCESS_VIOLATION` 0xC0000005, `STATUS_IN_PAGE_ERROR`
+/// 0xC0000006...), where [`COPY_GUARDED`] says exceptions are caught.
+///
+/// The copy is one `rep movsb` on x86_64 (volatile word copies elsewhere), an access the compiler
+/// cannot see into, so user threads writing the same bytes meanwhile is no data race (see
+/// [`copy_unguarded`]). It runs forward: when it faults, the bytes before the faulting byte have
+/// been copied and the rest of `dst` is untouched, so a faulting read leaves the destination
+/// partly written, and a faulting write has changed part of the user's range.
+///
+/// ```
+/// let src = *b"payload";
+/// let mut dst = [0u8; 7];
+/// // SAFETY: both are local arrays of 7 bytes, valid and disjoint.
+/// let status = unsafe { mmsecure_sys::copy_guarded(dst.as_mut_ptr(), src.as_ptr(), 7) };
+/// assert_eq!(status, mmsecure_sys::STATUS_SUCCESS);
+/// assert_eq!(&dst, b"payload");
+/// ```
+///
+/// # Safety
+///
+/// The two ranges must not overlap, and each must be either memory valid for `len` bytes of the
+/// access (reads of `src`, writes of `dst`) or user-mode memory of the current process, which may
+/// fault: a fault there is caught where [`COPY_GUARDED`] is `true`, and is a bug check where it
+/// is `false`. Call below `DISPATCH_LEVEL` if user memory may page-fault: at `DISPATCH_LEVEL` and
+/// above a page fault is a bug check before any handler runs. Either range may be written by
+/// another party (user mode) at the same time.
+#[inline]
+pub unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS {
+    // SAFETY: the caller's contract is the backend's.
+    unsafe { guard::copy_guarded(dst, src, len) }
+}
+
+/// Calls `f(context)` under the same kind of exception frame as [`copy_guarded`]: returns
+/// [`STATUS_SUCCESS`] when `f` returns, or the code of an exception `f` raised and did not handle
+/// (`ExRaiseStatus`, `ProbeForRead` on a bad address, a raising stub...), where [`COPY_GUARDED`]
+/// says exceptions are caught.
+///
+/// On Windows the frames of `f` are unwound without running Rust destructors: a driver built with
+/// `panic = "abort"` (every driver) has no unwind handlers in its frames, so whatever `f` owned
+/// when the exception came is leaked and locks it held stay held. Keep `f` small: call the
+/// raising routine and store its result through `context`. Off Windows, see
+/// `host::raise_exception` for how the model raises.
+///
+/// ```
+/// use core::ffi::c_void;
+///
+/// unsafe extern "C" fn double(context: *mut c_void) {
+///     // SAFETY: the caller passes a pointer to a u32.
+///     unsafe { *context.cast::<u32>() *= 2 };
+/// }
+/// let mut value = 21u32;
+/// // SAFETY: `double` gets a pointer to a live u32.
+/// let status = unsafe { mmsecure_sys::call_guarded(double, (&mut value as *mut u32).cast()) };
+/// assert_eq!((status, value), (mmsecure_sys::STATUS_SUCCESS, 42));
+/// ```
+///
+/// # Safety
+///
+/// `f(context)` must be sound to call, apart from the exceptions it may raise; where
+/// [`COPY_GUARDED`] is `false` it must not raise at all. On Windows, nothing that `f`'s frames
+/// own may need dropping if it raises.
+#[inline]
+pub unsafe fn call_guarded(f: unsafe extern "C" fn(*mut c_void), context: *mut c_void) -> NTSTATUS {
+    // SAFETY: the caller's contract is the backend's.
+    unsafe { guard::call_guarded(f, context) }
+}
 
 // The README (the crate's page on crates.io) runs with the doctests.
 #[cfg(doctest)]

@@ -12,9 +12,11 @@ pub type ULONG_PTR = crate::ctypes::c_ulonglong;
 pub type SIZE_T = ULONG_PTR;
 pub type PVOID = *mut crate::ctypes::c_void;
 pub type HANDLE = PVOID;
+pub type LONG = crate::ctypes::c_long;
 pub type UCHAR = crate::ctypes::c_uchar;
 pub type USHORT = crate::ctypes::c_ushort;
 pub type ULONG = crate::ctypes::c_ulong;
+pub type NTSTATUS = LONG;
 pub type WCHAR = wchar_t;
 pub type PWSTR = *mut WCHAR;
 #[repr(C)]

@@ -21,8 +21,8 @@ use core::mem::{align_of, offset_of, size_of};
 use static_assertions::{assert_type_eq_all, const_assert_eq};
 
 pub use wdk_sys::{
-    _UNICODE_STRING, HANDLE, KIRQL, PEPROCESS, PUNICODE_STRING, PVOID, SIZE_T, UCHAR, ULONG,
-    ULONG_PTR, UNICODE_STRING, USHORT, WCHAR,
+    _UNICODE_STRING, HANDLE, KIRQL, LONG, NTSTATUS, PEPROCESS, PUNICODE_STRING, PVOID, SIZE_T,
+    UCHAR, ULONG, ULONG_PTR, UNICODE_STRING, USHORT, WCHAR,
 };
 
 /// What `cargo xtask codegen` made from ntddk.h, compiled only to be compared with wdk-sys's.
@@ -48,6 +48,8 @@ assert_type_eq_all!(UCHAR, generated::UCHAR);
 assert_type_eq_all!(USHORT, generated::USHORT);
 assert_type_eq_all!(WCHAR, generated::WCHAR);
 assert_type_eq_all!(KIRQL, generated::KIRQL);
+assert_type_eq_all!(LONG, generated::LONG);
+assert_type_eq_all!(NTSTATUS, generated::NTSTATUS);
 
 // UNICODE_STRING is wdk-sys's own struct: the same layout, field by field, and the same field
 // types (USHORT, USHORT, a pointer to WCHAR: PWCH in the WDK, PWSTR in mingw-w64).

@@ -4,8 +4,9 @@ use core::fmt;
 
 /// Why securing or accessing a user range did not happen.
 ///
-/// Each variant is one cause a caller can act on. Every variant except [`Error::Refused`] and
-/// [`Error::Unavailable`] is detected by this crate before any kernel routine is called.
+/// Each variant is one cause a caller can act on. Every variant except [`Error::Refused`],
+/// [`Error::Unavailable`] and [`Error::Fault`] is detected by this crate before any kernel
+/// routine is called.
 ///
 /// ```
 /// use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -55,6 +56,16 @@ pub enum Error {
     /// `MmSecureVirtualMemoryEx` is not available: this Windows is older than Windows 10 1809
     /// (build 17763).
     Unavailable,
+    /// The copy raised an exception, caught and returned instead of crashing the system: `code`
+    /// is its NTSTATUS, for instance `STATUS_IN_PAGE_ERROR` (0xC0000006) when a page of the
+    /// secured range could not be read in, or `STATUS_ACCESS_VIOLATION` (0xC0000005). Part of the
+    /// bytes may have been copied (see [`SecureRegion::read`](crate::SecureRegion::read)). Only
+    /// where exceptions are caught (`mmsecure_sys::COPY_GUARDED`: x86_64 Windows and the host
+    /// model); see `docs/exceptions.md`.
+    Fault {
+        /// The exception code (an NTSTATUS, as an unsigned number).
+        code: u32,
+    },
 }
 
 impl fmt::Display for Error {
@@ -88,6 +99,7 @@ impl fmt::Display for Error {
             Error::Unavailable => f.write_str(
                 "MmSecureVirtualMemoryEx is not available on this Windows (needs 10.0.17763)",
             ),
+            Error::Fault { code } => write!(f, "the copy raised exception {code:#010X}"),
         }
     }
 }

@@ -31,8 +31,13 @@ use crate::{kernel, user_range, Error, ProbeMode, SecureFlags};
 /// - Pages are **not made resident**: a copy may page-fault and wait, so copy below
 ///   `DISPATCH_LEVEL` only (the constructors and drop check this in debug builds).
 /// - An **in-page error** (a failed page-file or network read) can still raise an exception
-///   during a copy. Microsoft's header asks for `__try/__except` around every access for this
-///   reason; Rust has none, so such an error is a bug check today.
+///   during a copy; Microsoft's header asks for `__try/__except` around every access for this
+///   reason. On **x86_64 Windows** every copy runs under such a frame (mmsecure-sys's
+///   `copy_guarded`), and the exception comes back as [`Error::Fault`] with its code; the region
+///   stays usable. What no handler catches (a fault at IRQL >= `DISPATCH_LEVEL`, a kernel stack
+///   overflow) is listed in `docs/exceptions.md`. On **aarch64 Windows** nothing catches it yet
+///   (`mmsecure_sys::COPY_GUARDED` is `false`): such an error is a bug check there. The host
+///   model returns faults a test injects (`Process::inject_fault`).
 /// - The region is only meaningful in the **process that secured it**. Every copy checks that
 ///   the current process is that one ([`Error::WrongProcess`] otherwise); drop must run there
 ///   too (attach with `KeStackAttachProcess` if needed) and before that process exits.
@@ -247,6 +252,9 @@ impl SecureRegion {
 
     /// Copies `out.len()` bytes starting `offset` bytes into the region into `out`.
     ///
+    /// A fault during the copy is [`Error::Fault`] (see the type's docs for where it is caught);
+    /// `out` then holds the bytes before the faulting page and is unchanged after it.
+    ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
     /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
@@ -264,14 +272,16 @@ impl SecureRegion {
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), Error> {
         let src = self.user_ptr(offset, out.len())?;
         // SAFETY: `user_ptr` checked that the range lies inside the region and that this is the
-        // securing process, so the secure keeps it allocated and readable; `out` is the driver's
-        // own memory, disjoint from user memory.
-        unsafe { copy_bytes(out.as_mut_ptr(), src, out.len()) };
-        Ok(())
+        // securing process, so the secure keeps it allocated and readable (a fault there comes
+        // back as an error); `out` is the driver's own memory, disjoint from user memory.
+        unsafe { copy_bytes(out.as_mut_ptr(), src, out.len()) }
     }
 
     /// Copies `data` into the region starting `offset` bytes in. Refused with
     /// [`Error::NotWritable`] on a [`ProbeMode::ReadOnly`] region.
+    ///
+    /// A fault during the copy is [`Error::Fault`]; the bytes before the faulting page have been
+    /// written to the region then, the rest not.
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -292,13 +302,13 @@ impl SecureRegion {
         }
         let dst = self.user_ptr(offset, data.len())?;
         // SAFETY: `user_ptr` checked the range and the process; a read-write secure keeps the
-        // pages writable; `data` is the driver's own memory, disjoint from user memory.
-        unsafe { copy_bytes(dst as *mut u8, data.as_ptr(), data.len()) };
-        Ok(())
+        // pages writable (a fault there comes back as an error); `data` is the driver's own
+        // memory, disjoint from user memory.
+        unsafe { copy_bytes(dst as *mut u8, data.as_ptr(), data.len()) }
     }
 
     /// Copies a `T` out of the region at `offset` (no alignment needed). `T` must accept any bit
-    /// pattern, since the user chooses the bytes.
+    /// pattern, since the user chooses the bytes. A fault is [`Error::Fault`], and no `T`.
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -316,14 +326,15 @@ impl SecureRegion {
         let src = self.user_ptr(offset, size_of::<T>())?;
         let mut value = MaybeUninit::<T>::uninit();
         // SAFETY: as in `read`; `value` is a local of exactly `size_of::<T>()` bytes.
-        unsafe { copy_bytes(value.as_mut_ptr().cast::<u8>(), src, size_of::<T>()) };
-        // SAFETY: every byte of `value` was written, and `T: AnyBitPattern` makes any bytes a
-        // valid `T`.
+        unsafe { copy_bytes(value.as_mut_ptr().cast::<u8>(), src, size_of::<T>()) }?;
+        // SAFETY: the copy succeeded, so every byte of `value` was written, and
+        // `T: AnyBitPattern` makes any bytes a valid `T`.
         Ok(unsafe { value.assume_init() })
     }
 
     /// Copies `value` into the region at `offset` (no alignment needed). Refused with
-    /// [`Error::NotWritable`] on a [`ProbeMode::ReadOnly`] region.
+    /// [`Error::NotWritable`] on a [`ProbeMode::ReadOnly`] region. A fault is [`Error::Fault`],
+    /// possibly with part of the value written, as in [`write`](Self::write).
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};

@@ -73,6 +73,7 @@ const TYPES: &[&str] = &[
     "PUNICODE_STRING",
     "PEPROCESS",
     "ULONG_PTR",
+    "NTSTATUS",
 ];
 
 /// One generated file.

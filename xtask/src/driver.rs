@@ -37,6 +37,8 @@ const MUST_IMPORT: &[&str] = &[
     "MmSecureVirtualMemory",
     "MmUnsecureVirtualMemory",
     "MmGetSystemRoutineAddress",
+    // mmsecure-sys's exception handler unwinds to its landing label with it (issue #9).
+    "RtlUnwindEx",
 ];
 const MUST_NOT_IMPORT: &str = "MmSecureVirtualMemoryEx";
 

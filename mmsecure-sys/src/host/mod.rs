@@ -17,7 +17,10 @@
 //!   [`Process::decommit`], [`Process::free`], [`Process::unmap_view`], [`Process::fork`],
 //!   [`Process::exit`], ...), which is where a secure's refusals show;
 //! - a record of misuse ([`Misuse`]) that the kernel would tolerate silently;
-//! - the Windows build ([`set_windows_build`]) `MmGetSystemRoutineAddress` answers by.
+//! - the Windows build ([`set_windows_build`]) `MmGetSystemRoutineAddress` answers by;
+//! - faults a test injects into pages ([`Process::inject_fault`]), which the guarded copy
+//!   ([`copy_guarded`](crate::copy_guarded)) returns as the Windows one returns an exception's
+//!   code, and raises ([`raise_exception`]) that [`call_guarded`](crate::call_guarded) catches.
 //!
 //! ```
 //! use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE, PAGE_SIZE};
@@ -93,13 +96,17 @@
 //! - **Memory is never returned early.** Freed allocations and an exited process' memory stay
 //!   owned by the model until the last handle to every process mapping them is dropped, so a
 //!   driver that copies from freed user memory reads stale bytes instead of host memory in other
-//!   use. Nothing faults: the model checks protections in its own operations, not on raw pointer
-//!   accesses.
-//! - Large pages, AWE, working sets, paging, and in-page errors are not modelled.
+//!   use. Nothing faults by itself: the model checks protections in its own operations, not on
+//!   raw pointer accesses. Faults in a guarded copy are injected ([`Process::inject_fault`]).
+//! - **A raise returns.** [`raise_exception`] cannot unwind the `extern "C"` function that calls
+//!   it; it records the code for the enclosing [`call_guarded`](crate::call_guarded) and returns.
+//! - Large pages, AWE, working sets and paging are not modelled; in-page errors only as injected
+//!   faults.
 
 use std::sync::{Mutex, MutexGuard};
 
 mod access;
+pub(crate) mod guard;
 mod memory;
 mod misuse;
 mod process;
@@ -112,6 +119,7 @@ mod vad;
 mod version;
 
 pub use access::AccessMode;
+pub use guard::raise_exception;
 pub use misuse::{misuses, Misuse, MisuseKind};
 pub use process::Process;
 pub use protection::{
@@ -121,8 +129,9 @@ pub use protection::{
 pub use status::{
     Status, STATUS_ACCESS_VIOLATION, STATUS_CONFLICTING_ADDRESSES, STATUS_FREE_VM_NOT_AT_BASE,
     STATUS_GUARD_PAGE_VIOLATION, STATUS_INVALID_PAGE_PROTECTION, STATUS_INVALID_PARAMETER,
-    STATUS_MEMORY_NOT_ALLOCATED, STATUS_NOT_COMMITTED, STATUS_NOT_MAPPED_VIEW, STATUS_NO_MEMORY,
-    STATUS_PROCESS_IS_TERMINATING, STATUS_UNABLE_TO_DELETE_SECTION,
+    STATUS_IN_PAGE_ERROR, STATUS_MEMORY_NOT_ALLOCATED, STATUS_NOT_COMMITTED,
+    STATUS_NOT_MAPPED_VIEW, STATUS_NO_MEMORY, STATUS_PROCESS_IS_TERMINATING,
+    STATUS_UNABLE_TO_DELETE_SECTION,
 };
 pub use thread::{current_irql, raise_irql, Attach, Irql, KeGetCurrentIrql};
 pub use version::{

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 
 use super::access::AccessMode;
+use super::guard::{self, Fault};
 use super::lock;
 use super::misuse::Misuse;
 use super::protection::{is_readable, is_writable};
@@ -84,6 +85,8 @@ pub(crate) struct ProcessInner {
     strict: AtomicBool,
     state: Mutex<ProcessState>,
     misuses: Mutex<Vec<Misuse>>,
+    /// Pages that fault in a guarded copy ([`Process::inject_fault`]).
+    pub(crate) faults: Mutex<Vec<Fault>>,
 }
 
 #[derive(Default)]
@@ -115,6 +118,11 @@ impl ProcessInner {
 
 impl Drop for ProcessInner {
     fn drop(&mut self) {
+        let faults = self
+            .faults
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard::forget(faults.len());
         let state = self
             .state
             .get_mut()
@@ -157,6 +165,7 @@ impl Process {
                 strict: AtomicBool::new(false),
                 state: Mutex::new(ProcessState::default()),
                 misuses: Mutex::new(Vec::new()),
+                faults: Mutex::new(Vec::new()),
             }),
         }
     }

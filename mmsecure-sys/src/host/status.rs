@@ -7,6 +7,10 @@ use core::fmt;
 pub const STATUS_INVALID_PAGE_PROTECTION: i32 = 0xC000_0045_u32 as i32;
 /// An access to memory that is not mapped, not committed, or lacks the access.
 pub const STATUS_ACCESS_VIOLATION: i32 = 0xC000_0005_u32 as i32;
+/// A page could not be read in from its backing store (a failed page-file or network read); the
+/// code an access to such a page raises, and the one to inject with
+/// [`Process::inject_fault`](super::Process::inject_fault) to simulate it.
+pub const STATUS_IN_PAGE_ERROR: i32 = 0xC000_0006_u32 as i32;
 /// An access hit a guard page; the guard is cleared by this first access, as on Windows.
 pub const STATUS_GUARD_PAGE_VIOLATION: i32 = 0x8000_0001_u32 as i32;
 /// A length of zero, a null address, or another malformed argument.
@@ -49,6 +53,7 @@ impl Status {
         let name = match self.0 {
             STATUS_INVALID_PAGE_PROTECTION => "STATUS_INVALID_PAGE_PROTECTION",
             STATUS_ACCESS_VIOLATION => "STATUS_ACCESS_VIOLATION",
+            STATUS_IN_PAGE_ERROR => "STATUS_IN_PAGE_ERROR",
             STATUS_GUARD_PAGE_VIOLATION => "STATUS_GUARD_PAGE_VIOLATION",
             STATUS_INVALID_PARAMETER => "STATUS_INVALID_PARAMETER",
             STATUS_NO_MEMORY => "STATUS_NO_MEMORY",

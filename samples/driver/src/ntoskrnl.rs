@@ -32,6 +32,12 @@ pub const MEM_RESERVE: ULONG = 0x2000;
 /// `MEM_RELEASE`.
 pub const MEM_RELEASE: ULONG = 0x8000;
 
+/// `PAGE_NOACCESS`: any access to the page faults.
+pub const PAGE_NOACCESS: ULONG = 0x01;
+
+/// `STATUS_ACCESS_VIOLATION`: what reading a `PAGE_NOACCESS` page raises.
+pub const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as NTSTATUS;
+
 /// `NtCurrentProcess()`: the pseudo-handle of the current process.
 pub const NT_CURRENT_PROCESS: HANDLE = -1isize as HANDLE;
 
@@ -114,6 +120,16 @@ extern "system" {
         region_size: *mut SIZE_T,
         allocation_type: ULONG,
         protect: ULONG,
+    ) -> NTSTATUS;
+
+    /// `ZwProtectVirtualMemory`: changes the protection of pages in a process's user address
+    /// space (rounded out to pages; `base_address` and `region_size` come back rounded).
+    pub fn ZwProtectVirtualMemory(
+        process: HANDLE,
+        base_address: *mut PVOID,
+        region_size: *mut SIZE_T,
+        new_protect: ULONG,
+        old_protect: *mut ULONG,
     ) -> NTSTATUS;
 
     /// `ZwFreeVirtualMemory`: releases memory that `ZwAllocateVirtualMemory` reserved.

@@ -22,6 +22,26 @@ pub fn flag(name: &str, value: bool) {
     write(name, REG_DWORD, (&mut data as *mut ULONG).cast(), 4);
 }
 
+/// Reports a 32-bit number (an NTSTATUS, a tick count) as a `REG_DWORD`, printed in hex.
+pub fn number(name: &str, value: u32) {
+    let mut text = [0u8; 10];
+    print(name, hex(value, &mut text));
+    let mut data = value;
+    write(name, REG_DWORD, (&mut data as *mut ULONG).cast(), 4);
+}
+
+/// `value` as `0x` and eight hex digits.
+fn hex(value: u32, out: &mut [u8; 10]) -> &str {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    out[0] = b'0';
+    out[1] = b'x';
+    for i in 0..8 {
+        out[2 + i] = DIGITS[((value >> (28 - 4 * i)) & 0xF) as usize];
+    }
+    // Only ASCII was written.
+    core::str::from_utf8(out).unwrap_or("0x?")
+}
+
 /// Reports an outcome (`"Ok"`, `"Err(NullAddress)"`...) as a `REG_SZ`.
 pub fn outcome(name: &str, text: &str) {
     print(name, text);

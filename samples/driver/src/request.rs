@@ -42,6 +42,7 @@ pub fn error_name(error: Error) -> &'static str {
         Error::NullHandle => "Err(NullHandle)",
         Error::Refused => "Err(Refused)",
         Error::Unavailable => "Err(Unavailable)",
+        Error::Fault { .. } => "Err(Fault)",
         // `Error` is non-exhaustive: a variant added later still gets a report.
         _ => "Err(other)",
     }

@@ -3,11 +3,11 @@
 
 use core::ptr;
 
-use mmsecure_sys::{PAGE_READWRITE, PVOID, SIZE_T};
+use mmsecure_sys::{PAGE_READWRITE, PVOID, SIZE_T, ULONG};
 
 use crate::ntoskrnl::{
-    ZwAllocateVirtualMemory, ZwFreeVirtualMemory, MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, NTSTATUS,
-    NT_CURRENT_PROCESS, STATUS_SUCCESS,
+    ZwAllocateVirtualMemory, ZwFreeVirtualMemory, ZwProtectVirtualMemory, MEM_COMMIT, MEM_RELEASE,
+    MEM_RESERVE, NTSTATUS, NT_CURRENT_PROCESS, STATUS_SUCCESS,
 };
 
 /// Committed read-write memory in the user part of the current process's address space, freed
@@ -47,6 +47,29 @@ impl UserBuffer {
     /// The first byte.
     pub fn as_ptr(&self) -> *const u8 {
         self.base as *const u8
+    }
+
+    /// The first byte, for writing. Only through raw pointers: user memory is never a reference.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.base.cast()
+    }
+
+    /// Changes the protection of the whole buffer (as a user program could with
+    /// `VirtualProtect`), or returns the kernel's status.
+    pub fn protect(&self, protect: ULONG) -> Result<(), NTSTATUS> {
+        let mut base = self.base;
+        let mut size = self.len as SIZE_T;
+        let mut old: ULONG = 0;
+        // SAFETY: `base` and `size` name this buffer's own allocation in the current process;
+        // the three locals outlive the call, which writes the rounded range and old protection.
+        let status = unsafe {
+            ZwProtectVirtualMemory(NT_CURRENT_PROCESS, &mut base, &mut size, protect, &mut old)
+        };
+        if status == STATUS_SUCCESS {
+            Ok(())
+        } else {
+            Err(status)
+        }
     }
 
     /// The length asked for.

@@ -1,15 +1,21 @@
-//! Copies between user memory and the driver's own memory.
+//! The copy primitive under [`copy_guarded`](crate::copy_guarded): copies between user memory
+//! and the driver's own memory, without an exception guard.
 //!
 //! The user can write the bytes of a secured range at any moment: a secure promises nothing about
 //! content. A copy that the compiler can see (`core::ptr::copy_nonoverlapping`, or a loop of
 //! plain loads) racing such a write is a data race, which is undefined behaviour in Rust's memory
 //! model even though the hardware would do something harmless; the compiler may also assume the
 //! source does not change during the copy and, say, read a byte twice. So the copy is one the
-//! compiler cannot see into: on x86_64, a single `rep movsb` in inline assembly (as the Linux
-//! kernel copies from user space), which also runs at memory-copy speed on every x86_64 since
-//! Ivy Bridge (ERMSB). Other architectures get word-wise volatile copies, slower but still not a
-//! byte at a time. Either way the result is some mixture of old and new bytes when the user
-//! writes during the copy: copy once, then validate the copy.
+//! compiler cannot see into: on x86_64, a single `rep movsb` in assembly (as the Linux kernel
+//! copies from user space), which also runs at memory-copy speed on every x86_64 since Ivy Bridge
+//! (ERMSB). Other architectures get word-wise volatile copies, slower but still not a byte at a
+//! time. Either way the result is some mixture of old and new bytes when the user writes during
+//! the copy: copy once, then validate the copy.
+//!
+//! It lives in this crate, not in `mmsecure`, because both backends build the guarded copy on it:
+//! the host model around it, and Windows targets without an exception guard (aarch64) as is. On
+//! x86_64 Windows the guarded copy is its own `rep movsb` inside an assembly function with
+//! unwind information (`seh.rs`), the same instruction.
 
 #[cfg(target_arch = "x86_64")]
 #[path = "x86_64.rs"]
@@ -19,7 +25,28 @@ mod imp;
 #[path = "portable.rs"]
 mod imp;
 
-pub(crate) use imp::copy_bytes;
+/// Copies `len` bytes from `src` to `dst` with no exception guard: one `rep movsb` on x86_64,
+/// volatile word copies elsewhere. A fault during the copy is not caught (a bug check in a
+/// kernel, a crash on the host): use [`copy_guarded`](crate::copy_guarded) on user memory. This is
+/// what the guarded copy costs are measured against.
+///
+/// ```
+/// let src = *b"secured";
+/// let mut dst = [0u8; 7];
+/// // SAFETY: both are local arrays of 7 bytes, valid and disjoint.
+/// unsafe { mmsecure_sys::copy_unguarded(dst.as_mut_ptr(), src.as_ptr(), 7) };
+/// assert_eq!(&dst, b"secured");
+/// ```
+///
+/// # Safety
+///
+/// `src` must be valid for `len` bytes of reads and `dst` for `len` bytes of writes, and the two
+/// ranges must not overlap. Either may be written by another party (user mode) at the same time.
+#[inline]
+pub unsafe fn copy_unguarded(dst: *mut u8, src: *const u8, len: usize) {
+    // SAFETY: the caller's contract is the primitive's.
+    unsafe { imp::copy_bytes(dst, src, len) }
+}
 
 // The portable copy is what non-x86_64 targets run; test it here too.
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -54,7 +81,7 @@ mod tests {
 
     #[test]
     fn copy_moves_exactly_the_asked_bytes() {
-        check_copy(super::copy_bytes);
+        check_copy(super::copy_unguarded);
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -1,0 +1,242 @@
+//! The host backend's guarded copy and guarded call, and the faults a test injects into them.
+//!
+//! The model checks protections in its own operations, not on raw pointer accesses, so a real
+//! fault never happens in a driver's copy on the host. What a test can do instead is mark pages of
+//! a [`Process`] as faulting with [`Process::inject_fault`]: a guarded copy that touches such a
+//! page, in that process' context, then behaves as the Windows one does when the page raises
+//! (an in-page error, say): it copies the bytes before the first faulting byte, as `rep movsb`
+//! does before the faulting access, and returns the injected code. [`Process::clear_faults`]
+//! removes them.
+//!
+//! The copy's fast path costs one relaxed atomic load: while no fault is injected in any process
+//! the copy is the plain unguarded one. With faults injected somewhere, every guarded copy looks
+//! up the current process' faults under a lock.
+
+use core::cell::Cell;
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use std::vec::Vec;
+
+use super::lock;
+use super::process::Process;
+use super::thread::{current_process, stop};
+use super::PAGE_SIZE;
+use crate::copy::copy_unguarded;
+use crate::NTSTATUS;
+
+/// Injected faults are caught by the host's guarded copy.
+pub(crate) const COPY_GUARDED: bool = true;
+
+/// How many injected faults stand, in all processes: the guarded copy's fast path reads only this.
+static INJECTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Pages that fault on access by a guarded copy, and the code they raise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fault {
+    /// The first byte of the first faulting page.
+    start: usize,
+    /// One past the last byte of the last faulting page.
+    end: usize,
+    status: NTSTATUS,
+}
+
+/// Forgets `count` faults of a process that is going away.
+pub(crate) fn forget(count: usize) {
+    if count != 0 {
+        INJECTED.fetch_sub(count, Ordering::Relaxed);
+    }
+}
+
+impl Process {
+    /// Makes every page overlapping `addr .. addr + len` fault with `status` when a guarded copy
+    /// ([`copy_guarded`](crate::copy_guarded)) touches it in this process' context, as a page
+    /// whose page-file read fails raises `STATUS_IN_PAGE_ERROR` on Windows. The bytes, the
+    /// protections and the process' own [`read`](Process::read) and [`write`](Process::write)
+    /// are unaffected. Faults add up; a zero `len` injects nothing.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{Process, PAGE_READWRITE, PAGE_SIZE, STATUS_IN_PAGE_ERROR};
+    ///
+    /// let process = Process::new();
+    /// let _in_process = process.attach();
+    /// let buffer = process.allocate(2 * PAGE_SIZE, PAGE_READWRITE).unwrap();
+    /// process.write(buffer, &[7; 2 * PAGE_SIZE]).unwrap();
+    /// let second_page = buffer.wrapping_add(PAGE_SIZE);
+    /// process.inject_fault(second_page, 1, STATUS_IN_PAGE_ERROR);
+    ///
+    /// let mut out = [0u8; 2 * PAGE_SIZE];
+    /// // SAFETY: the buffer is committed and readable in the current process; `out` is ours.
+    /// let status = unsafe { mmsecure_sys::copy_guarded(out.as_mut_ptr(), buffer, out.len()) };
+    /// assert_eq!(status, STATUS_IN_PAGE_ERROR);
+    /// // The bytes before the faulting page were copied, the rest not.
+    /// assert!(out[..PAGE_SIZE].iter().all(|b| *b == 7));
+    /// assert!(out[PAGE_SIZE..].iter().all(|b| *b == 0));
+    ///
+    /// process.clear_faults();
+    /// // SAFETY: as above.
+    /// let status = unsafe { mmsecure_sys::copy_guarded(out.as_mut_ptr(), buffer, out.len()) };
+    /// assert_eq!(status, 0);
+    /// ```
+    pub fn inject_fault(&self, addr: *const u8, len: usize, status: NTSTATUS) {
+        if len == 0 {
+            return;
+        }
+        let start = addr as usize / PAGE_SIZE * PAGE_SIZE;
+        let last = (addr as usize).saturating_add(len - 1) / PAGE_SIZE;
+        let end = last.saturating_mul(PAGE_SIZE).saturating_add(PAGE_SIZE);
+        let mut faults = lock(&self.inner.faults);
+        faults.push(Fault { start, end, status });
+        INJECTED.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes every fault injected into this process.
+    pub fn clear_faults(&self) {
+        let mut faults = lock(&self.inner.faults);
+        forget(faults.len());
+        faults.clear();
+    }
+
+    /// Where a copy of `len` bytes from `src` to `dst` first touches an injected fault: how many
+    /// bytes come before it, and the code. The earliest fault wins, as the copy runs forward.
+    fn first_fault(&self, dst: usize, src: usize, len: usize) -> Option<(usize, NTSTATUS)> {
+        let faults: Vec<Fault> = lock(&self.inner.faults).clone();
+        let offset_in = |start: usize, fault: &Fault| {
+            let end = start.saturating_add(len);
+            (start < fault.end && fault.start < end).then(|| fault.start.saturating_sub(start))
+        };
+        faults
+            .iter()
+            .filter_map(|fault| {
+                let at = match (offset_in(src, fault), offset_in(dst, fault)) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (a, b) => a.or(b)?,
+                };
+                Some((at, fault.status))
+            })
+            .min_by_key(|(at, _)| *at)
+    }
+}
+
+/// The guarded copy of the host backend: see [`crate::copy_guarded`].
+///
+/// # Safety
+///
+/// See [`crate::copy_guarded`].
+#[inline]
+pub(crate) unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS {
+    if INJECTED.load(Ordering::Relaxed) != 0 {
+        if let Some((done, status)) = faulting_prefix(dst, src, len) {
+            // SAFETY: the caller vouches for `len` bytes of both ranges; `done <= len`.
+            unsafe { copy_unguarded(dst, src, done) };
+            return status;
+        }
+    }
+    // SAFETY: the caller vouches for both ranges.
+    unsafe { copy_unguarded(dst, src, len) };
+    0
+}
+
+/// The current process' first injected fault in the copy, if any (the slow path).
+#[cold]
+fn faulting_prefix(dst: *mut u8, src: *const u8, len: usize) -> Option<(usize, NTSTATUS)> {
+    let process = current_process()?;
+    process.first_fault(dst as usize, src as usize, len)
+}
+
+std::thread_local! {
+    /// How many `call_guarded` calls are running on this thread.
+    static GUARDS: Cell<usize> = const { Cell::new(0) };
+    /// The first code raised inside the innermost running `call_guarded`.
+    static RAISED: Cell<Option<NTSTATUS>> = const { Cell::new(None) };
+}
+
+/// The guarded call of the host backend: see [`crate::call_guarded`].
+///
+/// # Safety
+///
+/// See [`crate::call_guarded`].
+pub(crate) unsafe fn call_guarded(
+    f: unsafe extern "C" fn(*mut c_void),
+    context: *mut c_void,
+) -> NTSTATUS {
+    let outer = RAISED.with(|raised| raised.take());
+    GUARDS.with(|guards| guards.set(guards.get() + 1));
+    // SAFETY: the caller vouches for `f(context)`.
+    unsafe { f(context) };
+    GUARDS.with(|guards| guards.set(guards.get() - 1));
+    let inner = RAISED.with(|raised| raised.replace(outer));
+    inner.unwrap_or(0)
+}
+
+/// Raises an exception with `status` in the host model, as `ExRaiseStatus` does on Windows, for
+/// the innermost running [`call_guarded`](crate::call_guarded) to catch.
+///
+/// The host cannot unwind `f`'s frames the way Windows does: `f` is an `extern "C"` function, and
+/// unwinding out of one aborts (Rust 1.81 and later) or is undefined behaviour (earlier). So this
+/// records `status` and **returns**; the enclosing `call_guarded` returns the first status raised
+/// in it once `f` returns. Code that raises should return right after, as nothing after a raise
+/// runs on Windows.
+///
+/// With no `call_guarded` running on this thread the exception is unhandled, and the model stops
+/// the binary as the bug check `KMODE_EXCEPTION_NOT_HANDLED` (0x1E) would stop the machine.
+///
+/// ```
+/// use core::ffi::c_void;
+/// use mmsecure_sys::host::{raise_exception, STATUS_ACCESS_VIOLATION};
+///
+/// unsafe extern "C" fn raises(_context: *mut c_void) {
+///     raise_exception(STATUS_ACCESS_VIOLATION);
+/// }
+/// // SAFETY: `raises` ignores its context.
+/// let status = unsafe { mmsecure_sys::call_guarded(raises, core::ptr::null_mut()) };
+/// assert_eq!(status, STATUS_ACCESS_VIOLATION);
+/// ```
+pub fn raise_exception(status: NTSTATUS) {
+    let guarded = GUARDS.with(|guards| guards.get()) != 0;
+    if !guarded {
+        stop(format_args!(
+            "KMODE_EXCEPTION_NOT_HANDLED (bug check 0x1E): exception {:#010X} raised with no \
+             call_guarded running on this thread",
+            status as u32
+        ));
+    }
+    RAISED.with(|raised| {
+        if raised.get().is_none() {
+            raised.set(Some(status));
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::PAGE_READWRITE;
+
+    const CODE: NTSTATUS = 0xC000_0006_u32 as NTSTATUS;
+
+    #[test]
+    fn first_fault_is_the_earliest_faulting_byte_of_either_range() {
+        let process = Process::new();
+        let base = process.allocate(4 * PAGE_SIZE, PAGE_READWRITE).unwrap() as usize;
+        process.inject_fault((base + 2 * PAGE_SIZE + 5) as *const u8, 1, CODE);
+        // The whole page faults, not only the byte.
+        assert_eq!(
+            process.first_fault(0, base + PAGE_SIZE, 2 * PAGE_SIZE),
+            Some((PAGE_SIZE, CODE))
+        );
+        // A destination range faults the same way.
+        assert_eq!(
+            process.first_fault(base + PAGE_SIZE + 10, 0x10, 2 * PAGE_SIZE),
+            Some((PAGE_SIZE - 10, CODE))
+        );
+        // A range that ends just before the page does not fault.
+        assert_eq!(process.first_fault(0, base, 2 * PAGE_SIZE), None);
+        // One starting inside the page faults at once.
+        assert_eq!(
+            process.first_fault(0, base + 2 * PAGE_SIZE + 100, 1),
+            Some((0, CODE))
+        );
+        process.clear_faults();
+        assert_eq!(process.first_fault(0, base + 2 * PAGE_SIZE, 1), None);
+    }
+}

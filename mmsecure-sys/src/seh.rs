@@ -1,0 +1,232 @@
+//! x86_64 Windows: the guarded copy and the guarded call, as assembly functions whose unwind
+//! information names an exception handler, which is what `__try/__except` compiles to.
+//!
+//! Each function is written with `global_asm!` and the assembler's SEH directives (`.seh_proc`,
+//! `.seh_pushreg`, `.seh_stackalloc`, `.seh_endprologue`, `.seh_handler NAME, @except`), so its
+//! `.pdata`/`.xdata` entry carries `UNW_FLAG_EHANDLER` and a handler. When an exception is raised
+//! while the function (or anything it calls) runs, the kernel's dispatcher walks the stack, reaches
+//! this frame, and calls the handler. On that first (dispatch) pass the handler calls
+//! `RtlUnwindEx` with this frame as the target and the function's landing label as the target
+//! address: the frames above are unwound (no Rust destructor runs in them: their unwind
+//! information has no handler that would run one), and execution resumes at the landing label
+//! with RSP at this frame's body and RAX = the exception code, which the epilogue returns. That is
+//! `__except (EXCEPTION_EXECUTE_HANDLER) { return GetExceptionCode(); }`.
+//!
+//! Why assembly rather than a C shim: see `docs/exceptions.md`. In short, the same source builds
+//! with the GNU and the MSVC toolchains, with no C compiler, on the MSRV (1.63).
+
+use core::arch::global_asm;
+use core::ffi::c_void;
+use core::ptr;
+
+use crate::NTSTATUS;
+
+/// Faults during the copy are caught on this target.
+pub(crate) const COPY_GUARDED: bool = true;
+
+// The copy: `rsi`/`rdi` are nonvolatile in the Windows x64 ABI, so they are saved in the
+// prologue (and described to the unwinder); the 40 bytes keep the frame like the call's. The
+// body is the unguarded copy's one `rep movsb`. On a fault, `RtlUnwindEx` resumes at the landing
+// label with RSP where the body left it and RAX = the code; the landing is the epilogue, which
+// restores rsi/rdi from the stack whatever the copy left in them.
+global_asm!(
+    ".text",
+    ".p2align 4",
+    ".globl mmsecure_sys_copy_guarded",
+    "mmsecure_sys_copy_guarded:",
+    ".seh_proc mmsecure_sys_copy_guarded",
+    "    push rsi",
+    ".seh_pushreg rsi",
+    "    push rdi",
+    ".seh_pushreg rdi",
+    "    sub rsp, 40",
+    ".seh_stackalloc 40",
+    ".seh_endprologue",
+    "    mov rdi, rcx",
+    "    mov rsi, rdx",
+    "    mov rcx, r8",
+    "    rep movsb",
+    "    xor eax, eax",
+    ".globl mmsecure_sys_copy_guarded_landing",
+    "mmsecure_sys_copy_guarded_landing:",
+    "    add rsp, 40",
+    "    pop rdi",
+    "    pop rsi",
+    "    ret",
+    ".seh_handler mmsecure_sys_copy_guarded_handler, @except",
+    ".seh_endproc",
+);
+
+// The call: 32 bytes of home space for `f` plus 8 to align RSP to 16 at the call.
+global_asm!(
+    ".text",
+    ".p2align 4",
+    ".globl mmsecure_sys_call_guarded",
+    "mmsecure_sys_call_guarded:",
+    ".seh_proc mmsecure_sys_call_guarded",
+    "    sub rsp, 40",
+    ".seh_stackalloc 40",
+    ".seh_endprologue",
+    "    mov rax, rcx",
+    "    mov rcx, rdx",
+    "    call rax",
+    "    xor eax, eax",
+    ".globl mmsecure_sys_call_guarded_landing",
+    "mmsecure_sys_call_guarded_landing:",
+    "    add rsp, 40",
+    "    ret",
+    ".seh_handler mmsecure_sys_call_guarded_handler, @except",
+    ".seh_endproc",
+);
+
+extern "C" {
+    /// The assembly copy above: returns 0, or the code of an exception raised during the copy.
+    fn mmsecure_sys_copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS;
+    /// Where the copy resumes after a caught exception. Only its address is used.
+    fn mmsecure_sys_copy_guarded_landing();
+    /// The assembly call above: returns 0, or the code of an exception raised during the call.
+    fn mmsecure_sys_call_guarded(
+        f: unsafe extern "C" fn(*mut c_void),
+        context: *mut c_void,
+    ) -> NTSTATUS;
+    /// Where the call resumes after a caught exception. Only its address is used.
+    fn mmsecure_sys_call_guarded_landing();
+}
+
+// Declared here by hand, not generated: `RtlUnwindEx` is in winnt.h (user mode's header), which
+// mingw-w64's ntddk.h does not include, and its real parameter types (`CONTEXT`,
+// `UNWIND_HISTORY_TABLE`) are large architecture-specific structures this crate only passes
+// through. ntoskrnl.exe exports it (and mingw-w64's libntoskrnl.a lists it, as does Wine).
+extern "system" {
+    /// `RtlUnwindEx`: unwinds to `target_frame` and resumes at `target_ip` with RAX =
+    /// `return_value`. Never returns to its caller when the unwind succeeds.
+    fn RtlUnwindEx(
+        target_frame: *mut c_void,
+        target_ip: *mut c_void,
+        exception_record: *mut ExceptionRecord,
+        return_value: *mut c_void,
+        context_record: *mut c_void,
+        history_table: *mut c_void,
+    );
+}
+
+/// The start of `EXCEPTION_RECORD` (winnt.h); the handler reads only these two fields, and only
+/// through the pointer the dispatcher passes.
+#[repr(C)]
+struct ExceptionRecord {
+    exception_code: u32,
+    exception_flags: u32,
+}
+
+/// `EXCEPTION_UNWINDING`: the handler is called during an unwind, not to handle an exception.
+const EXCEPTION_UNWINDING: u32 = 0x2;
+/// `EXCEPTION_EXIT_UNWIND`: the handler is called during an exit unwind.
+const EXCEPTION_EXIT_UNWIND: u32 = 0x4;
+/// `ExceptionContinueSearch` (`EXCEPTION_DISPOSITION`): not handled here.
+const EXCEPTION_CONTINUE_SEARCH: i32 = 1;
+
+/// The handler of [`mmsecure_sys_copy_guarded`]'s frame (`EXCEPTION_ROUTINE`).
+///
+/// # Safety
+///
+/// Called by the exception dispatcher only, with the arguments it passes.
+#[no_mangle]
+unsafe extern "C" fn mmsecure_sys_copy_guarded_handler(
+    record: *mut ExceptionRecord,
+    establisher_frame: *mut c_void,
+    context: *mut c_void,
+    _dispatcher_context: *mut c_void,
+) -> i32 {
+    let landing = mmsecure_sys_copy_guarded_landing as unsafe extern "C" fn();
+    // SAFETY: the dispatcher calls this with its own record, context and this frame.
+    unsafe { handle(record, establisher_frame, context, landing as *mut c_void) }
+}
+
+/// The handler of [`mmsecure_sys_call_guarded`]'s frame (`EXCEPTION_ROUTINE`).
+///
+/// # Safety
+///
+/// Called by the exception dispatcher only, with the arguments it passes.
+#[no_mangle]
+unsafe extern "C" fn mmsecure_sys_call_guarded_handler(
+    record: *mut ExceptionRecord,
+    establisher_frame: *mut c_void,
+    context: *mut c_void,
+    _dispatcher_context: *mut c_void,
+) -> i32 {
+    let landing = mmsecure_sys_call_guarded_landing as unsafe extern "C" fn();
+    // SAFETY: the dispatcher calls this with its own record, context and this frame.
+    unsafe { handle(record, establisher_frame, context, landing as *mut c_void) }
+}
+
+/// What both handlers do: on the dispatch pass, unwind to `landing` in `establisher_frame` with
+/// the exception code as the return value; on unwind passes (including the one this starts),
+/// nothing.
+///
+/// # Safety
+///
+/// `record`, `establisher_frame` and `context` are what the dispatcher passed to a handler of the
+/// function whose landing label is `landing`.
+unsafe fn handle(
+    record: *mut ExceptionRecord,
+    establisher_frame: *mut c_void,
+    context: *mut c_void,
+    landing: *mut c_void,
+) -> i32 {
+    // SAFETY: the dispatcher's record is valid for the duration of the call; the two fields
+    // read are plain integers at its start.
+    let ExceptionRecord {
+        exception_code: code,
+        exception_flags: flags,
+    } = unsafe { ptr::read(record) };
+    if flags & (EXCEPTION_UNWINDING | EXCEPTION_EXIT_UNWIND) != 0 {
+        return EXCEPTION_CONTINUE_SEARCH;
+    }
+    // SAFETY: `establisher_frame` is the guarded function's frame and `landing` is a label in it
+    // where its epilogue starts, with no stack adjustment before; the record and context are the
+    // dispatcher's. The code travels as the return value (RAX), zero-extended: the landing
+    // returns EAX.
+    unsafe {
+        RtlUnwindEx(
+            establisher_frame,
+            landing,
+            record,
+            code as usize as *mut c_void,
+            context,
+            ptr::null_mut(),
+        );
+    }
+    // RtlUnwindEx returns only if the unwind failed; let the search go on, as an unhandled
+    // exception would have.
+    EXCEPTION_CONTINUE_SEARCH
+}
+
+/// Copies `len` bytes from `src` to `dst` with one `rep movsb`, and returns `STATUS_SUCCESS` (0);
+/// or, when an exception is raised during the copy (an access violation, an in-page error),
+/// returns its code with the bytes before the faulting one copied.
+///
+/// # Safety
+///
+/// See [`crate::copy_guarded`].
+#[inline]
+pub(crate) unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS {
+    // SAFETY: the caller vouches for the ranges; the assembly function follows the Windows x64
+    // calling convention and preserves every nonvolatile register, also when it returns a code.
+    unsafe { mmsecure_sys_copy_guarded(dst, src, len) }
+}
+
+/// Calls `f(context)` and returns `STATUS_SUCCESS` (0), or the code of an exception that `f`
+/// raised and did not handle itself.
+///
+/// # Safety
+///
+/// See [`crate::call_guarded`].
+#[inline]
+pub(crate) unsafe fn call_guarded(
+    f: unsafe extern "C" fn(*mut c_void),
+    context: *mut c_void,
+) -> NTSTATUS {
+    // SAFETY: the caller vouches for `f(context)`; the assembly function calls it with the
+    // Windows x64 convention (home space, 16-byte aligned stack).
+    unsafe { mmsecure_sys_call_guarded(f, context) }
+}
