@@ -26,11 +26,14 @@ pub(crate) const SYSTEM_ID: u64 = 4;
 /// A fake `EPROCESS` address for process `id`: in the kernel half, page-aligned, distinct per
 /// process, never dereferenced.
 pub(crate) fn eprocess_of(id: u64) -> PEPROCESS {
-    let low = (id & 0xF_FFFF) << 12;
+    // 32 bits of id (bits 12..44, below the 0xA at bits 44..48): distinct for the first 2^30
+    // processes, however many come and go. 20 bits ran out after 2^18 processes (a fuzzing run
+    // makes that many in seconds), and process 2^20 + 4 then looked like System.
     let address = if usize::BITS == 64 {
-        (0xFFFF_A000_0000_0000_u64 | low) as usize
+        (0xFFFF_A000_0000_0000_u64 | ((id & 0xFFFF_FFFF) << 12)) as usize
     } else {
-        0x8000_0000 | (low as usize & 0x7FFF_F000)
+        // A 32-bit host has 19 bits for it.
+        0x8000_0000 | (((id & 0x7_FFFF) << 12) as usize)
     };
     address as PEPROCESS
 }
