@@ -23,11 +23,14 @@
 //! ```
 //!
 //! This crate declares the routines and the few types and constants they use, exactly as the
-//! header does, and nothing else: the safe, typed API is the [`mmsecure`] crate, and the guide to
-//! what securing does and does not guarantee is in the repository's [`docs/`].
+//! header does. Besides them it has one thing a C driver gets from its compiler and Rust lacks: an
+//! exception frame around a copy from user memory ([`copy_guarded`], [`call_guarded`]; see
+//! [`docs/exceptions.md`]). The safe, typed API is the [`mmsecure`] crate, and the guide to what
+//! securing does and does not guarantee is in the repository's [`docs/`].
 //!
 //! [`mmsecure`]: https://docs.rs/mmsecure
 //! [`docs/`]: https://github.com/mmsecure/mmsecure/tree/main/docs
+//! [`docs/exceptions.md`]: https://github.com/mmsecure/mmsecure/blob/main/docs/exceptions.md
 //!
 //! # Two backends, one set of declarations
 //!

@@ -10,8 +10,9 @@
 //! - `mod volume` is the driver's logic for one made-up IOCTL, `IOCTL_SET_VOLUME`. It has no
 //!   host-only code; in a driver crate it would be a module of its own. The kernel-side glue that
 //!   calls it is in `docs/patterns.md`.
-//! - `mod tests` tests it; `cargo test` runs them (this example has `test = true`), or
-//!   `cargo test -p mmsecure --example driver_logic` alone.
+//! - `mod tests` tests it, against the user's hostile moves and an in-page error. `cargo test`
+//!   runs them (this example has `test = true`), or `cargo test -p mmsecure --example
+//!   driver_logic` alone.
 //! - `main` walks through a request, a refused one and a pended one:
 //!   `cargo run -p mmsecure --example driver_logic`.
 
@@ -229,7 +230,7 @@ mod tests {
     use super::volume::{Failure, Mixer, PendedReply, MAX_LEVEL};
     use super::*;
     use mmsecure::Error;
-    use mmsecure_sys::host::{PAGE_NOACCESS, PAGE_READONLY};
+    use mmsecure_sys::host::{PAGE_NOACCESS, PAGE_READONLY, STATUS_IN_PAGE_ERROR};
 
     /// A user process with an input and an output page, and this thread in its context.
     struct App {
@@ -338,6 +339,23 @@ mod tests {
             Err(Failure::Buffer(Error::Refused))
         );
         assert_eq!(mixer.level(3), 0);
+    }
+
+    #[test]
+    fn an_in_page_error_during_the_copy_fails_the_request_and_changes_nothing() {
+        let app = app();
+        let mut mixer = Mixer::default();
+        app.process.write(app.input, &request(2, 50)).unwrap();
+        // The page cannot be read back in: the copy raises, and the guard returns the code.
+        app.process.inject_fault(app.input, 8, STATUS_IN_PAGE_ERROR);
+        assert_eq!(
+            volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
+            Err(Failure::Buffer(Error::Fault {
+                code: STATUS_IN_PAGE_ERROR as u32
+            }))
+        );
+        assert_eq!(mixer.level(2), 0);
+        assert!(app.process.misuses().is_empty());
     }
 
     #[test]

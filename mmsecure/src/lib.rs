@@ -69,7 +69,8 @@
 //! what it does not promise, the [rules][guide-rules] a driver must follow, [tables][guide-ref]
 //! of every probe mode, flag and error, [patterns][guide-patterns] with code (a `METHOD_NEITHER`
 //! IOCTL handler, a region kept across a pended IRP, a windows-drivers-rs driver, testing on
-//! Linux) and the [architecture][guide-arch].
+//! Linux), how [exceptions][guide-exceptions] during a copy are caught, and the
+//! [architecture][guide-arch].
 //!
 //! # Testing your driver's logic off Windows
 //!
@@ -84,6 +85,7 @@
 //! [guide-rules]: https://github.com/mmsecure/mmsecure/blob/main/docs/rules.md
 //! [guide-ref]: https://github.com/mmsecure/mmsecure/blob/main/docs/reference.md
 //! [guide-patterns]: https://github.com/mmsecure/mmsecure/blob/main/docs/patterns.md
+//! [guide-exceptions]: https://github.com/mmsecure/mmsecure/blob/main/docs/exceptions.md
 //! [guide-arch]: https://github.com/mmsecure/mmsecure/blob/main/docs/architecture.md
 //! [driver-logic]: https://github.com/mmsecure/mmsecure/blob/main/mmsecure/examples/driver_logic.rs
 #![no_std]

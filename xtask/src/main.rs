@@ -8,6 +8,7 @@ mod cross;
 mod debian;
 mod diff;
 mod driver;
+mod package;
 mod pe;
 mod wine;
 
@@ -26,6 +27,8 @@ tasks:
                                   x86_64-pc-windows-gnu with Debian's rustc 1.63 (MSRV check)
   driver [--check]                build the sample driver, target/driver/mmsecure_sample.sys
                                   (--check: verify it as a PE kernel driver)
+  package [--no-verify]           cargo package both crates, list what each would publish and
+                                  check it against their allow-lists
   wine                            load the sample driver under Wine and check its reports";
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         "codegen" => codegen::run(rest),
         "cross" => cross::run(rest),
         "driver" => driver::run(rest),
+        "package" => package::run(rest),
         "wine" => wine::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
