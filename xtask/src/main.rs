@@ -3,6 +3,7 @@
 //! Each task is a module with `pub fn run(args: &[String]) -> xtask::Result`; this file only
 //! dispatches on the first argument.
 
+mod bench;
 mod codegen;
 mod cross;
 mod debian;
@@ -21,6 +22,10 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [args…]
 
 tasks:
+  bench [--quick] [--no-callgrind] [--disasm-check]
+                                  issue #8's benchmark table on the host backend: wall time and
+                                  callgrind instruction counts (--disasm-check: what a secure +
+                                  drop compiles to in the sample driver, checked)
   codegen [--check] [--wdk DIR]   regenerate mmsecure-sys/src/{types,bindings}.rs from ntddk.h
                                   (--check: fail with a diff if the committed file is stale)
   cross                           build mmsecure-sys and mmsecure and their docs for
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let result = match task.as_str() {
+        "bench" => bench::run(rest),
         "codegen" => codegen::run(rest),
         "cross" => cross::run(rest),
         "driver" => driver::run(rest),
