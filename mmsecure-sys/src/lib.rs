@@ -67,6 +67,16 @@ extern crate std;
 
 use core::ffi::c_void;
 
+/// The C integer types the declarations use, with Windows' widths on every target.
+///
+/// ```
+/// use mmsecure_sys::ctypes::{c_int, c_long, c_ulong};
+///
+/// // LLP64: `long` is 32 bits on Windows, and so it is here, whatever the host's C says.
+/// assert_eq!(core::mem::size_of::<c_long>(), 4);
+/// assert_eq!(core::mem::size_of::<c_ulong>(), 4);
+/// assert_eq!(core::mem::size_of::<c_int>(), 4);
+/// ```
 pub mod ctypes;
 
 // The C types the declarations use: generated from ntddk.h, or, with the `wdk-sys` feature on a
@@ -374,7 +384,11 @@ pub use bindings::MmUnsecureVirtualMemory;
 /// fn lookup(name: &str) -> *mut core::ffi::c_void {
 ///     let mut utf16: Vec<u16> = name.encode_utf16().collect();
 ///     let bytes = (utf16.len() * 2) as u16;
-///     let mut string = UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: utf16.as_mut_ptr() };
+///     let mut string = UNICODE_STRING {
+///         Length: bytes,
+///         MaximumLength: bytes,
+///         Buffer: utf16.as_mut_ptr(),
+///     };
 ///     // SAFETY: `string` describes `utf16`, which outlives the call; PASSIVE_LEVEL.
 ///     unsafe { MmGetSystemRoutineAddress(&mut string) }
 /// }
@@ -484,6 +498,37 @@ mod abi;
 
 /// The type of `MmSecureVirtualMemoryEx`, for calling it through the address that
 /// [`MmGetSystemRoutineAddress`] returns.
+///
+/// ```
+/// use mmsecure_sys::host::{AccessMode, Process};
+/// use mmsecure_sys::{
+///     MmGetSystemRoutineAddress, MmUnsecureVirtualMemory, MM_SECURE_NO_CHANGE,
+///     PAGE_READWRITE, PFN_MM_SECURE_VIRTUAL_MEMORY_EX, UNICODE_STRING,
+/// };
+///
+/// let mut name: Vec<u16> = "MmSecureVirtualMemoryEx".encode_utf16().collect();
+/// let bytes = (name.len() * 2) as u16;
+/// let mut string = UNICODE_STRING {
+///     Length: bytes,
+///     MaximumLength: bytes,
+///     Buffer: name.as_mut_ptr(),
+/// };
+/// // SAFETY: `string` describes `name`, which outlives the call; PASSIVE_LEVEL.
+/// let address = unsafe { MmGetSystemRoutineAddress(&mut string) };
+/// assert!(!address.is_null()); // NULL before Windows 10 1809: then do without the flags
+/// // SAFETY: the kernel answered this name with MmSecureVirtualMemoryEx, of this type.
+/// let secure_ex: PFN_MM_SECURE_VIRTUAL_MEMORY_EX = unsafe { core::mem::transmute(address) };
+///
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// // SAFETY: PASSIVE_LEVEL; the routine checks the range.
+/// let handle = unsafe { secure_ex(page.cast(), 4096, PAGE_READWRITE, MM_SECURE_NO_CHANGE) };
+/// assert!(!handle.is_null());
+/// assert!(process.protect(page, 4096, PAGE_READWRITE, AccessMode::User).is_err());
+/// // SAFETY: a live handle, unsecured once, in its process.
+/// unsafe { MmUnsecureVirtualMemory(handle) };
+/// ```
 #[allow(non_camel_case_types, non_snake_case)]
 pub type PFN_MM_SECURE_VIRTUAL_MEMORY_EX =
     unsafe extern "C" fn(Address: PVOID, Size: SIZE_T, ProbeMode: ULONG, Flags: ULONG) -> HANDLE;
@@ -494,6 +539,16 @@ pub type PFN_MM_SECURE_VIRTUAL_MEMORY_EX =
 // (`seh`), no guard on other Windows targets (`unguarded`), the model's own off Windows.
 #[cfg(windows)]
 mod kernel;
+/// Example: checking the IRQL before calling a secure routine (off Windows the host backend
+/// answers with the thread's modelled IRQL).
+///
+/// ```
+/// use mmsecure_sys::{KeGetCurrentIrql, APC_LEVEL};
+///
+/// // SAFETY: a driver runs in kernel mode, where reading the IRQL is allowed.
+/// let irql = unsafe { KeGetCurrentIrql() };
+/// assert!(u32::from(irql) <= APC_LEVEL, "too high for the secure routines");
+/// ```
 #[cfg(windows)]
 #[cfg_attr(
     docsrs,
@@ -523,6 +578,10 @@ mod copy;
 pub use copy::copy_unguarded;
 
 /// `STATUS_SUCCESS`: what [`copy_guarded`] and [`call_guarded`] return when nothing was raised.
+///
+/// ```
+/// assert_eq!(mmsecure_sys::STATUS_SUCCESS, 0);
+/// ```
 pub const STATUS_SUCCESS: NTSTATUS = 0;
 
 /// Whether [`copy_guarded`] and [`call_guarded`] catch exceptions on this target.

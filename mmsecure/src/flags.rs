@@ -30,12 +30,74 @@ bitflags::bitflags! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub struct SecureFlags: u32 {
         /// `MM_SECURE_EXCLUSIVE`: succeed only when no other secure stands on the allocation.
+        ///
+        /// ```
+        /// use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
+        /// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+        ///
+        /// let process = Process::new();
+        /// let _in_process = process.attach();
+        /// let buffer = process.allocate(8192, PAGE_READWRITE).unwrap();
+        /// let first = SecureRegion::new(buffer, 4096, ProbeMode::ReadOnly)?;
+        /// // The other secure is on another page, but on the same allocation.
+        /// let second = buffer.wrapping_add(4096);
+        /// let (mode, flags) = (ProbeMode::ReadOnly, SecureFlags::EXCLUSIVE);
+        /// let refused = SecureRegion::with_flags(second, 4096, mode, flags);
+        /// assert_eq!(refused.unwrap_err(), Error::Refused);
+        /// drop(first);
+        /// assert!(SecureRegion::with_flags(second, 4096, mode, flags).is_ok());
+        /// # Ok::<(), Error>(())
+        /// ```
         const EXCLUSIVE = MM_SECURE_EXCLUSIVE;
         /// `MM_SECURE_NO_CHANGE`: refuse every protection change, not only restrictive ones.
+        ///
+        /// ```
+        /// use mmsecure::{ProbeMode, SecureFlags, SecureRegion};
+        /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+        ///
+        /// let process = Process::new();
+        /// let _in_process = process.attach();
+        /// let page = process.allocate(4096, PAGE_READONLY).unwrap();
+        /// let flags = SecureFlags::NO_CHANGE;
+        /// let _region = SecureRegion::with_flags(page, 4096, ProbeMode::ReadOnly, flags)?;
+        /// // A read-only secure alone would let the user make the page writable.
+        /// assert!(process.protect(page, 4096, PAGE_READWRITE, AccessMode::User).is_err());
+        /// # Ok::<(), mmsecure::Error>(())
+        /// ```
         const NO_CHANGE = MM_SECURE_NO_CHANGE;
         /// `MM_SECURE_USER_MODE_ONLY`: refuse only changes asked from user mode.
+        ///
+        /// ```
+        /// use mmsecure::{ProbeMode, SecureFlags, SecureRegion};
+        /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+        ///
+        /// let process = Process::new();
+        /// let _in_process = process.attach();
+        /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+        /// let flags = SecureFlags::USER_MODE_ONLY;
+        /// let _region = SecureRegion::with_flags(page, 4096, ProbeMode::ReadWrite, flags)?;
+        /// assert!(process.protect(page, 4096, PAGE_READONLY, AccessMode::User).is_err());
+        /// assert!(process.protect(page, 4096, PAGE_READONLY, AccessMode::Kernel).is_ok());
+        /// # Ok::<(), mmsecure::Error>(())
+        /// ```
         const USER_MODE_ONLY = MM_SECURE_USER_MODE_ONLY;
         /// `MM_SECURE_NO_INHERIT`: a forked child's copy of the range is not secured.
+        ///
+        /// ```
+        /// use mmsecure::{ProbeMode, SecureFlags, SecureRegion};
+        /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+        ///
+        /// let parent = Process::new();
+        /// let _in_parent = parent.attach();
+        /// let page = parent.allocate(4096, PAGE_READWRITE).unwrap();
+        /// let flags = SecureFlags::NO_INHERIT;
+        /// let _region = SecureRegion::with_flags(page, 4096, ProbeMode::ReadWrite, flags)?;
+        /// let child = parent.fork();
+        /// assert!(child.protect(page, 4096, PAGE_READONLY, AccessMode::User).is_ok());
+        /// assert!(parent.protect(page, 4096, PAGE_READONLY, AccessMode::User).is_err());
+        /// child.exit();
+        /// # Ok::<(), mmsecure::Error>(())
+        /// ```
         const NO_INHERIT = MM_SECURE_NO_INHERIT;
     }
 }

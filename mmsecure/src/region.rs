@@ -393,6 +393,20 @@ impl SecureRegion {
     /// Rebuilds a region from its raw parts. The parts are checked as far as they can be: a null
     /// handle is [`Error::NullHandle`] and the range is checked as in [`new`](Self::new).
     ///
+    /// ```
+    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let raw = SecureRegion::new(page, 64, ProbeMode::ReadWrite)?.into_raw();
+    /// // SAFETY: `raw` came from `into_raw` and is rebuilt once, in its process.
+    /// let region = unsafe { SecureRegion::from_raw(raw) }?;
+    /// assert_eq!((region.address(), region.len()), (page as *const u8, 64));
+    /// assert_eq!(region.mode(), ProbeMode::ReadWrite);
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
+    ///
     /// # Safety
     ///
     /// `raw` must come from [`into_raw`](Self::into_raw) (or be a secure handle from the kernel

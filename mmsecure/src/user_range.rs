@@ -12,7 +12,8 @@ use crate::Error;
 /// ```
 /// use mmsecure::{Error, ProbeMode, SecureRegion, HIGHEST_USER_ADDRESS};
 ///
-/// // A range may end on this byte, not past it: the next one is refused before the kernel is asked.
+/// // A range may end on this byte, not past it: the next one is refused before the kernel is
+/// // asked.
 /// let past = (HIGHEST_USER_ADDRESS + 1) as *const u8;
 /// let err = SecureRegion::new(past, 1, ProbeMode::ReadOnly).unwrap_err();
 /// assert_eq!(err, Error::NotUserRange);
