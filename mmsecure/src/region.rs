@@ -101,6 +101,7 @@ impl SecureRegion {
     ///     Error::Refused
     /// );
     /// ```
+    #[inline]
     pub fn new(address: *const u8, len: usize, mode: ProbeMode) -> Result<SecureRegion, Error> {
         let address = checked_start(address, len)?;
         debug_assert_irql_allows_secure();
@@ -131,6 +132,7 @@ impl SecureRegion {
     /// assert!(process.protect(page, 4096, PAGE_READONLY, AccessMode::User).is_ok());
     /// # Ok::<(), Error>(())
     /// ```
+    #[inline]
     pub fn with_flags(
         address: *const u8,
         len: usize,
@@ -154,6 +156,7 @@ impl SecureRegion {
     }
 
     /// Wraps what a secure routine returned for a checked range.
+    #[inline]
     fn adopt(
         handle: mmsecure_sys::HANDLE,
         address: NonNull<u8>,
@@ -269,6 +272,7 @@ impl SecureRegion {
     /// assert!(matches!(region.read(14, &mut out), Err(Error::OutOfBounds { .. })));
     /// # Ok::<(), Error>(())
     /// ```
+    #[inline]
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), Error> {
         let src = self.user_ptr(offset, out.len())?;
         // SAFETY: `user_ptr` checked that the range lies inside the region and that this is the
@@ -296,6 +300,7 @@ impl SecureRegion {
     /// assert_eq!(&seen, b"ok");
     /// # Ok::<(), Error>(())
     /// ```
+    #[inline]
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), Error> {
         if self.mode != ProbeMode::ReadWrite {
             return Err(Error::NotWritable);
@@ -322,6 +327,7 @@ impl SecureRegion {
     /// assert_eq!(value, 0x1234_5678);
     /// # Ok::<(), Error>(())
     /// ```
+    #[inline]
     pub fn read_value<T: AnyBitPattern>(&self, offset: usize) -> Result<T, Error> {
         let src = self.user_ptr(offset, size_of::<T>())?;
         let mut value = MaybeUninit::<T>::uninit();
@@ -347,12 +353,14 @@ impl SecureRegion {
     /// assert_eq!(region.read_value::<u64>(4)?, 7);
     /// # Ok::<(), Error>(())
     /// ```
+    #[inline]
     pub fn write_value<T: NoUninit>(&self, offset: usize, value: &T) -> Result<(), Error> {
         self.write(offset, bytemuck::bytes_of(value))
     }
 
     /// The user address `offset` bytes in, once `len` bytes there are known to lie inside the
     /// region and this thread is in the securing process's context.
+    #[inline]
     fn user_ptr(&self, offset: usize, len: usize) -> Result<*const u8, Error> {
         user_range::check_access(offset, len, self.len)?;
         if kernel::current_process() != self.process {
@@ -427,6 +435,7 @@ impl SecureRegion {
 }
 
 impl Drop for SecureRegion {
+    #[inline]
     fn drop(&mut self) {
         debug_assert_irql_allows_secure();
         debug_assert!(

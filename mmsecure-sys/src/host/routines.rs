@@ -10,7 +10,7 @@ use core::slice;
 use super::misuse::{self, Misuse, MisuseKind};
 use super::process::{eprocess_of, Unsecured, SYSTEM_ID};
 use super::secure::{self, KNOWN_FLAGS};
-use super::thread::{current_process, require_irql, stop};
+use super::thread::{current_eprocess, current_process, require_irql, stop};
 use super::version::{windows_build, FIRST_BUILD_WITH_SECURE_EX};
 use super::HIGHEST_USER_ADDRESS;
 use crate::{
@@ -133,10 +133,7 @@ pub unsafe extern "C" fn MmUnsecureVirtualMemory(SecureHandle: HANDLE) {
 /// None on the host.
 #[no_mangle]
 pub unsafe extern "C" fn IoGetCurrentProcess() -> PEPROCESS {
-    match current_process() {
-        Some(process) => process.eprocess(),
-        None => eprocess_of(SYSTEM_ID),
-    }
+    current_eprocess().unwrap_or_else(|| eprocess_of(SYSTEM_ID))
 }
 
 /// The routines `MmGetSystemRoutineAddress` finds, by name. `KeGetCurrentIrql` is not among

@@ -6,7 +6,7 @@ use core::fmt;
 use core::marker::PhantomData;
 
 use super::process::Process;
-use crate::{APC_LEVEL, DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL};
+use crate::{APC_LEVEL, DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL, PEPROCESS};
 
 std::thread_local! {
     /// The process whose address space this thread is in; `None` is the System process.
@@ -18,6 +18,16 @@ std::thread_local! {
 pub(crate) fn current_process() -> Option<Process> {
     CURRENT
         .try_with(|current| current.borrow().clone())
+        .ok()
+        .flatten()
+}
+
+/// The `EPROCESS` of the process this thread is attached to, if any, read in place: unlike
+/// [`current_process`] it takes no reference, so `IoGetCurrentProcess` (called on every copy by
+/// mmsecure) costs no atomic read-modify-write.
+pub(crate) fn current_eprocess() -> Option<PEPROCESS> {
+    CURRENT
+        .try_with(|current| current.borrow().as_ref().map(Process::eprocess))
         .ok()
         .flatten()
 }
