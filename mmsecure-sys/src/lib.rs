@@ -536,7 +536,16 @@ pub type PFN_MM_SECURE_VIRTUAL_MEMORY_EX =
 // The one platform seam: the routines ntddk.h defines inline (which bindgen cannot emit) come from
 // `kernel` on Windows; off Windows, `host` defines every routine above as well as these. The
 // guarded copy and call come from `guard`: assembly with an exception handler on x86_64 Windows
-// (`seh`), no guard on other Windows targets (`unguarded`), the model's own off Windows.
+// (`seh`), the model's own off Windows.
+//
+// Other Windows architectures are refused rather than half supported: on ARM64 both
+// `KeGetCurrentIrql` (a read of the processor control region, inline in wdm.h) and the exception
+// guard (ARM64 unwind codes) would need their own code, and neither can be tested here.
+#[cfg(all(windows, not(target_arch = "x86_64")))]
+compile_error!(
+    "mmsecure-sys supports x86_64 Windows only: KeGetCurrentIrql and the exception-guarded copy \
+     are not written for this architecture yet"
+);
 #[cfg(windows)]
 mod kernel;
 /// Example: checking the IRQL before calling a secure routine (off Windows the host backend
@@ -557,9 +566,6 @@ mod kernel;
 pub use kernel::KeGetCurrentIrql;
 #[cfg(all(windows, target_arch = "x86_64"))]
 #[path = "seh.rs"]
-mod guard;
-#[cfg(all(windows, not(target_arch = "x86_64")))]
-#[path = "unguarded.rs"]
 mod guard;
 
 #[cfg(not(windows))]
@@ -590,8 +596,8 @@ pub const STATUS_SUCCESS: NTSTATUS = 0;
 ///   `__try/__except` would put them: an access violation, an in-page error, or any exception
 ///   raised during them comes back as its code. What no handler can catch (a fault at IRQL >=
 ///   `DISPATCH_LEVEL`, a kernel stack overflow) is listed in `docs/exceptions.md`.
-/// - Other Windows targets (aarch64): `false`. Nothing is caught yet; a fault during the copy is a
-///   bug check, as it would be for unguarded C code.
+/// - Other Windows targets (aarch64): the crate does not build there yet; a `compile_error!` says
+///   what is missing (see `docs/exceptions.md`).
 /// - Off Windows (the host model): `true`. Faults are injected into the model's pages
 ///   (`host::Process::inject_fault`) and raises made with `host::raise_exception`; a real fault
 ///   on the host is a crash, as for any Rust code.

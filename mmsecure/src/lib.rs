@@ -38,7 +38,7 @@
 //! | no protection change at all | only with [`SecureFlags::NO_CHANGE`] |
 //! | the bytes do not change | **no**: the user can write them at any time; copy once, validate the copy |
 //! | the pages are resident | **no**: a copy can page-fault and wait; copy below `DISPATCH_LEVEL` |
-//! | a copy cannot raise | **no**: an in-page error still raises an exception (Microsoft asks for `__try/__except`); on x86_64 Windows every copy catches it and returns [`Error::Fault`], on aarch64 Windows it is a bug check (see `docs/exceptions.md`) |
+//! | a copy cannot raise | **no**: an in-page error still raises an exception (Microsoft asks for `__try/__except`); on x86_64 Windows every copy catches it and returns [`Error::Fault`], other Windows architectures do not build yet (see `docs/exceptions.md`) |
 //! | it holds in another process context | **no**: copies there fail with [`Error::WrongProcess`] |
 //! | it outlives the process | **no**: process exit drops every secure |
 //!

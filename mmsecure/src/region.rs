@@ -35,8 +35,8 @@ use crate::{kernel, user_range, Error, ProbeMode, SecureFlags};
 ///   reason. On **x86_64 Windows** every copy runs under such a frame (mmsecure-sys's
 ///   `copy_guarded`), and the exception comes back as [`Error::Fault`] with its code; the region
 ///   stays usable. What no handler catches (a fault at IRQL >= `DISPATCH_LEVEL`, a kernel stack
-///   overflow) is listed in `docs/exceptions.md`. On **aarch64 Windows** nothing catches it yet
-///   (`mmsecure_sys::COPY_GUARDED` is `false`): such an error is a bug check there. The host
+///   overflow) is listed in `docs/exceptions.md`. Other Windows architectures (aarch64) are not
+///   supported yet: the crates refuse to build there rather than copy unguarded. The host
 ///   model returns faults a test injects (`Process::inject_fault`).
 /// - The region is only meaningful in the **process that secured it**. Every copy checks that
 ///   the current process is that one ([`Error::WrongProcess`] otherwise); drop must run there
