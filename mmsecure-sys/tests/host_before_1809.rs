@@ -3,25 +3,13 @@
 
 use std::process::Command;
 
+mod common;
+
+use common::{lookup, secure, unsecure, PAGE};
 use mmsecure_sys::host::{self, Process, PAGE_READWRITE};
-use mmsecure_sys::{
-    MmGetSystemRoutineAddress, MmSecureVirtualMemory, MmSecureVirtualMemoryEx,
-    MmUnsecureVirtualMemory, PVOID, SIZE_T, UNICODE_STRING,
-};
+use mmsecure_sys::{MmSecureVirtualMemory, MmSecureVirtualMemoryEx, SIZE_T};
 
-const PAGE: usize = host::PAGE_SIZE;
 const CHILD: &str = "MMSECURE_HOST_TEST_CHILD";
-
-fn lookup(name: &str) -> PVOID {
-    let mut units: Vec<u16> = name.encode_utf16().collect();
-    let mut string = UNICODE_STRING {
-        Length: (units.len() * 2) as u16,
-        MaximumLength: (units.len() * 2) as u16,
-        Buffer: units.as_mut_ptr(),
-    };
-    // SAFETY: `string` is a valid UNICODE_STRING over `units`, which outlives the call.
-    unsafe { MmGetSystemRoutineAddress(&mut string) }
-}
 
 #[test]
 fn before_build_17763_the_ex_routine_is_not_found_and_calling_it_stops_the_binary() {
@@ -43,11 +31,7 @@ fn before_build_17763_the_ex_routine_is_not_found_and_calling_it_stops_the_binar
         MmSecureVirtualMemory as *const () as usize
     );
     // The plain routine works on every build.
-    // SAFETY: the model checks every argument.
-    let handle = unsafe { MmSecureVirtualMemory(page.cast(), PAGE as SIZE_T, PAGE_READWRITE) };
-    assert!(!handle.is_null());
-    // SAFETY: a live handle of this process.
-    unsafe { MmUnsecureVirtualMemory(handle) };
+    unsecure(secure(page, PAGE, PAGE_READWRITE));
 
     let output = Command::new(std::env::current_exe().unwrap())
         .args([

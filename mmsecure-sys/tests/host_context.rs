@@ -1,27 +1,13 @@
 //! Host backend, rule by rule: process context, exit, handles, and the misuse record.
 
+mod common;
+
+use common::{secure, secure_ex, try_secure, unsecure, PAGE};
 use mmsecure_sys::host::{
     self, AccessMode, MisuseKind, Process, Status, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
     STATUS_PROCESS_IS_TERMINATING,
 };
-use mmsecure_sys::{
-    IoGetCurrentProcess, MmSecureVirtualMemory, MmSecureVirtualMemoryEx, MmUnsecureVirtualMemory,
-    HANDLE, MM_SECURE_NO_CHANGE, MM_SECURE_USER_MODE_ONLY, SIZE_T,
-};
-
-const PAGE: usize = host::PAGE_SIZE;
-
-fn secure(address: *mut u8, len: usize, probe: u32) -> HANDLE {
-    // SAFETY: the model checks every argument and dereferences nothing.
-    let handle = unsafe { MmSecureVirtualMemory(address.cast(), len as SIZE_T, probe) };
-    assert!(!handle.is_null(), "secure {address:p}+{len:#x} {probe:#x}");
-    handle
-}
-
-fn unsecure(handle: HANDLE) {
-    // SAFETY: the model checks the handle; misuse is what some of these tests are about.
-    unsafe { MmUnsecureVirtualMemory(handle) }
-}
+use mmsecure_sys::{IoGetCurrentProcess, HANDLE, MM_SECURE_NO_CHANGE, MM_SECURE_USER_MODE_ONLY};
 
 fn current_process() -> mmsecure_sys::PEPROCESS {
     // SAFETY: the model answers from a thread-local.
@@ -137,16 +123,12 @@ fn process_exit_drops_every_secure_and_refuses_nothing() {
     let buffer = process.allocate(2 * PAGE, PAGE_READWRITE).unwrap();
     let view = process.map_view(PAGE, PAGE_READONLY).unwrap();
     secure(buffer, PAGE, PAGE_READWRITE);
-    // SAFETY: the model checks every argument.
-    let pinned = unsafe {
-        MmSecureVirtualMemoryEx(
-            buffer.wrapping_add(PAGE).cast(),
-            PAGE as SIZE_T,
-            PAGE_READONLY,
-            MM_SECURE_NO_CHANGE | MM_SECURE_USER_MODE_ONLY,
-        )
-    };
-    assert!(!pinned.is_null());
+    secure_ex(
+        buffer.wrapping_add(PAGE),
+        PAGE,
+        PAGE_READONLY,
+        MM_SECURE_NO_CHANGE | MM_SECURE_USER_MODE_ONLY,
+    );
     secure(view, PAGE, PAGE_READONLY);
     assert_eq!(process.secure_count(), 3);
 
@@ -251,9 +233,7 @@ fn context_is_per_thread() {
     std::thread::spawn(move || {
         // A new thread starts in no process.
         assert_ne!(current_process() as usize, eprocess);
-        // SAFETY: the model checks every argument.
-        let refused = unsafe { MmSecureVirtualMemory(buffer as _, PAGE as SIZE_T, PAGE_READWRITE) };
-        assert!(refused.is_null());
+        assert!(try_secure(buffer as *const u8, PAGE, PAGE_READWRITE).is_null());
         // Attached, it secures; the handle can go back to another thread of the process.
         let _in = worker.attach();
         secure(buffer as *mut u8, PAGE, PAGE_READWRITE) as usize

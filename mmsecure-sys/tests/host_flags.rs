@@ -1,52 +1,21 @@
 //! Host backend, rule by rule: the `MM_SECURE_*` flags of `MmSecureVirtualMemoryEx`, and fork.
 
+mod common;
+
+use common::{protect, secure_ex, try_secure, try_secure_ex, unsecure, PAGE, REFUSED};
 use mmsecure_sys::host::{
-    self, AccessMode, Process, Status, PAGE_EXECUTE_READWRITE, PAGE_NOACCESS, PAGE_READONLY,
-    PAGE_READWRITE, STATUS_INVALID_PAGE_PROTECTION,
+    AccessMode, Process, PAGE_EXECUTE_READWRITE, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
 };
 use mmsecure_sys::{
-    MmSecureVirtualMemoryEx, MmUnsecureVirtualMemory, HANDLE, MM_SECURE_EXCLUSIVE,
-    MM_SECURE_NO_CHANGE, MM_SECURE_NO_INHERIT, MM_SECURE_USER_MODE_ONLY, SIZE_T,
+    MM_SECURE_EXCLUSIVE, MM_SECURE_NO_CHANGE, MM_SECURE_NO_INHERIT, MM_SECURE_USER_MODE_ONLY,
 };
-
-const PAGE: usize = host::PAGE_SIZE;
-const REFUSED: Result<(), Status> = Err(Status(STATUS_INVALID_PAGE_PROTECTION));
-
-fn try_secure(address: *mut u8, len: usize, probe: u32, flags: u32) -> HANDLE {
-    // SAFETY: the model checks every argument and dereferences nothing.
-    unsafe { MmSecureVirtualMemoryEx(address.cast(), len as SIZE_T, probe, flags) }
-}
-
-fn secure(address: *mut u8, len: usize, probe: u32, flags: u32) -> HANDLE {
-    let handle = try_secure(address, len, probe, flags);
-    assert!(
-        !handle.is_null(),
-        "secure {address:p}+{len:#x} {probe:#x} flags {flags:#x}"
-    );
-    handle
-}
-
-fn unsecure(handle: HANDLE) {
-    // SAFETY: a live handle of the attached process.
-    unsafe { MmUnsecureVirtualMemory(handle) }
-}
-
-fn protect(
-    process: &Process,
-    address: *mut u8,
-    len: usize,
-    protect: u32,
-    mode: AccessMode,
-) -> Result<(), Status> {
-    process.protect(address, len, protect, mode).map(|_| ())
-}
 
 #[test]
 fn no_change_refuses_every_protection_change_even_to_the_same_protection() {
     let process = Process::new();
     let _in = process.attach();
     let pages = process.allocate(2 * PAGE, PAGE_READWRITE).unwrap();
-    let handle = secure(pages, PAGE, PAGE_READONLY, MM_SECURE_NO_CHANGE);
+    let handle = secure_ex(pages, PAGE, PAGE_READONLY, MM_SECURE_NO_CHANGE);
     for new in [
         PAGE_READWRITE,
         PAGE_EXECUTE_READWRITE,
@@ -76,7 +45,7 @@ fn no_change_does_not_stop_process_exit() {
     let process = Process::new();
     let _in = process.attach();
     let pages = process.allocate(PAGE, PAGE_READWRITE).unwrap();
-    let _handle = secure(
+    let _handle = secure_ex(
         pages,
         PAGE,
         PAGE_READWRITE,
@@ -92,18 +61,18 @@ fn exclusive_fails_when_another_secure_stands_on_the_allocation() {
     let process = Process::new();
     let _in = process.attach();
     let pages = process.allocate(2 * PAGE, PAGE_READWRITE).unwrap();
-    let plain = secure(pages, PAGE, PAGE_READONLY, 0);
+    let plain = secure_ex(pages, PAGE, PAGE_READONLY, 0);
     // Anywhere on the allocation, not only on overlapping pages.
-    assert!(try_secure(
+    assert!(try_secure_ex(
         pages.wrapping_add(PAGE),
         PAGE,
         PAGE_READONLY,
         MM_SECURE_EXCLUSIVE
     )
     .is_null());
-    assert!(try_secure(pages, PAGE, PAGE_READWRITE, MM_SECURE_EXCLUSIVE).is_null());
+    assert!(try_secure_ex(pages, PAGE, PAGE_READWRITE, MM_SECURE_EXCLUSIVE).is_null());
     unsecure(plain);
-    let exclusive = secure(
+    let exclusive = secure_ex(
         pages.wrapping_add(PAGE),
         PAGE,
         PAGE_READONLY,
@@ -118,7 +87,7 @@ fn no_secure_may_join_an_exclusive_one() {
     let process = Process::new();
     let _in = process.attach();
     let pages = process.allocate(2 * PAGE, PAGE_READWRITE).unwrap();
-    let exclusive = secure(pages, PAGE, PAGE_READWRITE, MM_SECURE_EXCLUSIVE);
+    let exclusive = secure_ex(pages, PAGE, PAGE_READWRITE, MM_SECURE_EXCLUSIVE);
     for flags in [
         0,
         MM_SECURE_EXCLUSIVE,
@@ -126,15 +95,13 @@ fn no_secure_may_join_an_exclusive_one() {
         MM_SECURE_USER_MODE_ONLY,
     ] {
         assert!(
-            try_secure(pages.wrapping_add(PAGE), PAGE, PAGE_READONLY, flags).is_null(),
+            try_secure_ex(pages.wrapping_add(PAGE), PAGE, PAGE_READONLY, flags).is_null(),
             "{flags:#x}"
         );
     }
-    // SAFETY: the model checks every argument.
-    let plain = unsafe { mmsecure_sys::MmSecureVirtualMemory(pages.cast(), 1, PAGE_READONLY) };
-    assert!(plain.is_null());
+    assert!(try_secure(pages, 1, PAGE_READONLY).is_null());
     unsecure(exclusive);
-    let again = secure(pages.wrapping_add(PAGE), PAGE, PAGE_READONLY, 0);
+    let again = secure_ex(pages.wrapping_add(PAGE), PAGE, PAGE_READONLY, 0);
     unsecure(again);
 }
 
@@ -144,8 +111,8 @@ fn exclusive_is_per_allocation() {
     let _in = process.attach();
     let first = process.allocate(PAGE, PAGE_READWRITE).unwrap();
     let second = process.allocate(PAGE, PAGE_READWRITE).unwrap();
-    let a = secure(first, PAGE, PAGE_READWRITE, MM_SECURE_EXCLUSIVE);
-    let b = secure(second, PAGE, PAGE_READWRITE, MM_SECURE_EXCLUSIVE);
+    let a = secure_ex(first, PAGE, PAGE_READWRITE, MM_SECURE_EXCLUSIVE);
+    let b = secure_ex(second, PAGE, PAGE_READWRITE, MM_SECURE_EXCLUSIVE);
     unsecure(a);
     unsecure(b);
 }
@@ -155,7 +122,7 @@ fn user_mode_only_refuses_only_user_mode_requests() {
     let process = Process::new();
     let _in = process.attach();
     let pages = process.allocate(2 * PAGE, PAGE_READWRITE).unwrap();
-    let handle = secure(pages, PAGE, PAGE_READWRITE, MM_SECURE_USER_MODE_ONLY);
+    let handle = secure_ex(pages, PAGE, PAGE_READWRITE, MM_SECURE_USER_MODE_ONLY);
     assert_eq!(
         protect(&process, pages, PAGE, PAGE_READONLY, AccessMode::User),
         REFUSED
@@ -173,7 +140,7 @@ fn user_mode_only_refuses_only_user_mode_requests() {
     process
         .protect(pages, PAGE, PAGE_READWRITE, AccessMode::Kernel)
         .unwrap();
-    let plain = secure(pages, PAGE, PAGE_READWRITE, 0);
+    let plain = secure_ex(pages, PAGE, PAGE_READWRITE, 0);
     assert_eq!(
         protect(&process, pages, PAGE, PAGE_READONLY, AccessMode::Kernel),
         REFUSED
@@ -191,7 +158,7 @@ fn user_mode_only_with_no_change_refuses_only_user_mode_changes() {
     let process = Process::new();
     let _in = process.attach();
     let pages = process.allocate(PAGE, PAGE_READWRITE).unwrap();
-    let handle = secure(
+    let handle = secure_ex(
         pages,
         PAGE,
         PAGE_READONLY,
@@ -210,7 +177,7 @@ fn no_inherit_leaves_the_forked_childs_copy_unsecured() {
     let parent = Process::new();
     let _in = parent.attach();
     let pages = parent.allocate(PAGE, PAGE_READWRITE).unwrap();
-    let handle = secure(pages, PAGE, PAGE_READWRITE, MM_SECURE_NO_INHERIT);
+    let handle = secure_ex(pages, PAGE, PAGE_READWRITE, MM_SECURE_NO_INHERIT);
     let child = parent.fork();
     assert_eq!(child.secure_count(), 0);
     assert!(protect(&child, pages, PAGE, PAGE_READONLY, AccessMode::User).is_ok());
@@ -228,7 +195,7 @@ fn without_no_inherit_the_forked_childs_copy_stays_secured_until_the_child_exits
     let parent = Process::new();
     let _in = parent.attach();
     let pages = parent.allocate(2 * PAGE, PAGE_READWRITE).unwrap();
-    let handle = secure(pages, PAGE, PAGE_READWRITE, MM_SECURE_NO_CHANGE);
+    let handle = secure_ex(pages, PAGE, PAGE_READWRITE, MM_SECURE_NO_CHANGE);
     let child = parent.fork();
     assert_eq!(child.secure_count(), 1);
     assert_eq!(

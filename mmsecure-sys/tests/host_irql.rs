@@ -6,15 +6,17 @@
 //! one test, with an environment variable telling it to do the deed) and checks that the child
 //! died with the expected message. The pattern is the one to copy for a driver's own tests.
 
+mod common;
+
 use std::process::Command;
 
+use common::PAGE;
 use mmsecure_sys::host::{self, Process, PAGE_READWRITE};
 use mmsecure_sys::{
     KeGetCurrentIrql, MmGetSystemRoutineAddress, MmSecureVirtualMemory, MmSecureVirtualMemoryEx,
     MmUnsecureVirtualMemory, APC_LEVEL, DISPATCH_LEVEL, SIZE_T, UNICODE_STRING,
 };
 
-const PAGE: usize = host::PAGE_SIZE;
 const CHILD: &str = "MMSECURE_HOST_TEST_CHILD";
 
 /// In the child process (run for `test`), runs `deed`, which must stop the process, then exits

@@ -1,13 +1,14 @@
 //! Host backend: simulated user memory is real memory the model owns, so a driver's raw copies
 //! touch real bytes, and a driver bug is never host undefined behaviour.
 
+mod common;
+
+use common::PAGE;
 use mmsecure_sys::host::{
-    self, AccessMode, Process, Status, PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
+    AccessMode, Process, Status, PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
     PAGE_WRITECOPY, STATUS_ACCESS_VIOLATION, STATUS_GUARD_PAGE_VIOLATION,
 };
 use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory, SIZE_T};
-
-const PAGE: usize = host::PAGE_SIZE;
 
 #[test]
 fn allocations_are_zeroed_page_aligned_real_memory() {

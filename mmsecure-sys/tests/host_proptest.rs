@@ -24,20 +24,17 @@
 //! The number of cases is `PROPTEST_CASES` (default 256: well under a second), each with two
 //! threads of up to 40 operations.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::{try_secure_ex, unsecure, PAGE, REFUSED};
 use mmsecure_sys::host::{
-    self, AccessMode, MisuseKind, Process, Status, PAGE_EXECUTE, PAGE_EXECUTE_READ,
+    AccessMode, MisuseKind, Process, Status, PAGE_EXECUTE, PAGE_EXECUTE_READ,
     PAGE_EXECUTE_READWRITE, PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
-    STATUS_INVALID_PAGE_PROTECTION,
 };
-use mmsecure_sys::{
-    MmSecureVirtualMemoryEx, MmUnsecureVirtualMemory, HANDLE, MM_SECURE_NO_CHANGE,
-    MM_SECURE_NO_INHERIT, MM_SECURE_USER_MODE_ONLY, SIZE_T,
-};
+use mmsecure_sys::{HANDLE, MM_SECURE_NO_CHANGE, MM_SECURE_NO_INHERIT, MM_SECURE_USER_MODE_ONLY};
 use proptest::prelude::*;
-
-const PAGE: usize = host::PAGE_SIZE;
 /// Pages per allocation.
 const PAGES: usize = 4;
 /// Allocations per process: two private, one reservation (half committed), one mapped view.
@@ -303,11 +300,6 @@ fn violation(world: &World, held: &Held) -> Option<String> {
     None
 }
 
-fn unsecure(handle: usize) {
-    // SAFETY: the model checks the handle; a wrong one is recorded, never dereferenced.
-    unsafe { MmUnsecureVirtualMemory(handle as HANDLE) }
-}
-
 /// One thread's run: its operations, checking its own secures after each. Returns the secures
 /// it still holds and how many wrong-process unsecures it made.
 fn run_thread(world: &World, ops: &[Op]) -> Result<(Vec<Held>, usize), String> {
@@ -331,9 +323,7 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<(Vec<Held>, usize), String> {
                     PAGE_READWRITE
                 };
                 let kernel_finished = world.kernel_finished(process, slot);
-                // SAFETY: the model checks every argument and dereferences nothing.
-                let handle =
-                    unsafe { MmSecureVirtualMemoryEx(address.cast(), len as SIZE_T, probe, flags) };
+                let handle = try_secure_ex(address, len, probe, flags);
                 if handle.is_null() {
                     continue;
                 }
@@ -357,12 +347,12 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<(Vec<Held>, usize), String> {
             Op::Unsecure { pick } if !held.is_empty() => {
                 let secure = held.swap_remove(pick % held.len());
                 let _in = world.processes[secure.process].attach();
-                unsecure(secure.handle);
+                unsecure(secure.handle as HANDLE);
             }
             Op::UnsecureInTheOtherProcess { pick } if !held.is_empty() => {
                 let secure = &held[pick % held.len()];
                 let _in = world.processes[1 - secure.process].attach();
-                unsecure(secure.handle);
+                unsecure(secure.handle as HANDLE);
                 wrong_process += 1;
             }
             Op::Unsecure { .. } | Op::UnsecureInTheOtherProcess { .. } => {}
@@ -484,7 +474,7 @@ fn run_case(threads: [Vec<Op>; 2], fork: bool, exit_first: bool) -> Result<(), T
             );
             prop_assert_eq!(
                 removed,
-                Err(Status(STATUS_INVALID_PAGE_PROTECTION)),
+                REFUSED,
                 "the child's copy of {:x?} is not secured",
                 secure
             );
@@ -509,7 +499,7 @@ fn run_case(threads: [Vec<Op>; 2], fork: bool, exit_first: bool) -> Result<(), T
     }
     for secure in &held {
         let _in = world.processes[secure.process].attach();
-        unsecure(secure.handle);
+        unsecure(secure.handle as HANDLE);
     }
     prop_assert_eq!(first.secure_count(), 0);
     prop_assert_eq!(second.secure_count(), 0);
@@ -535,7 +525,7 @@ fn run_case(threads: [Vec<Op>; 2], fork: bool, exit_first: bool) -> Result<(), T
                 slot,
                 AccessMode::User,
             );
-            prop_assert_ne!(removed, Err(Status(STATUS_INVALID_PAGE_PROTECTION)));
+            prop_assert_ne!(removed, REFUSED);
         }
     }
     Ok(())

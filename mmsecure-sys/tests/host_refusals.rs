@@ -1,38 +1,13 @@
 //! Host backend, rule by rule: what a standing secure refuses a user (or a driver acting for
 //! one), with `STATUS_INVALID_PAGE_PROTECTION`, and that unsecuring gives it all back.
 
+mod common;
+
+use common::{protect, secure, unsecure, PAGE, REFUSED};
 use mmsecure_sys::host::{
-    self, AccessMode, Process, Status, PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE,
-    PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY,
-    STATUS_INVALID_PAGE_PROTECTION,
+    AccessMode, Process, PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_GUARD,
+    PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY,
 };
-use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory, HANDLE, SIZE_T};
-
-const PAGE: usize = host::PAGE_SIZE;
-const REFUSED: Result<(), Status> = Err(Status(STATUS_INVALID_PAGE_PROTECTION));
-
-fn secure(address: *mut u8, len: usize, probe: u32) -> HANDLE {
-    // SAFETY: the model checks every argument and dereferences nothing.
-    let handle = unsafe { MmSecureVirtualMemory(address.cast(), len as SIZE_T, probe) };
-    assert!(!handle.is_null(), "secure {address:p}+{len:#x} {probe:#x}");
-    handle
-}
-
-fn unsecure(handle: HANDLE) {
-    // SAFETY: a live handle of the attached process.
-    unsafe { MmUnsecureVirtualMemory(handle) }
-}
-
-/// `process.protect` without the old protection.
-fn protect(
-    process: &Process,
-    address: *mut u8,
-    len: usize,
-    protect: u32,
-    mode: AccessMode,
-) -> Result<(), Status> {
-    process.protect(address, len, protect, mode).map(|_| ())
-}
 
 #[test]
 fn read_write_secure_refuses_no_access_and_read_only() {

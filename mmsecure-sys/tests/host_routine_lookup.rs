@@ -1,26 +1,15 @@
 //! Host backend, rule by rule: `MmGetSystemRoutineAddress` on the default (current) Windows
 //! build. (Older builds are in `host_before_1809.rs`, alone, as the build is global.)
 
+mod common;
+
+use common::{lookup, unsecure, PAGE};
 use mmsecure_sys::host::{self, Process, PAGE_READWRITE};
 use mmsecure_sys::{
     IoGetCurrentProcess, MmGetSystemRoutineAddress, MmSecureVirtualMemory, MmSecureVirtualMemoryEx,
     MmUnsecureVirtualMemory, MM_SECURE_NO_CHANGE, PFN_MM_SECURE_VIRTUAL_MEMORY_EX, PVOID,
     UNICODE_STRING,
 };
-
-const PAGE: usize = host::PAGE_SIZE;
-
-/// Looks `name` up as a driver does: a UNICODE_STRING of UTF-16 with its length in bytes.
-fn lookup(name: &str) -> PVOID {
-    let mut units: Vec<u16> = name.encode_utf16().collect();
-    let mut string = UNICODE_STRING {
-        Length: (units.len() * 2) as u16,
-        MaximumLength: (units.len() * 2) as u16,
-        Buffer: units.as_mut_ptr(),
-    };
-    // SAFETY: `string` is a valid UNICODE_STRING over `units`, which outlives the call.
-    unsafe { MmGetSystemRoutineAddress(&mut string) }
-}
 
 #[test]
 fn the_default_build_has_the_ex_routine() {
@@ -114,7 +103,6 @@ fn the_found_ex_routine_secures_when_called_through_its_address() {
     assert!(process
         .protect(page, PAGE, PAGE_READWRITE, host::AccessMode::User)
         .is_err());
-    // SAFETY: a live handle of this process.
-    unsafe { MmUnsecureVirtualMemory(handle) };
+    unsecure(handle);
     assert!(process.misuses().is_empty());
 }

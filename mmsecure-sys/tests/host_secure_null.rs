@@ -1,40 +1,23 @@
 //! Host backend, rule by rule: when `MmSecureVirtualMemory` / `MmSecureVirtualMemoryEx` return
 //! NULL (and that they return a handle otherwise).
 
+mod common;
+
+use common::{try_secure, try_secure_ex, unsecure, PAGE};
 use mmsecure_sys::host::{
     self, AccessMode, Process, PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_GUARD,
     PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY,
 };
-use mmsecure_sys::{
-    MmSecureVirtualMemory, MmSecureVirtualMemoryEx, MmUnsecureVirtualMemory, HANDLE, SIZE_T,
-};
-
-const PAGE: usize = host::PAGE_SIZE;
-
-fn secure(address: *const u8, len: usize, probe: u32) -> HANDLE {
-    // SAFETY: the model checks every argument and dereferences nothing.
-    unsafe { MmSecureVirtualMemory(address as _, len as SIZE_T, probe) }
-}
-
-fn secure_ex(address: *const u8, len: usize, probe: u32, flags: u32) -> HANDLE {
-    // SAFETY: as above.
-    unsafe { MmSecureVirtualMemoryEx(address as _, len as SIZE_T, probe, flags) }
-}
-
-fn unsecure(handle: HANDLE) {
-    // SAFETY: the model checks the handle; the tests pass live ones in their own process.
-    unsafe { MmUnsecureVirtualMemory(handle) }
-}
 
 /// Both routines with both probe modes (and no flags) refuse `address..address + len`.
 fn refused_by_both(address: *const u8, len: usize) {
     for probe in [PAGE_READONLY, PAGE_READWRITE] {
         assert!(
-            secure(address, len, probe).is_null(),
+            try_secure(address, len, probe).is_null(),
             "{address:p}+{len:#x} {probe:#x}"
         );
         assert!(
-            secure_ex(address, len, probe, 0).is_null(),
+            try_secure_ex(address, len, probe, 0).is_null(),
             "{address:p}+{len:#x} {probe:#x}"
         );
     }
@@ -46,10 +29,10 @@ fn returns_a_handle_for_a_committed_accessible_range() {
     let _in = process.attach();
     let buffer = process.allocate(2 * PAGE, PAGE_READWRITE).unwrap();
     for probe in [PAGE_READONLY, PAGE_READWRITE] {
-        let handle = secure(buffer, 2 * PAGE, probe);
+        let handle = try_secure(buffer, 2 * PAGE, probe);
         assert!(!handle.is_null());
         unsecure(handle);
-        let handle = secure_ex(buffer.wrapping_add(7), 100, probe, 0);
+        let handle = try_secure_ex(buffer.wrapping_add(7), 100, probe, 0);
         assert!(!handle.is_null());
         unsecure(handle);
     }
@@ -73,7 +56,7 @@ fn returns_null_when_address_plus_size_wraps() {
     refused_by_both(buffer, usize::MAX);
     refused_by_both(usize::MAX as *const u8, 2);
     // SIZE_T wider than the address space is a wrap too.
-    assert!(secure(buffer, usize::MAX - (buffer as usize) + 2, PAGE_READONLY).is_null());
+    assert!(try_secure(buffer, usize::MAX - (buffer as usize) + 2, PAGE_READONLY).is_null());
 }
 
 #[test]
@@ -128,7 +111,7 @@ fn returns_null_for_uncommitted_pages() {
         .unwrap();
     refused_by_both(reserved, 2 * PAGE);
     refused_by_both(reserved.wrapping_add(PAGE), 2 * PAGE);
-    let middle = secure(reserved.wrapping_add(PAGE), PAGE, PAGE_READWRITE);
+    let middle = try_secure(reserved.wrapping_add(PAGE), PAGE, PAGE_READWRITE);
     assert!(!middle.is_null());
     unsecure(middle);
     process
@@ -164,7 +147,7 @@ fn returns_null_for_pages_without_the_access_the_probe_mode_asks() {
             (PAGE_READONLY, read_only_ok),
             (PAGE_READWRITE, read_write_ok),
         ] {
-            let handle = secure(page(index), PAGE, probe);
+            let handle = try_secure(page(index), PAGE, probe);
             assert_eq!(
                 !handle.is_null(),
                 expected,
@@ -176,8 +159,8 @@ fn returns_null_for_pages_without_the_access_the_probe_mode_asks() {
         }
     }
     // One page without the access spoils the whole range.
-    assert!(secure(page(0), 2 * PAGE, PAGE_READWRITE).is_null());
-    assert!(secure(page(0), 4 * PAGE, PAGE_READONLY).is_null());
+    assert!(try_secure(page(0), 2 * PAGE, PAGE_READWRITE).is_null());
+    assert!(try_secure(page(0), 4 * PAGE, PAGE_READONLY).is_null());
     // Execute-only is not readable (the stricter reading).
     process
         .protect(page(2), PAGE, PAGE_EXECUTE, AccessMode::User)
@@ -187,7 +170,7 @@ fn returns_null_for_pages_without_the_access_the_probe_mode_asks() {
     process
         .protect(page(2), PAGE, PAGE_EXECUTE_READWRITE, AccessMode::User)
         .unwrap();
-    let handle = secure(page(2), PAGE, PAGE_READWRITE);
+    let handle = try_secure(page(2), PAGE, PAGE_READWRITE);
     assert!(!handle.is_null());
     unsecure(handle);
 }
@@ -207,7 +190,7 @@ fn returns_null_for_guard_pages_with_either_probe_mode() {
         .unwrap();
     refused_by_both(pages.wrapping_add(PAGE), 1);
     refused_by_both(pages, 2 * PAGE);
-    let first_only = secure(pages, PAGE, PAGE_READWRITE);
+    let first_only = try_secure(pages, PAGE, PAGE_READWRITE);
     assert!(!first_only.is_null());
     unsecure(first_only);
 }
@@ -227,8 +210,11 @@ fn returns_null_for_probe_modes_other_than_read_only_and_read_write() {
         u32::MAX,
     ];
     for probe in odd_modes {
-        assert!(secure(buffer, PAGE, probe).is_null(), "{probe:#x}");
-        assert!(secure_ex(buffer, PAGE, probe, 0).is_null(), "{probe:#x}");
+        assert!(try_secure(buffer, PAGE, probe).is_null(), "{probe:#x}");
+        assert!(
+            try_secure_ex(buffer, PAGE, probe, 0).is_null(),
+            "{probe:#x}"
+        );
     }
     assert_eq!(process.secure_count(), 0);
 }
@@ -240,12 +226,12 @@ fn ex_returns_null_for_flag_bits_outside_0xf() {
     let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
     for flags in [0x10, 0x20, 0x1F, 0x8000_0000, u32::MAX] {
         assert!(
-            secure_ex(buffer, PAGE, PAGE_READONLY, flags).is_null(),
+            try_secure_ex(buffer, PAGE, PAGE_READONLY, flags).is_null(),
             "{flags:#x}"
         );
     }
     for flags in 0..=0xF {
-        let handle = secure_ex(buffer, PAGE, PAGE_READONLY, flags);
+        let handle = try_secure_ex(buffer, PAGE, PAGE_READONLY, flags);
         assert!(!handle.is_null(), "{flags:#x}");
         unsecure(handle);
     }
@@ -274,7 +260,7 @@ fn secures_mapped_views_too() {
     let process = Process::new();
     let _in = process.attach();
     let view = process.map_view(2 * PAGE, PAGE_WRITECOPY).unwrap();
-    let handle = secure(view, 2 * PAGE, PAGE_READWRITE);
+    let handle = try_secure(view, 2 * PAGE, PAGE_READWRITE);
     assert!(!handle.is_null());
     unsecure(handle);
     assert!(process.misuses().is_empty());
