@@ -383,7 +383,12 @@ fn processes_stay_distinct_over_a_long_run() {
     for _ in 0..(1 << 18) + 1 {
         let process = Process::new();
         let eprocess = process.eprocess();
-        assert_ne!(eprocess, system, "process {} looks like System", process.id());
+        assert_ne!(
+            eprocess,
+            system,
+            "process {} looks like System",
+            process.id()
+        );
         if let Some(other) = seen.insert(eprocess as usize, process.id()) {
             panic!("processes {other} and {} share {eprocess:p}", process.id());
         }

@@ -1,0 +1,129 @@
+//! Fuzz target: libFuzzer's bytes decoded into a sequence of driver and user operations on the
+//! host backend, run through the safe API by the same harness as `tests/proptest_region.rs`
+//! (`mmsecure/tests/scenario/mod.rs`), which checks its invariants after every step: no secured
+//! range freed or made more restrictive than its secure allows, every secure unsecured exactly
+//! once, no misuse recorded, the bytes read equal to the bytes last written, and every outcome as
+//! predicted. A broken invariant panics, which libFuzzer reports as a crash with the input.
+//!
+//! Input layout: the first byte picks real driver threads (below 32) or the fuzzer's own thread
+//! (faster; the rest of the run is the same); then each operation is a kind byte and its fields
+//! (`Unstructured`), up to [`MAX_OPS`] of them.
+
+#![no_main]
+
+#[path = "../../mmsecure/tests/scenario/mod.rs"]
+mod scenario;
+
+use arbitrary::{Result, Unstructured};
+use libfuzzer_sys::fuzz_target;
+use scenario::Op;
+
+/// Operations per input at most: longer inputs add little but time.
+const MAX_OPS: usize = 96;
+
+/// One operation: the kind byte (weighted like the property test's: secures most, then copies,
+/// protection changes, drops) and its fields.
+fn op(u: &mut Unstructured<'_>) -> Result<Op> {
+    let kind: u8 = u.arbitrary()?;
+    Ok(match kind % 32 {
+        0..=7 => Op::Secure {
+            driver: u.arbitrary()?,
+            process: u.arbitrary()?,
+            slot: u.arbitrary()?,
+            offset: u.arbitrary()?,
+            len: u.arbitrary()?,
+            read_write: u.arbitrary()?,
+            flags: u.arbitrary()?,
+            apc: u.arbitrary()?,
+        },
+        8..=10 => Op::Drop {
+            driver: u.arbitrary()?,
+            pick: u.arbitrary()?,
+            apc: u.arbitrary()?,
+        },
+        11..=13 => Op::Read {
+            driver: u.arbitrary()?,
+            pick: u.arbitrary()?,
+            offset: u.arbitrary()?,
+            len: u.arbitrary()?,
+        },
+        14 => Op::ReadValue {
+            driver: u.arbitrary()?,
+            pick: u.arbitrary()?,
+            offset: u.arbitrary()?,
+        },
+        15..=17 => Op::Write {
+            driver: u.arbitrary()?,
+            pick: u.arbitrary()?,
+            offset: u.arbitrary()?,
+            len: u.arbitrary()?,
+            byte: u.arbitrary()?,
+        },
+        18 => Op::ReadElsewhere {
+            driver: u.arbitrary()?,
+            pick: u.arbitrary()?,
+            process: u.arbitrary()?,
+        },
+        19 => Op::HandOff {
+            driver: u.arbitrary()?,
+            pick: u.arbitrary()?,
+        },
+        20..=23 => Op::Protect {
+            process: u.arbitrary()?,
+            slot: u.arbitrary()?,
+            page: u.arbitrary()?,
+            pages: u.arbitrary()?,
+            protect: u.arbitrary()?,
+        },
+        24 => Op::Commit {
+            process: u.arbitrary()?,
+            slot: u.arbitrary()?,
+            page: u.arbitrary()?,
+            pages: u.arbitrary()?,
+            protect: u.arbitrary()?,
+        },
+        25 => Op::Decommit {
+            process: u.arbitrary()?,
+            slot: u.arbitrary()?,
+            page: u.arbitrary()?,
+            pages: u.arbitrary()?,
+        },
+        26 | 27 => Op::Free {
+            process: u.arbitrary()?,
+            slot: u.arbitrary()?,
+        },
+        28 => Op::Allocate {
+            process: u.arbitrary()?,
+            slot: u.arbitrary()?,
+        },
+        29 => Op::UserWrite {
+            process: u.arbitrary()?,
+            slot: u.arbitrary()?,
+            offset: u.arbitrary()?,
+            len: u.arbitrary()?,
+            byte: u.arbitrary()?,
+        },
+        30 => Op::Fork {
+            process: u.arbitrary()?,
+        },
+        _ => Op::Exit {
+            process: u.arbitrary()?,
+            notify: u.arbitrary()?,
+        },
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut u = Unstructured::new(data);
+    let threads = u.arbitrary::<u8>().is_ok_and(|byte| byte < 32);
+    let mut ops = Vec::new();
+    while !u.is_empty() && ops.len() < MAX_OPS {
+        match op(&mut u) {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    if let Err(broken) = scenario::run(&ops, threads) {
+        panic!("{broken}");
+    }
+});
