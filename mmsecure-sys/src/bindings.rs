@@ -21,6 +21,8 @@ pub const MM_SECURE_NO_INHERIT: u32 = 8;
 extern "C" {
     pub fn MmGetSystemRoutineAddress(SystemRoutineName: PUNICODE_STRING) -> PVOID;
     pub fn IoGetCurrentProcess() -> PEPROCESS;
+    pub fn ObfDereferenceObject(Object: PVOID) -> LONG_PTR;
+    pub fn ObfReferenceObject(Object: PVOID) -> LONG_PTR;
     pub fn MmUnsecureVirtualMemory(SecureHandle: HANDLE);
     pub fn MmSecureVirtualMemory(Address: PVOID, Size: SIZE_T, ProbeMode: ULONG) -> HANDLE;
     pub fn MmSecureVirtualMemoryEx(

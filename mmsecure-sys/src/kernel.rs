@@ -1,6 +1,21 @@
 //! Windows targets: what ntddk.h defines inline, so that bindgen cannot emit it.
 
-use crate::KIRQL;
+use crate::{HANDLE, KIRQL, PEPROCESS, PVOID};
+
+// A data export, which bindgen's declaration cannot import: an `extern` static is reached through
+// the import address table only when rustc marks it `dllimport`, which it does for a block with a
+// `#[link]` attribute (the build script's `rustc-link-lib` attaches to no block).
+#[link(name = "ntoskrnl")]
+extern "C" {
+    /// `MmHighestUserAddress` (ntddk.h): the highest address user mode can reach on this system,
+    /// set by the kernel at boot (`0x7FFFFFFEFFFF` on 64-bit Windows 8.1 and later, lower on
+    /// Windows 8 and before, and possibly higher with 5-level paging). Read it; never write it.
+    pub static mut MmHighestUserAddress: PVOID;
+}
+
+/// Windows: the kernel keeps nothing for a secure left standing (it goes with its process).
+#[inline]
+pub(crate) fn abandoned(_handle: HANDLE, _process: PEPROCESS) {}
 
 /// Returns the current IRQL, as `KeGetCurrentIrql` in `wdm.h` does on x64: by reading CR8.
 ///

@@ -232,6 +232,14 @@ pub use types::PUNICODE_STRING;
 #[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::PEPROCESS;
 
+/// `LONG_PTR`: a signed integer as wide as a pointer, what [`ObfReferenceObject`] returns.
+///
+/// ```
+/// assert_eq!(core::mem::size_of::<mmsecure_sys::LONG_PTR>(), 8);
+/// ```
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use types::LONG_PTR;
+
 #[allow(non_snake_case, non_upper_case_globals, missing_docs, clippy::all)]
 mod bindings;
 
@@ -416,6 +424,53 @@ pub use bindings::MmGetSystemRoutineAddress;
 /// ```
 pub use bindings::IoGetCurrentProcess;
 
+/// `ObfReferenceObject`: one more reference on a kernel object, such as the process
+/// [`IoGetCurrentProcess`] returns; the export behind the `ObReferenceObject` macro on x64.
+/// While a reference stands the object stays where it is, so a kept `PEPROCESS` cannot come to
+/// name another process. Returns the new count (the host model: the count of driver references).
+///
+/// # Safety
+///
+/// `Object` points to a live kernel object. IRQL <= `DISPATCH_LEVEL`. Off Windows the model
+/// stops the binary as `REFERENCE_BY_POINTER` (0x18) for a pointer that names no live process.
+///
+/// ```
+/// use mmsecure_sys::host::Process;
+/// use mmsecure_sys::{ObfDereferenceObject, ObfReferenceObject};
+///
+/// let process = Process::new();
+/// let eprocess = process.eprocess();
+/// // SAFETY: a live process object, at PASSIVE_LEVEL.
+/// unsafe { ObfReferenceObject(eprocess.cast()) };
+/// drop(process); // the reference keeps the object, and its EPROCESS value, alive
+/// assert_ne!(Process::new().eprocess(), eprocess);
+/// // SAFETY: the reference taken above, released once.
+/// unsafe { ObfDereferenceObject(eprocess.cast()) };
+/// ```
+pub use bindings::ObfReferenceObject;
+
+/// `ObfDereferenceObject`: drops a reference [`ObfReferenceObject`] took; the export behind the
+/// `ObDereferenceObject` macro on x64. The last reference frees the object. Returns the count
+/// left.
+///
+/// # Safety
+///
+/// The caller holds a reference on `Object` and gives it up. IRQL <= `DISPATCH_LEVEL`. Off
+/// Windows the model stops the binary as `REFERENCE_BY_POINTER` (0x18) when no reference stands.
+///
+/// ```
+/// use mmsecure_sys::host::Process;
+/// use mmsecure_sys::{ObfDereferenceObject, ObfReferenceObject};
+///
+/// let process = Process::new();
+/// // SAFETY: a live process object, at PASSIVE_LEVEL.
+/// unsafe { ObfReferenceObject(process.eprocess().cast()) };
+/// // SAFETY: the reference taken above, released once.
+/// let left = unsafe { ObfDereferenceObject(process.eprocess().cast()) };
+/// assert_eq!(left, 0);
+/// ```
+pub use bindings::ObfDereferenceObject;
+
 /// `PAGE_READONLY` (0x02): read-only page protection. As a `ProbeMode`: the secured range must
 /// stay readable; a change to no access is refused, a change to read-write is allowed.
 ///
@@ -564,13 +619,19 @@ mod kernel;
     doc(auto_cfg = false, cfg(any(not(windows), target_arch = "x86_64")))
 )]
 pub use kernel::KeGetCurrentIrql;
+#[cfg(windows)]
+pub use kernel::MmHighestUserAddress;
 #[cfg(all(windows, target_arch = "x86_64"))]
 #[path = "seh.rs"]
 mod guard;
+#[cfg(windows)]
+use kernel as backend;
 
 #[cfg(not(windows))]
 #[cfg_attr(docsrs, doc(cfg(not(windows))))]
 pub mod host;
+#[cfg(not(windows))]
+use host as backend;
 #[cfg(not(windows))]
 use host::guard;
 #[cfg(not(windows))]
@@ -579,6 +640,30 @@ use host::guard;
     doc(auto_cfg = false, cfg(any(not(windows), target_arch = "x86_64")))
 )]
 pub use host::KeGetCurrentIrql;
+#[cfg(not(windows))]
+pub use host::MmHighestUserAddress;
+
+/// Reports a secure that a wrapper leaves standing because it could not unsecure it where it was
+/// dropped: in another process context than `process`, the one that secured it, or above
+/// `APC_LEVEL`. The kernel drops such a secure when the process exits.
+///
+/// On Windows this does nothing (the `mmsecure` crate counts such events itself). In the host
+/// model it records a `host::Misuse` of kind `Abandoned` against `process`, which a test can
+/// assert on, and which stops the binary in strict mode.
+///
+/// ```
+/// # #[cfg(not(windows))] {
+/// use mmsecure_sys::host::{MisuseKind, Process};
+///
+/// let process = Process::new();
+/// mmsecure_sys::report_abandoned_secure(core::ptr::null_mut(), process.eprocess());
+/// assert_eq!(process.misuses()[0].kind, MisuseKind::Abandoned);
+/// # }
+/// ```
+#[inline]
+pub fn report_abandoned_secure(handle: HANDLE, process: PEPROCESS) {
+    backend::abandoned(handle, process);
+}
 
 mod copy;
 pub use copy::copy_unguarded;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{secure, secure_ex, try_secure, unsecure, PAGE};
+use common::{secure, secure_ex, stopped_child, try_secure, unsecure, PAGE};
 use mmsecure_sys::host::{
     self, AccessMode, MisuseKind, Process, Status, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
     STATUS_PROCESS_IS_TERMINATING,
@@ -14,36 +14,44 @@ fn current_process() -> mmsecure_sys::PEPROCESS {
     unsafe { IoGetCurrentProcess() }
 }
 
-#[test]
-fn unsecure_in_another_process_does_nothing_and_is_recorded_as_wrong_process() {
+/// A secure of a new process's page, made attached, and the process.
+fn secured_elsewhere() -> (Process, HANDLE) {
     let owner = Process::new();
-    let other = Process::new();
     let buffer = owner.allocate(PAGE, PAGE_READWRITE).unwrap();
     let handle = {
         let _in = owner.attach();
         secure(buffer, PAGE, PAGE_READWRITE)
     };
-    {
-        let _in = other.attach();
-        unsecure(handle);
-    }
-    assert_eq!(owner.secure_count(), 1);
-    assert!(owner.free(buffer, AccessMode::User).is_err());
-    let misuse = host::Misuse {
-        kind: MisuseKind::WrongProcess,
-        handle: handle as usize,
-        process: Some(other.id()),
-        owner: Some(owner.id()),
-    };
-    // Recorded against both processes, and globally.
-    assert_eq!(owner.misuses(), std::slice::from_ref(&misuse));
-    assert_eq!(other.misuses(), std::slice::from_ref(&misuse));
-    assert!(host::misuses().contains(&misuse));
-    // In the right process it works.
+    (owner, handle)
+}
+
+#[test]
+fn unsecure_in_another_process_is_a_memory_management_bug_check() {
+    let stderr = stopped_child(
+        "unsecure_in_another_process_is_a_memory_management_bug_check",
+        || {
+            let (owner, handle) = secured_elsewhere();
+            let other = Process::new();
+            let _in = other.attach();
+            unsecure(handle);
+            drop(owner);
+        },
+    );
+    assert!(
+        stderr.contains("MEMORY_MANAGEMENT (bug check 0x1A"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("a handle issued in process"), "{stderr}");
+}
+
+#[test]
+fn unsecure_in_the_right_process_after_a_stop_elsewhere_would_have_worked() {
+    // The bug check above is about the context, not the handle: attached, the same handle works.
+    let (owner, handle) = secured_elsewhere();
     let _in = owner.attach();
     unsecure(handle);
     assert_eq!(owner.secure_count(), 0);
-    assert_eq!(owner.misuses().len(), 1);
+    assert!(owner.misuses().is_empty());
 }
 
 #[test]
@@ -62,58 +70,70 @@ fn unsecure_after_exit_does_nothing_and_is_recorded_as_after_exit() {
 }
 
 #[test]
-fn unsecure_after_the_owner_exited_from_another_process_is_wrong_process() {
-    let owner = Process::new();
-    let other = Process::new();
-    let buffer = owner.allocate(PAGE, PAGE_READWRITE).unwrap();
-    let handle = {
-        let _in = owner.attach();
-        secure(buffer, PAGE, PAGE_READWRITE)
-    };
-    owner.exit();
-    let _in = other.attach();
-    unsecure(handle);
-    assert_eq!(other.misuses()[0].kind, MisuseKind::WrongProcess);
-    assert_eq!(owner.misuses()[0].owner, Some(owner.id()));
-}
-
-#[test]
-fn unsecure_with_no_process_is_recorded_as_no_process() {
-    let process = Process::new();
-    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
-    let handle = {
-        let _in = process.attach();
-        secure(buffer, PAGE, PAGE_READWRITE)
-    };
-    // No attach: the System process.
-    unsecure(handle);
-    assert_eq!(process.secure_count(), 1);
-    let misuse = &process.misuses()[0];
-    assert_eq!(
-        (misuse.kind, misuse.process, misuse.owner),
-        (MisuseKind::NoProcess, None, Some(process.id()))
+fn unsecure_of_an_exited_owners_handle_from_a_live_process_is_a_bug_check() {
+    let stderr = stopped_child(
+        "unsecure_of_an_exited_owners_handle_from_a_live_process_is_a_bug_check",
+        || {
+            let (owner, handle) = secured_elsewhere();
+            owner.exit();
+            let other = Process::new();
+            let _in = other.attach();
+            unsecure(handle);
+        },
     );
-    assert!(host::misuses().contains(misuse));
-    let _in = process.attach();
-    unsecure(handle);
+    assert!(
+        stderr.contains("MEMORY_MANAGEMENT (bug check 0x1A"),
+        "{stderr}"
+    );
 }
 
 #[test]
-fn unsecure_of_an_unknown_or_already_unsecured_handle_is_recorded() {
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
-    let handle = secure(buffer, PAGE, PAGE_READWRITE);
-    unsecure(handle);
-    unsecure(handle); // twice
-    unsecure(core::ptr::null_mut());
-    unsecure(buffer.cast()); // an address is not a handle
-    let kinds: Vec<_> = process
-        .misuses()
-        .iter()
-        .map(|m| (m.kind, m.owner))
-        .collect();
-    assert_eq!(kinds, [(MisuseKind::UnknownHandle, None); 3]);
+fn unsecure_in_the_system_process_is_a_bug_check() {
+    let stderr = stopped_child("unsecure_in_the_system_process_is_a_bug_check", || {
+        let (_owner, handle) = secured_elsewhere();
+        // No attach: the System process.
+        unsecure(handle);
+    });
+    assert!(
+        stderr.contains("MEMORY_MANAGEMENT (bug check 0x1A"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("System process"), "{stderr}");
+}
+
+#[test]
+fn a_second_unsecure_of_one_handle_is_a_bug_check() {
+    let stderr = stopped_child("a_second_unsecure_of_one_handle_is_a_bug_check", || {
+        let (owner, handle) = secured_elsewhere();
+        let _in = owner.attach();
+        unsecure(handle);
+        unsecure(handle);
+    });
+    assert!(
+        stderr.contains("MEMORY_MANAGEMENT (bug check 0x1A"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unsecured already"), "{stderr}");
+}
+
+#[test]
+fn unsecure_of_a_made_up_handle_is_a_bug_check() {
+    for (test, handle) in [
+        ("null", 0usize),
+        ("address", 0x7FF0_0000_1000),
+        ("tagged", 0x5EC0_0000_0000_0001),
+    ] {
+        let name = "unsecure_of_a_made_up_handle_is_a_bug_check";
+        let stderr = stopped_child(name, || {
+            let process = Process::new();
+            let _in = process.attach();
+            unsecure(handle as HANDLE);
+        });
+        assert!(
+            stderr.contains("MEMORY_MANAGEMENT (bug check 0x1A"),
+            "{test}: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -179,24 +199,23 @@ fn handles_are_non_null_and_not_addresses() {
 
 #[test]
 fn a_handle_is_meaningless_in_another_process() {
-    // Two processes securing the same way get different handles, and one's handle never
-    // unsecures the other's secure.
+    // Two processes securing the same way get different handles.
     let a = Process::new();
     let b = Process::new();
     let in_a = a.attach();
     let buffer_a = a.allocate(PAGE, PAGE_READWRITE).unwrap();
     let handle_a = secure(buffer_a, PAGE, PAGE_READWRITE);
     drop(in_a);
-    let _in_b = b.attach();
+    let in_b = b.attach();
     let buffer_b = b.allocate(PAGE, PAGE_READWRITE).unwrap();
     let handle_b = secure(buffer_b, PAGE, PAGE_READWRITE);
     assert_ne!(handle_a, handle_b);
-    unsecure(handle_a);
-    assert_eq!(b.secure_count(), 1);
-    assert_eq!(a.secure_count(), 1);
-    assert_eq!(b.misuses()[0].kind, MisuseKind::WrongProcess);
     unsecure(handle_b);
     assert_eq!(b.secure_count(), 0);
+    drop(in_b);
+    let _in_a = a.attach();
+    unsecure(handle_a);
+    assert_eq!(a.secure_count(), 0);
 }
 
 #[test]

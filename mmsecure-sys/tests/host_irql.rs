@@ -2,43 +2,18 @@
 //! the bug check `IRQL_NOT_LESS_OR_EQUAL` would; so does a strict-mode misuse.
 //!
 //! The routines are `extern "C"` and cannot unwind, so the model aborts rather than panics. Each
-//! such test therefore reruns itself in a child process (this same test binary, filtered to the
-//! one test, with an environment variable telling it to do the deed) and checks that the child
-//! died with the expected message. The pattern is the one to copy for a driver's own tests.
+//! such test therefore reruns itself in a child process (`common::stopped_child`: this same test
+//! binary, filtered to the one test, with an environment variable telling it to do the deed) and
+//! checks that the child died with the expected message.
 
 mod common;
 
-use std::process::Command;
-
-use common::PAGE;
+use common::{stopped_child, PAGE};
 use mmsecure_sys::host::{self, Process, PAGE_READWRITE};
 use mmsecure_sys::{
     KeGetCurrentIrql, MmGetSystemRoutineAddress, MmSecureVirtualMemory, MmSecureVirtualMemoryEx,
     MmUnsecureVirtualMemory, APC_LEVEL, DISPATCH_LEVEL, SIZE_T, UNICODE_STRING,
 };
-
-const CHILD: &str = "MMSECURE_HOST_TEST_CHILD";
-
-/// In the child process (run for `test`), runs `deed`, which must stop the process, then exits
-/// with success so that the parent notices it did not. In the parent, runs the child and returns
-/// its stderr, asserting that it did not succeed.
-fn stopped_child(test: &str, deed: impl FnOnce()) -> String {
-    if std::env::var(CHILD).as_deref() == Ok(test) {
-        deed();
-        std::process::exit(0);
-    }
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, test)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        !output.status.success(),
-        "the child was not stopped; stderr:\n{stderr}"
-    );
-    stderr
-}
 
 /// A process with one attached page, for the deeds.
 fn with_page(f: impl FnOnce(&Process, *mut u8)) {

@@ -140,26 +140,28 @@ mod volume {
             })
         }
 
-        /// The process to attach to before [`complete`](Self::complete). The driver keeps a
-        /// reference on it (`ObReferenceObject`) from the dispatch routine on.
+        /// The process to attach to before [`complete`](Self::complete). The pended region
+        /// holds a reference on it, so the pointer stays valid until completion.
         pub fn process(&self) -> PEPROCESS {
-            self.region.process
+            self.region.process()
         }
 
         /// Writes the reply and unsecures the buffer; returns the bytes written. Call attached to
         /// [`process`](Self::process), at IRQL <= `APC_LEVEL`, before that process exits.
         pub fn complete(self, level: u32) -> Result<usize, Failure> {
-            // SAFETY: `region` came from `into_raw` in `secure`, and `self` is consumed here, so
-            // it is rebuilt once.
-            let region = unsafe { SecureRegion::from_raw(self.region) }?;
+            // In the wrong context the raw region comes back in the error; dropping it there
+            // leaves the secure to the process's exit, and the count says so.
+            let region = SecureRegion::from_raw(self.region).map_err(mmsecure::Error::from)?;
             region.write(0, &level.to_le_bytes())?;
             Ok(REPLY_LEN)
         }
 
         /// For a request whose process exited first (a process-notify routine or the IRP's
         /// cancellation says so): exit dropped the secure, so there is nothing to unsecure and
-        /// no one to reply to. Rebuilding the region would unsecure in a dead process.
-        pub fn abandon(self) {}
+        /// no one to reply to. The process reference is released.
+        pub fn abandon(self) {
+            self.region.abandon();
+        }
     }
 }
 

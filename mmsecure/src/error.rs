@@ -6,7 +6,7 @@ use core::fmt;
 ///
 /// Each variant is one cause a caller can act on. Every variant except [`Error::Refused`],
 /// [`Error::Unavailable`] and [`Error::Fault`] is detected by this crate before any kernel
-/// routine is called.
+/// routine is called and before user memory is touched.
 ///
 /// ```
 /// use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -46,13 +46,22 @@ pub enum Error {
     /// The region is being used from a process context other than the one that secured it; the
     /// same address means other memory there. Attach to the securing process first.
     WrongProcess,
-    /// A raw secure handle is null.
-    NullHandle,
     /// The kernel refused to secure the range: it is not committed, not inside one allocation,
     /// lacks the access the probe mode asks, or the flags cannot be honoured (for example
     /// [`SecureFlags::EXCLUSIVE`](crate::SecureFlags::EXCLUSIVE) with another secure on the
     /// allocation).
     Refused,
+    /// The current IRQL is above what the operation allows: securing, unsecuring and every copy
+    /// of user memory need `APC_LEVEL` or below (user memory is pageable, and a page fault at
+    /// `DISPATCH_LEVEL` bug checks); the first look-up of `MmSecureVirtualMemoryEx` needs
+    /// `PASSIVE_LEVEL`. Read at run time, in every build, before the kernel or user memory is
+    /// touched.
+    IrqlTooHigh {
+        /// The IRQL the call was made at.
+        irql: u8,
+        /// The highest IRQL the operation allows.
+        max: u8,
+    },
     /// `MmSecureVirtualMemoryEx` is not available: this Windows is older than Windows 10 1809
     /// (build 17763).
     Unavailable,
@@ -94,8 +103,11 @@ impl fmt::Display for Error {
             ),
             Error::NotWritable => f.write_str("the region is secured read-only"),
             Error::WrongProcess => f.write_str("the region belongs to another process context"),
-            Error::NullHandle => f.write_str("the secure handle is null"),
             Error::Refused => f.write_str("the kernel refused to secure the range"),
+            Error::IrqlTooHigh { irql, max } => write!(
+                f,
+                "called at IRQL {irql}, above the highest this allows ({max})"
+            ),
             Error::Unavailable => f.write_str(
                 "MmSecureVirtualMemoryEx is not available on this Windows (needs 10.0.17763)",
             ),

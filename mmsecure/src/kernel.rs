@@ -5,6 +5,8 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use mmsecure_sys as sys;
 
+use crate::{context, Error};
+
 /// The current IRQL.
 pub(crate) fn irql() -> u8 {
     // SAFETY: drivers run in kernel mode, where reading the IRQL is always allowed; off Windows
@@ -12,15 +14,40 @@ pub(crate) fn irql() -> u8 {
     unsafe { sys::KeGetCurrentIrql() }
 }
 
-/// Whether the current IRQL allows the secure routines (at most `APC_LEVEL`).
-pub(crate) fn irql_allows_secure() -> bool {
-    u32::from(irql()) <= sys::APC_LEVEL
-}
-
 /// The process whose address space is current on this thread.
 pub(crate) fn current_process() -> sys::PEPROCESS {
     // SAFETY: `IoGetCurrentProcess` takes nothing and may be called at any IRQL.
     unsafe { sys::IoGetCurrentProcess() }
+}
+
+/// `ObfReferenceObject` on the current process, for a region made in its context: the region's
+/// `PEPROCESS` then names this process until the matching [`dereference`].
+pub(crate) fn reference_current() -> sys::PEPROCESS {
+    let process = current_process();
+    // SAFETY: the current process is a live object while this thread runs in it; callers are at
+    // `APC_LEVEL` or below (they have just secured), within the routine's `DISPATCH_LEVEL`.
+    unsafe { sys::ObfReferenceObject(process.cast()) };
+    process
+}
+
+/// `ObfDereferenceObject`.
+///
+/// # Safety
+///
+/// The caller holds a reference on `process` (from [`reference_current`]) and gives it up, at
+/// IRQL <= `DISPATCH_LEVEL`.
+pub(crate) unsafe fn dereference(process: sys::PEPROCESS) {
+    // SAFETY: the caller's contract.
+    unsafe { sys::ObfDereferenceObject(process.cast()) };
+}
+
+/// The highest user-mode address, as the kernel exports it (`MmHighestUserAddress`).
+#[inline]
+pub(crate) fn highest_user_address() -> usize {
+    // SAFETY: the kernel sets the variable at boot and never changes it after; this only reads
+    // it, by value (no reference to the `static mut` is formed). The host model's never changes.
+    let address = unsafe { sys::MmHighestUserAddress };
+    address as usize
 }
 
 /// `MmSecureVirtualMemory` on a range that passed `user_range::check`.
@@ -30,11 +57,18 @@ pub(crate) fn secure(address: usize, len: usize, mode: u32) -> sys::HANDLE {
     unsafe { sys::MmSecureVirtualMemory(address as sys::PVOID, len as sys::SIZE_T, mode) }
 }
 
-/// `MmSecureVirtualMemoryEx` through its run-time address, or `None` where this Windows lacks it.
-pub(crate) fn secure_ex(address: usize, len: usize, mode: u32, flags: u32) -> Option<sys::HANDLE> {
-    let routine = secure_ex_routine()?;
+/// `MmSecureVirtualMemoryEx` through its run-time address: [`Error::Unavailable`] where this
+/// Windows lacks it, [`Error::IrqlTooHigh`] when it must still be looked up above
+/// `PASSIVE_LEVEL`.
+pub(crate) fn secure_ex(
+    address: usize,
+    len: usize,
+    mode: u32,
+    flags: u32,
+) -> Result<sys::HANDLE, Error> {
+    let routine = secure_ex_routine()?.ok_or(Error::Unavailable)?;
     // SAFETY: as for `secure`; `routine` is the kernel's own `MmSecureVirtualMemoryEx`.
-    Some(unsafe { routine(address as sys::PVOID, len as sys::SIZE_T, mode, flags) })
+    Ok(unsafe { routine(address as sys::PVOID, len as sys::SIZE_T, mode, flags) })
 }
 
 /// `MmUnsecureVirtualMemory`.
@@ -70,14 +104,12 @@ static SECURE_EX: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 /// A found address is cached for good (the kernel's exports do not change while it runs), and
 /// then costs one atomic load. A missing routine is not cached: on such a Windows each flagged
 /// call looks again and fails, which costs one export-table search on a path that fails anyway.
-fn secure_ex_routine() -> Option<sys::PFN_MM_SECURE_VIRTUAL_MEMORY_EX> {
+/// The look-up runs at `PASSIVE_LEVEL` only (`MmGetSystemRoutineAddress`'s contract): above it,
+/// with nothing cached, this is [`Error::IrqlTooHigh`] and the kernel is not called.
+fn secure_ex_routine() -> Result<Option<sys::PFN_MM_SECURE_VIRTUAL_MEMORY_EX>, Error> {
     let mut found = SECURE_EX.load(Ordering::Acquire);
     if found.is_null() {
-        debug_assert!(
-            u32::from(irql()) == sys::PASSIVE_LEVEL,
-            "the first flagged secure looks up MmSecureVirtualMemoryEx, which must happen at \
-             PASSIVE_LEVEL: call mmsecure::secure_ex_available() from DriverEntry"
-        );
+        context::require_irql(context::LOOKUP_MAX)?;
         let mut name = SECURE_EX_NAME;
         let mut string = sys::UNICODE_STRING {
             Length: (name.len() * 2) as u16,
@@ -87,15 +119,15 @@ fn secure_ex_routine() -> Option<sys::PFN_MM_SECURE_VIRTUAL_MEMORY_EX> {
         // SAFETY: `string` is a valid UNICODE_STRING over `name`, which outlives the call.
         found = unsafe { sys::MmGetSystemRoutineAddress(&mut string) };
         if found.is_null() {
-            return None;
+            return Ok(None);
         }
         SECURE_EX.store(found, Ordering::Release);
     }
     // SAFETY: the kernel answered this name with the address of `MmSecureVirtualMemoryEx`, whose
     // type `PFN_MM_SECURE_VIRTUAL_MEMORY_EX` spells; a function pointer is a data pointer's size.
-    Some(unsafe {
+    Ok(Some(unsafe {
         core::mem::transmute::<*mut c_void, sys::PFN_MM_SECURE_VIRTUAL_MEMORY_EX>(found)
-    })
+    }))
 }
 
 /// Whether this Windows has `MmSecureVirtualMemoryEx`, which
@@ -103,7 +135,10 @@ fn secure_ex_routine() -> Option<sys::PFN_MM_SECURE_VIRTUAL_MEMORY_EX> {
 ///
 /// The first call looks the routine up with `MmGetSystemRoutineAddress`, which must run at
 /// `PASSIVE_LEVEL`; a driver that first uses flags at `APC_LEVEL` calls this from `DriverEntry`.
-/// Off Windows the host backend answers by its configured Windows build.
+/// Above `PASSIVE_LEVEL`, before any look-up has found the routine, this answers `false`
+/// without calling the kernel (and [`SecureRegion::with_flags`](crate::SecureRegion::with_flags)
+/// returns [`Error::IrqlTooHigh`]). Off Windows the host backend answers by its configured
+/// Windows build.
 ///
 /// ```
 /// // The host backend models a current Windows by default.
@@ -111,5 +146,5 @@ fn secure_ex_routine() -> Option<sys::PFN_MM_SECURE_VIRTUAL_MEMORY_EX> {
 /// ```
 #[must_use]
 pub fn secure_ex_available() -> bool {
-    secure_ex_routine().is_some()
+    matches!(secure_ex_routine(), Ok(Some(_)))
 }

@@ -96,20 +96,24 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+mod context;
 mod copy;
 mod error;
 mod flags;
 mod kernel;
 mod probe;
+mod raw;
 mod region;
 mod user_range;
 
+pub use context::abandoned_secures;
 pub use error::Error;
 pub use flags::SecureFlags;
 pub use kernel::secure_ex_available;
 pub use probe::ProbeMode;
-pub use region::{RawRegion, SecureRegion};
-pub use user_range::HIGHEST_USER_ADDRESS;
+pub use raw::{FromRawError, RawRegion};
+pub use region::SecureRegion;
+pub use user_range::highest_user_address;
 
 // The README (the crate's page on crates.io) runs with the doctests.
 #[cfg(doctest)]

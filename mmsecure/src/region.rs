@@ -10,7 +10,8 @@ use bytemuck::{AnyBitPattern, NoUninit};
 use mmsecure_sys::PEPROCESS;
 
 use crate::copy::copy_bytes;
-use crate::{kernel, user_range, Error, ProbeMode, SecureFlags};
+use crate::raw::{FromRawError, RawRegion};
+use crate::{context, kernel, user_range, Error, ProbeMode, SecureFlags};
 
 /// A user-mode address range secured against being freed or made more restrictive, until this
 /// value is dropped.
@@ -28,8 +29,9 @@ use crate::{kernel, user_range, Error, ProbeMode, SecureFlags};
 ///
 /// - The user can still **change the bytes** at any time, from another thread. Copy once, then
 ///   validate the copy; never validate in place and read again.
-/// - Pages are **not made resident**: a copy may page-fault and wait, so copy below
-///   `DISPATCH_LEVEL` only (the constructors and drop check this in debug builds).
+/// - Pages are **not made resident**: a copy may page-fault and wait, so copies run at
+///   `APC_LEVEL` or below only. Every copy and constructor reads the IRQL at run time and
+///   returns [`Error::IrqlTooHigh`] above that, before the kernel or user memory is touched.
 /// - An **in-page error** (a failed page-file or network read) can still raise an exception
 ///   during a copy; Microsoft's header asks for `__try/__except` around every access for this
 ///   reason. On **x86_64 Windows** every copy runs under such a frame (mmsecure-sys's
@@ -38,9 +40,19 @@ use crate::{kernel, user_range, Error, ProbeMode, SecureFlags};
 ///   overflow) is listed in `docs/exceptions.md`. Other Windows architectures (aarch64) are not
 ///   supported yet: the crates refuse to build there rather than copy unguarded. The host
 ///   model returns faults a test injects (`Process::inject_fault`).
-/// - The region is only meaningful in the **process that secured it**. Every copy checks that
-///   the current process is that one ([`Error::WrongProcess`] otherwise); drop must run there
-///   too (attach with `KeStackAttachProcess` if needed) and before that process exits.
+/// - The region is only meaningful in the **process that secured it**. It holds a reference on
+///   that process object (`ObfReferenceObject`), so its `PEPROCESS` can never come to name
+///   another process, and every copy checks that the current process is that one
+///   ([`Error::WrongProcess`] otherwise).
+///
+/// # Dropping
+///
+/// Drop unsecures (`MmUnsecureVirtualMemory`) only where the kernel allows it: in the securing
+/// process's context (attach with `KeStackAttachProcess` from elsewhere), at `APC_LEVEL` or
+/// below. Dropped anywhere else it does not call the kernel: the secure is left standing until
+/// the process exits, and counted ([`abandoned_secures`](crate::abandoned_secures)). Then it
+/// releases its process reference (`ObfDereferenceObject`, at `DISPATCH_LEVEL` or below). Drop
+/// never panics.
 ///
 /// It cannot be cloned, and is neither `Send` nor `Sync`: the kernel ties a secure to a process
 /// context. To keep a secure beyond the current call (across a pended IRP, say), take it apart
@@ -84,7 +96,8 @@ impl SecureRegion {
     /// range ([`Error::Refused`]): memory not committed, not inside one allocation, or without
     /// the access `mode` asks.
     ///
-    /// Call at IRQL <= `APC_LEVEL`, in the context of the process that owns `address`.
+    /// Call at IRQL <= `APC_LEVEL` ([`Error::IrqlTooHigh`] otherwise), in the context of the
+    /// process that owns `address`.
     ///
     /// ```
     /// use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -104,7 +117,7 @@ impl SecureRegion {
     #[inline]
     pub fn new(address: *const u8, len: usize, mode: ProbeMode) -> Result<SecureRegion, Error> {
         let address = checked_start(address, len)?;
-        debug_assert_irql_allows_secure();
+        context::require_irql(context::SECURE_MAX)?;
         let handle = kernel::secure(address.as_ptr() as usize, len, mode.into_raw());
         SecureRegion::adopt(handle, address, len, mode)
     }
@@ -114,8 +127,14 @@ impl SecureRegion {
     /// The Ex routine exists on Windows 10 1809 (build 17763) and later only. It is looked up at
     /// run time, never imported, so a driver using this still loads on older Windows, where this
     /// returns [`Error::Unavailable`]. Empty flags use `MmSecureVirtualMemory`, which every
-    /// Windows has. Flags with unknown bits are [`Error::UnknownFlags`]; the range is checked as
-    /// in [`new`](Self::new).
+    /// Windows has. Flags with unknown bits are [`Error::UnknownFlags`]; the range and the IRQL
+    /// are checked as in [`new`](Self::new).
+    ///
+    /// The look-up (`MmGetSystemRoutineAddress`) runs at `PASSIVE_LEVEL` only. A driver whose
+    /// first flagged secure may come at `APC_LEVEL` calls
+    /// [`secure_ex_available`](crate::secure_ex_available) from `DriverEntry`, which looks it up
+    /// once for good; until then, a flagged secure above `PASSIVE_LEVEL` is
+    /// [`Error::IrqlTooHigh`] and the kernel is not called.
     ///
     /// ```
     /// use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
@@ -144,18 +163,18 @@ impl SecureRegion {
             return SecureRegion::new(address, len, mode);
         }
         let address = checked_start(address, len)?;
-        debug_assert_irql_allows_secure();
+        context::require_irql(context::SECURE_MAX)?;
         let handle = kernel::secure_ex(
             address.as_ptr() as usize,
             len,
             mode.into_raw(),
             flags.into_raw(),
-        )
-        .ok_or(Error::Unavailable)?;
+        )?;
         SecureRegion::adopt(handle, address, len, mode)
     }
 
-    /// Wraps what a secure routine returned for a checked range.
+    /// Wraps what a secure routine returned for a checked range, with a reference on the
+    /// process it was made in.
     #[inline]
     fn adopt(
         handle: mmsecure_sys::HANDLE,
@@ -169,7 +188,7 @@ impl SecureRegion {
             address,
             len,
             mode,
-            process: kernel::current_process(),
+            process: kernel::reference_current(),
             _context: PhantomData,
         })
     }
@@ -234,9 +253,9 @@ impl SecureRegion {
     /// The process that secured the range, as `IoGetCurrentProcess` named it then: attach to it
     /// (`KeStackAttachProcess`) to use or drop the region from another context.
     ///
-    /// The region holds no reference on the process object. To attach later from another
-    /// thread, take one (`ObReferenceObject`) while the process is known to be alive (in the
-    /// dispatch routine that secured the range) and release it after detaching.
+    /// The region holds a reference on the process object, so the pointer stays valid (for
+    /// `KeStackAttachProcess` from another thread, say) while the region stands. To use it
+    /// after the region is gone, take a reference of your own (`ObReferenceObject`).
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
@@ -359,10 +378,12 @@ impl SecureRegion {
     }
 
     /// The user address `offset` bytes in, once `len` bytes there are known to lie inside the
-    /// region and this thread is in the securing process's context.
+    /// region, the IRQL allows touching user memory, and this thread is in the securing
+    /// process's context.
     #[inline]
     fn user_ptr(&self, offset: usize, len: usize) -> Result<*const u8, Error> {
         user_range::check_access(offset, len, self.len)?;
+        context::require_irql(context::SECURE_MAX)?;
         if kernel::current_process() != self.process {
             return Err(Error::WrongProcess);
         }
@@ -370,8 +391,9 @@ impl SecureRegion {
     }
 
     /// Takes the region apart without unsecuring it, to keep the secure beyond this value's life
-    /// (across a pended IRP, say). Rebuild it with [`from_raw`](Self::from_raw); a `RawRegion`
-    /// that is never rebuilt leaves the range secured until its process exits.
+    /// (across a pended IRP, say): the [`RawRegion`] carries the secure and the process
+    /// reference, can move to another thread, and turns back into a region with
+    /// [`from_raw`](Self::from_raw) in the securing process's context.
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
@@ -381,54 +403,63 @@ impl SecureRegion {
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
     /// let raw = SecureRegion::new(page, 4096, ProbeMode::ReadWrite)?.into_raw();
     /// // ... keep `raw` in the IRP's context; later, in the same process context:
-    /// // SAFETY: `raw` came from `into_raw` and is rebuilt once, in its process.
-    /// let region = unsafe { SecureRegion::from_raw(raw) }?;
+    /// let region = SecureRegion::from_raw(raw)?;
     /// assert_eq!(region.len(), 4096);
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
-    #[must_use = "a raw region that is never rebuilt stays secured until its process exits"]
+    #[must_use = "a dropped raw region is released like a region: rebuild it with from_raw"]
     pub fn into_raw(self) -> RawRegion {
         let this = ManuallyDrop::new(self);
-        RawRegion {
-            handle: this.handle.as_ptr(),
-            address: this.address.as_ptr(),
-            len: this.len,
-            mode: this.mode,
-            process: this.process,
-        }
+        RawRegion::new(this.handle, this.address, this.len, this.mode, this.process)
     }
 
-    /// Rebuilds a region from its raw parts. The parts are checked as far as they can be: a null
-    /// handle is [`Error::NullHandle`] and the range is checked as in [`new`](Self::new).
+    /// Rebuilds a region from a [`RawRegion`], once this thread is in the securing process's
+    /// context at `APC_LEVEL` or below. Otherwise the raw region comes back in the error,
+    /// untouched, for a later try: [`Error::WrongProcess`] or [`Error::IrqlTooHigh`].
+    ///
+    /// A `RawRegion` is made only by [`into_raw`](Self::into_raw) and cannot be copied, so this
+    /// is safe: one secure, one region, at most one unsecure.
     ///
     /// ```
-    /// # use mmsecure::{ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
-    /// # let process = Process::new();
-    /// # let _in_process = process.attach();
-    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// use mmsecure::{Error, ProbeMode, SecureRegion};
+    /// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    ///
+    /// let (app, other) = (Process::new(), Process::new());
+    /// let page = app.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let in_app = app.attach();
     /// let raw = SecureRegion::new(page, 64, ProbeMode::ReadWrite)?.into_raw();
-    /// // SAFETY: `raw` came from `into_raw` and is rebuilt once, in its process.
-    /// let region = unsafe { SecureRegion::from_raw(raw) }?;
+    /// drop(in_app);
+    ///
+    /// // In another process's context the raw region is refused, and handed back.
+    /// let in_other = other.attach();
+    /// let refused = SecureRegion::from_raw(raw).unwrap_err();
+    /// assert_eq!(refused.error(), Error::WrongProcess);
+    /// let raw = refused.into_raw();
+    /// drop(in_other);
+    ///
+    /// let _in_app = app.attach();
+    /// let region = SecureRegion::from_raw(raw)?;
     /// assert_eq!((region.address(), region.len()), (page as *const u8, 64));
-    /// assert_eq!(region.mode(), ProbeMode::ReadWrite);
-    /// # Ok::<(), mmsecure::Error>(())
+    /// # Ok::<(), Error>(())
     /// ```
-    ///
-    /// # Safety
-    ///
-    /// `raw` must come from [`into_raw`](Self::into_raw) (or be a secure handle from the kernel
-    /// with the range and process it was made for), and must not be rebuilt more than once: two
-    /// regions over one handle would unsecure it twice.
-    pub unsafe fn from_raw(raw: RawRegion) -> Result<SecureRegion, Error> {
-        let handle = NonNull::new(raw.handle).ok_or(Error::NullHandle)?;
-        let address = checked_start(raw.address, raw.len)?;
+    pub fn from_raw(raw: RawRegion) -> Result<SecureRegion, FromRawError> {
+        let check = context::require_irql(context::SECURE_MAX).and_then(|()| {
+            if kernel::current_process() == raw.process() {
+                Ok(())
+            } else {
+                Err(Error::WrongProcess)
+            }
+        });
+        if let Err(error) = check {
+            return Err(FromRawError::new(raw, error));
+        }
+        let (handle, address, len, mode, process) = raw.into_parts();
         Ok(SecureRegion {
             handle,
             address,
-            len: raw.len,
-            mode: raw.mode,
-            process: raw.process,
+            len,
+            mode,
+            process,
             _context: PhantomData,
         })
     }
@@ -437,15 +468,9 @@ impl SecureRegion {
 impl Drop for SecureRegion {
     #[inline]
     fn drop(&mut self) {
-        debug_assert_irql_allows_secure();
-        debug_assert!(
-            kernel::current_process() == self.process,
-            "a SecureRegion must be dropped in the process that secured it \
-             (attach with KeStackAttachProcess first)"
-        );
-        // SAFETY: `handle` is this region's live secure handle (from the kernel, or from
-        // `from_raw`'s caller who vouches for it), unsecured here exactly once.
-        unsafe { kernel::unsecure(self.handle.as_ptr()) };
+        // SAFETY: `handle` is this region's live secure, made in `process`'s context, and the
+        // region holds a reference on `process`; both are given up here, once.
+        unsafe { context::release(self.handle, self.process) };
     }
 }
 
@@ -459,72 +484,8 @@ impl fmt::Debug for SecureRegion {
     }
 }
 
-/// A [`SecureRegion`] taken apart by [`SecureRegion::into_raw`]: the secure handle and what it
-/// was made for. Inert data: it unsecures nothing when dropped, and only the `unsafe`
-/// [`SecureRegion::from_raw`] turns it back into a region.
-///
-/// It is `Send` and `Sync`, so it can wait in a driver's queue and be finished on another
-/// thread; the region rebuilt from it must be used and dropped in [`process`](Self::process)'s
-/// context.
-///
-/// ```
-/// use mmsecure::{ProbeMode, SecureRegion};
-/// use mmsecure_sys::host::{AccessMode, Process, PAGE_READWRITE};
-///
-/// let process = Process::new();
-/// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
-/// let raw = {
-///     let _in_process = process.attach();
-///     SecureRegion::new(page, 4096, ProbeMode::ReadWrite)?.into_raw()
-/// };
-/// assert_eq!(raw.process, process.eprocess());
-/// assert!(process.free(page, AccessMode::User).is_err()); // still secured
-///
-/// // Another thread finishes the work, attached to the process.
-/// let worker = process.clone();
-/// std::thread::spawn(move || {
-///     let _in_process = worker.attach();
-///     // SAFETY: `raw` came from `into_raw` and is rebuilt once, in its process.
-///     let region = unsafe { SecureRegion::from_raw(raw) }.unwrap();
-///     region.write(0, b"done").unwrap();
-/// })
-/// .join()
-/// .unwrap();
-/// assert!(process.free(page, AccessMode::User).is_ok()); // the worker's drop unsecured it
-/// # Ok::<(), mmsecure::Error>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawRegion {
-    /// The value the secure routine returned, good only for `MmUnsecureVirtualMemory`.
-    pub handle: mmsecure_sys::HANDLE,
-    /// The first byte of the range.
-    pub address: *const u8,
-    /// The length of the range in bytes.
-    pub len: usize,
-    /// The probe mode of the secure.
-    pub mode: ProbeMode,
-    /// The process that secured the range.
-    pub process: PEPROCESS,
-}
-
-// SAFETY: a `RawRegion` is plain data that nothing dereferences; moving it between threads (to
-// finish a pended IRP elsewhere) is harmless, and using it needs the `unsafe` `from_raw`, whose
-// caller must be in the right process context.
-unsafe impl Send for RawRegion {}
-// SAFETY: as for `Send`: shared access only reads the plain fields.
-unsafe impl Sync for RawRegion {}
-
 /// Checks a range and returns its start as non-null.
 fn checked_start(address: *const u8, len: usize) -> Result<NonNull<u8>, Error> {
     user_range::check(address as usize, len)?;
     NonNull::new(address as *mut u8).ok_or(Error::NullAddress)
-}
-
-/// In debug builds, stops with a clear message where the kernel would bug check.
-fn debug_assert_irql_allows_secure() {
-    debug_assert!(
-        kernel::irql_allows_secure(),
-        "MmSecureVirtualMemory and MmUnsecureVirtualMemory need IRQL <= APC_LEVEL (now {})",
-        kernel::irql()
-    );
 }

@@ -2,28 +2,26 @@
 
 use crate::Error;
 
-/// The highest user-mode address on 64-bit Windows 8.1 and later (`MM_HIGHEST_USER_ADDRESS`,
-/// 128 TiB of user space). The host backend uses the same value.
-///
-/// The kernel exports the real value as a variable; a constant keeps the check free of an import
-/// and of a data access. Older 64-bit Windows (8 TiB of user space) has a lower limit: there, a
-/// range between the two passes this check and the kernel refuses it ([`Error::Refused`]).
+/// The highest user-mode address of the running system, as the kernel exports it
+/// (`MmHighestUserAddress`, the value of `MM_HIGHEST_USER_ADDRESS`): `0x7FFFFFFEFFFF` on 64-bit
+/// Windows 8.1 and later, lower on older 64-bit Windows (8 TiB of user space), and whatever a
+/// future layout (5-level paging) makes it. Every range is checked against it before the kernel
+/// is asked. Off Windows the host model exports the 8.1 value.
 ///
 /// ```
-/// use mmsecure::{Error, ProbeMode, SecureRegion, HIGHEST_USER_ADDRESS};
+/// use mmsecure::{highest_user_address, Error, ProbeMode, SecureRegion};
 ///
 /// // A range may end on this byte, not past it: the next one is refused before the kernel is
 /// // asked.
-/// let past = (HIGHEST_USER_ADDRESS + 1) as *const u8;
+/// let past = (highest_user_address() + 1) as *const u8;
 /// let err = SecureRegion::new(past, 1, ProbeMode::ReadOnly).unwrap_err();
 /// assert_eq!(err, Error::NotUserRange);
 /// ```
-#[cfg(target_pointer_width = "64")]
-pub const HIGHEST_USER_ADDRESS: usize = 0x7FFF_FFFE_FFFF;
-
-/// The highest user-mode address on 32-bit Windows without /3GB.
-#[cfg(target_pointer_width = "32")]
-pub const HIGHEST_USER_ADDRESS: usize = 0x7FFE_FFFF;
+#[inline]
+#[must_use]
+pub fn highest_user_address() -> usize {
+    crate::kernel::highest_user_address()
+}
 
 /// Checks `address .. address + len` for everything the caller can know to be wrong before the
 /// kernel is asked: null, zero length, wrap-around, and any byte above the user range.
@@ -35,7 +33,7 @@ pub(crate) fn check(address: usize, len: usize) -> Result<(), Error> {
         return Err(Error::ZeroLength);
     }
     let last = address.checked_add(len - 1).ok_or(Error::Overflow)?;
-    if last > HIGHEST_USER_ADDRESS {
+    if last > highest_user_address() {
         return Err(Error::NotUserRange);
     }
     Ok(())
@@ -56,6 +54,8 @@ pub(crate) fn check_access(offset: usize, len: usize, region_len: usize) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HIGHEST_USER_ADDRESS: usize = mmsecure_sys::host::HIGHEST_USER_ADDRESS;
 
     #[test]
     fn refuses_each_bad_range_with_its_own_error() {

@@ -15,7 +15,7 @@
 //! rows here go through every constructor (`new`, `with_flags` with no flags and with each flag)
 //! and both probe modes.
 
-use mmsecure::{Error, ProbeMode, RawRegion, SecureFlags, SecureRegion, HIGHEST_USER_ADDRESS};
+use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
 use mmsecure_sys::host::{
     self, AccessMode, Process, PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_GUARD, PAGE_NOACCESS,
     PAGE_READONLY, PAGE_READWRITE,
@@ -23,6 +23,7 @@ use mmsecure_sys::host::{
 use mmsecure_sys::DISPATCH_LEVEL;
 
 const PAGE: usize = host::PAGE_SIZE;
+const HIGHEST_USER_ADDRESS: usize = host::HIGHEST_USER_ADDRESS;
 const MODES: [ProbeMode; 2] = [ProbeMode::ReadOnly, ProbeMode::ReadWrite];
 
 /// Every way to ask for a secure: `new`, and `with_flags` with no flag, each flag, and all.
@@ -324,54 +325,48 @@ fn write_to_a_read_only_region_is_refused() {
 }
 
 #[test]
-fn from_raw_of_a_null_handle_is_refused_and_the_real_secure_stands() {
-    let (process, _in) = attached();
+fn from_raw_in_a_wrong_context_is_refused_and_hands_the_raw_region_back() {
+    // A `RawRegion` cannot be forged or copied (private fields, no Clone): the only bad input
+    // left is the context it is rebuilt in.
+    let (process, attach) = attached();
     let page = process.allocate(PAGE, PAGE_READWRITE).unwrap();
-    let raw = SecureRegion::new(page, PAGE, ProbeMode::ReadWrite)
+    let mut raw = SecureRegion::new(page, PAGE, ProbeMode::ReadWrite)
         .unwrap()
         .into_raw();
-    let bad = [
+    drop(attach);
+    let other = Process::new();
+    // Each entry enters its context and returns what keeps it entered.
+    type Enter<'a> = Box<dyn Fn() -> Box<dyn std::any::Any> + 'a>;
+    let contexts: [(&str, Enter<'_>, Error); 3] = [
         (
-            RawRegion {
-                handle: core::ptr::null_mut(),
-                ..raw
-            },
-            Error::NullHandle,
+            "another process",
+            Box::new(|| Box::new(other.attach())),
+            Error::WrongProcess,
         ),
         (
-            RawRegion {
-                address: core::ptr::null(),
-                ..raw
-            },
-            Error::NullAddress,
-        ),
-        (RawRegion { len: 0, ..raw }, Error::ZeroLength),
-        (
-            RawRegion {
-                len: usize::MAX,
-                ..raw
-            },
-            Error::Overflow,
+            "the System process",
+            Box::new(|| Box::new(())),
+            Error::WrongProcess,
         ),
         (
-            RawRegion {
-                address: 0xFFFF_F800_0000_0000usize as *const u8,
-                ..raw
-            },
-            Error::NotUserRange,
+            "DISPATCH_LEVEL",
+            Box::new(|| Box::new((process.attach(), host::raise_irql(DISPATCH_LEVEL as u8)))),
+            Error::IrqlTooHigh { irql: 2, max: 1 },
         ),
     ];
-    for (parts, expected) in bad {
-        // SAFETY: each of these is refused before a region exists, so nothing is unsecured; the
-        // real handle is rebuilt once, below.
-        let got = without_kernel(|| unsafe { SecureRegion::from_raw(parts) });
-        assert_eq!(got.map(|r| r.into_raw()), Err(expected));
+    for (name, enter, expected) in &contexts {
+        let _context = enter();
+        let refused = SecureRegion::from_raw(raw).unwrap_err();
+        assert_eq!(refused.error(), *expected, "{name}");
+        raw = refused.into_raw();
     }
-    // The secure the good parts name still stands, and unsecures once when rebuilt and dropped.
+    // Nothing was unsecured, nothing recorded: the secure stands, and unsecures once when
+    // rebuilt and dropped in its process.
     assert_eq!(process.secure_count(), 1);
+    assert!(process.misuses().is_empty());
     assert!(process.free(page, AccessMode::User).is_err());
-    // SAFETY: `raw` came from `into_raw`; rebuilt once, in its process.
-    drop(unsafe { SecureRegion::from_raw(raw) }.unwrap());
+    let _in = process.attach();
+    drop(SecureRegion::from_raw(raw).unwrap());
     assert_eq!(process.secure_count(), 0);
     assert!(process.misuses().is_empty());
     assert_eq!(process.free(page, AccessMode::User), Ok(()));

@@ -1,6 +1,6 @@
 //! Behaviour of `SecureRegion` on the host backend: constructors, drop, copies, raw parts.
 
-use mmsecure::{Error, ProbeMode, RawRegion, SecureFlags, SecureRegion};
+use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
 use mmsecure_sys::host::{self, AccessMode, Process, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -107,7 +107,7 @@ fn bad_ranges_are_refused_before_the_kernel_is_called() {
             Error::NotUserRange,
         ),
         (
-            mmsecure::HIGHEST_USER_ADDRESS as *const u8,
+            mmsecure::highest_user_address() as *const u8,
             2,
             Error::NotUserRange,
         ),
@@ -143,7 +143,7 @@ fn unknown_flag_bits_never_reach_the_kernel() {
 
 #[test]
 fn highest_user_address_matches_the_host_backend() {
-    assert_eq!(mmsecure::HIGHEST_USER_ADDRESS, host::HIGHEST_USER_ADDRESS);
+    assert_eq!(mmsecure::highest_user_address(), host::HIGHEST_USER_ADDRESS);
 }
 
 #[test]
@@ -238,8 +238,7 @@ fn raw_parts_keep_the_secure_until_rebuilt_and_dropped() {
     assert!(process.free(buffer, AccessMode::User).is_err());
     // A raw region can travel to another thread (to finish a pended IRP there).
     let raw = std::thread::spawn(move || raw).join().unwrap();
-    // SAFETY: `raw` came from `into_raw` and is rebuilt once, in its own process context.
-    let region = unsafe { SecureRegion::from_raw(raw) }.unwrap();
+    let region = SecureRegion::from_raw(raw).unwrap();
     assert_eq!(
         (region.address(), region.len()),
         (buffer as *const u8, PAGE)
@@ -250,29 +249,16 @@ fn raw_parts_keep_the_secure_until_rebuilt_and_dropped() {
 }
 
 #[test]
-fn from_raw_refuses_a_null_handle_and_a_bad_range() {
+fn a_dropped_raw_region_is_released_like_a_region() {
     let (process, _in, buffer) = process_with_buffer(1);
-    let good = RawRegion {
-        handle: 0x5EC0_0001 as mmsecure_sys::HANDLE,
-        address: buffer,
-        len: PAGE,
-        mode: ProbeMode::ReadOnly,
-        process: process.eprocess(),
-    };
-    let null_handle = RawRegion {
-        handle: core::ptr::null_mut(),
-        ..good
-    };
-    // SAFETY: refused before a region exists, so nothing is unsecured.
-    let refused = unsafe { SecureRegion::from_raw(null_handle) };
-    assert_eq!(refused.unwrap_err(), Error::NullHandle);
-    let kernel_range = RawRegion {
-        address: 0xFFFF_F800_0000_0000usize as *const u8,
-        ..good
-    };
-    // SAFETY: refused before a region exists, so nothing is unsecured.
-    let refused = unsafe { SecureRegion::from_raw(kernel_range) };
-    assert_eq!(refused.unwrap_err(), Error::NotUserRange);
+    let raw = SecureRegion::new(buffer, PAGE, ProbeMode::ReadWrite)
+        .unwrap()
+        .into_raw();
+    assert_eq!(process.driver_references(), 1);
+    drop(raw);
+    assert_eq!(process.secure_count(), 0);
+    assert_eq!(process.driver_references(), 0);
+    assert!(process.misuses().is_empty());
 }
 
 #[test]

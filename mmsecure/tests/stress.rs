@@ -279,8 +279,7 @@ fn driver(world: &World, counts: &Counts, me: usize, seed: u64) -> Result<(), St
         if round % 7 == 0 {
             // Across a pended IRP: taken apart and rebuilt.
             let raw = region.into_raw();
-            // SAFETY: `raw` came from `into_raw` just above; rebuilt once, in its process.
-            let region = unsafe { SecureRegion::from_raw(raw) }.map_err(|e| e.to_string())?;
+            let region = SecureRegion::from_raw(raw).map_err(|e| e.to_string())?;
             drop(region);
         } else {
             drop(region);
@@ -380,6 +379,9 @@ fn processes_stay_distinct_over_a_long_run() {
     // is the System process.
     let system = unsafe { mmsecure_sys::IoGetCurrentProcess() };
     let mut seen = std::collections::HashMap::new();
+    // All alive at once: no two live process objects may share an EPROCESS value, however many
+    // there are (20 bits of id once ran out after 2^18 processes).
+    let mut live = Vec::with_capacity((1 << 18) + 1);
     for _ in 0..(1 << 18) + 1 {
         let process = Process::new();
         let eprocess = process.eprocess();
@@ -392,5 +394,6 @@ fn processes_stay_distinct_over_a_long_run() {
         if let Some(other) = seen.insert(eprocess as usize, process.id()) {
             panic!("processes {other} and {} share {eprocess:p}", process.id());
         }
+        live.push(process);
     }
 }

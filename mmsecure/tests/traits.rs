@@ -1,13 +1,16 @@
 //! What the types are, checked at compile time and by size.
 
 use core::mem::size_of;
-use mmsecure::{Error, ProbeMode, RawRegion, SecureFlags, SecureRegion};
+use mmsecure::{Error, FromRawError, ProbeMode, RawRegion, SecureFlags, SecureRegion};
 use static_assertions::{assert_impl_all, assert_not_impl_any};
 
 // A secure is tied to its process context, and is owned once.
 assert_not_impl_any!(SecureRegion: Send, Sync, Clone, Copy);
-// Its raw parts are inert data that may travel with an IRP.
-assert_impl_all!(RawRegion: Send, Sync, Copy);
+// Taken apart, it may travel with an IRP, but is still owned once: never copied, so never
+// rebuilt (and unsecured) twice.
+assert_impl_all!(RawRegion: Send, Sync);
+assert_not_impl_any!(RawRegion: Clone, Copy);
+assert_impl_all!(FromRawError: Send, Sync, core::fmt::Display);
 assert_impl_all!(Error: Send, Sync, Copy, Eq, core::fmt::Display);
 assert_impl_all!(ProbeMode: Send, Sync, Copy, Eq);
 assert_impl_all!(SecureFlags: Send, Sync, Copy, Eq);
@@ -17,6 +20,12 @@ fn secure_region_is_five_words_and_option_costs_nothing() {
     // handle, address, len, mode (padded to a word) and the securing process.
     assert_eq!(size_of::<SecureRegion>(), 5 * size_of::<usize>());
     assert_eq!(size_of::<Option<SecureRegion>>(), size_of::<SecureRegion>());
+}
+
+#[test]
+fn raw_region_is_as_small_as_the_region() {
+    assert_eq!(size_of::<RawRegion>(), size_of::<SecureRegion>());
+    assert_eq!(size_of::<Option<RawRegion>>(), size_of::<RawRegion>());
 }
 
 #[test]

@@ -46,6 +46,10 @@ const FUNCTIONS: &[&str] = &[
     "MmUnsecureVirtualMemory", // lower-case "s": "Unsecure", not "UnSecure"
     "MmGetSystemRoutineAddress",
     "IoGetCurrentProcess",
+    // A reference on the process object for as long as a secure stands (the x64 exports behind
+    // the ObReferenceObject / ObDereferenceObject macros).
+    "ObfReferenceObject",
+    "ObfDereferenceObject",
 ];
 /// ...the constants...
 const CONSTANTS: &[&str] = &[
@@ -74,6 +78,7 @@ const TYPES: &[&str] = &[
     "PEPROCESS",
     "ULONG_PTR",
     "NTSTATUS",
+    "LONG_PTR",
 ];
 
 /// One generated file.

@@ -1,28 +1,42 @@
 //! The host backend's guarded copy and guarded call, and the faults a test injects into them.
 //!
-//! The model checks protections in its own operations, not on raw pointer accesses, so a real
-//! fault never happens in a driver's copy on the host. What a test can do instead is mark pages of
-//! a [`Process`] as faulting with [`Process::inject_fault`]: a guarded copy that touches such a
-//! page, in that process' context, then behaves as the Windows one does when the page raises
-//! (an in-page error, say): it copies the bytes before the first faulting byte, as `rep movsb`
-//! does before the faulting access, and returns the injected code. [`Process::clear_faults`]
-//! removes them.
+//! The guarded copy is where the model plays the MMU. Each side of a copy that lies in the
+//! model's memory (user memory of any process, live or freed) is checked against the current
+//! process's pages, in order, as a forward copy touches them:
 //!
-//! The copy's fast path costs one relaxed atomic load: while no fault is injected in any process
-//! the copy is the plain unguarded one. With faults injected somewhere, every guarded copy looks
-//! up the current process' faults under a lock.
+//! - a byte the current process does not have committed with the access (read for the source,
+//!   write for the destination) raises `STATUS_ACCESS_VIOLATION`: no-access, decommitted and
+//!   freed pages, a write to a read-only page, another process's allocation, any user byte in
+//!   the System process or in an exited one;
+//! - a guard page raises `STATUS_GUARD_PAGE_VIOLATION` once and loses its guard;
+//! - a page with a fault a test injected ([`Process::inject_fault`]) raises the injected code,
+//!   as a page whose page-file read fails raises `STATUS_IN_PAGE_ERROR`;
+//! - at IRQL >= `DISPATCH_LEVEL`, touching user memory at all stops the caller as the bug check
+//!   `IRQL_NOT_LESS_OR_EQUAL` (0xA) would: the model treats user memory as pageable and never
+//!   resident, the stricter reading of "a page fault at DISPATCH_LEVEL bug checks".
+//!
+//! The copy then copies the bytes before the first faulting byte, as `rep movsb` does before the
+//! faulting access, and returns the code. The driver's own memory (anything the model did not
+//! allocate) is not checked.
+//!
+//! The checks are made when the copy starts; the pages are not re-checked while it runs, so a
+//! user thread that changes a protection in the middle of a copy is not seen by it.
+//!
+//! A successful check is remembered per thread (one for the source side, one for the destination
+//! side) with the count of changes to every address space it was made at: a copy over the same
+//! range, in the same process, with nothing changed anywhere since, costs a few loads.
 
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use std::vec::Vec;
 
-use super::lock;
 use super::process::Process;
-use super::thread::{current_process, stop};
-use super::PAGE_SIZE;
+use super::status::STATUS_ACCESS_VIOLATION;
+use super::thread::{current_pid, current_process, irql, stop};
+use super::{lock, memory, PAGE_SIZE};
 use crate::copy::copy_unguarded;
-use crate::NTSTATUS;
+use crate::{DISPATCH_LEVEL, NTSTATUS};
 
 /// Injected faults are caught by the host's guarded copy.
 pub(crate) const COPY_GUARDED: bool = true;
@@ -98,7 +112,12 @@ impl Process {
 
     /// Where a copy of `len` bytes from `src` to `dst` first touches an injected fault: how many
     /// bytes come before it, and the code. The earliest fault wins, as the copy runs forward.
-    fn first_fault(&self, dst: usize, src: usize, len: usize) -> Option<(usize, NTSTATUS)> {
+    fn first_fault_injected(
+        &self,
+        dst: usize,
+        src: usize,
+        len: usize,
+    ) -> Option<(usize, NTSTATUS)> {
         let faults: Vec<Fault> = lock(&self.inner.faults).clone();
         let offset_in = |start: usize, fault: &Fault| {
             let end = start.saturating_add(len);
@@ -117,30 +136,149 @@ impl Process {
     }
 }
 
-/// The guarded copy of the host backend: see [`crate::copy_guarded`].
+/// The guarded copy of the host backend: see [`crate::copy_guarded`] and the module docs.
 ///
 /// # Safety
 ///
 /// See [`crate::copy_guarded`].
 #[inline]
 pub(crate) unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS {
+    let mut fault = match (
+        check(&READ, src as usize, len),
+        check(&WRITE, dst as usize, len),
+    ) {
+        (None, None) => None,
+        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+        (a, b) => a.or(b),
+    };
     if INJECTED.load(Ordering::Relaxed) != 0 {
-        if let Some((done, status)) = faulting_prefix(dst, src, len) {
-            // SAFETY: the caller vouches for `len` bytes of both ranges; `done <= len`.
-            unsafe { copy_unguarded(dst, src, done) };
-            return status;
+        if let Some(injected) = faulting_prefix(dst, src, len) {
+            if fault.map_or(true, |found| injected.0 < found.0) {
+                fault = Some(injected);
+            }
         }
     }
-    // SAFETY: the caller vouches for both ranges.
-    unsafe { copy_unguarded(dst, src, len) };
-    0
+    match fault {
+        Some((done, status)) => {
+            // SAFETY: the caller vouches for `len` bytes of both ranges; `done <= len`, and the
+            // bytes before `done` passed the model's checks.
+            unsafe { copy_unguarded(dst, src, done) };
+            status
+        }
+        None => {
+            // SAFETY: the caller vouches for both ranges, and the model found nothing that
+            // faults in them.
+            unsafe { copy_unguarded(dst, src, len) };
+            0
+        }
+    }
+}
+
+/// A check of one side of a copy that found nothing to fault.
+#[derive(Clone, Copy)]
+struct Checked {
+    /// `memory::generation()` when the check began.
+    generation: u64,
+    /// The current process's id then (0: System); unused for the driver's own memory.
+    pid: u64,
+    start: usize,
+    end: usize,
+    /// Whether the range is the model's memory (then IRQL matters) or the driver's own.
+    user: bool,
+}
+
+const UNCHECKED: Checked = Checked {
+    generation: u64::MAX,
+    pid: 0,
+    start: 0,
+    end: 0,
+    user: false,
+};
+
+std::thread_local! {
+    /// The last successful check of a copy's source, and of a copy's destination.
+    static READ: Cell<Checked> = const { Cell::new(UNCHECKED) };
+    static WRITE: Cell<Checked> = const { Cell::new(UNCHECKED) };
+}
+
+/// Where one side of a copy (`READ`: the source, `WRITE`: the destination) first faults, if it
+/// does: how many bytes come before it, and the code.
+#[inline]
+fn check(
+    side: &'static std::thread::LocalKey<Cell<Checked>>,
+    start: usize,
+    len: usize,
+) -> Option<(usize, NTSTATUS)> {
+    if len == 0 {
+        return None;
+    }
+    let end = start.saturating_add(len);
+    let last = side.try_with(Cell::get).unwrap_or(UNCHECKED);
+    let pid = current_pid();
+    let hit = last.generation == memory::generation()
+        && last.start <= start
+        && end <= last.end
+        && (!last.user || last.pid == pid);
+    if hit {
+        if last.user {
+            require_irql_for_user_memory(start, len);
+        }
+        return None;
+    }
+    check_slow(side, start, len, pid)
+}
+
+#[cold]
+fn check_slow(
+    side: &'static std::thread::LocalKey<Cell<Checked>>,
+    start: usize,
+    len: usize,
+    pid: u64,
+) -> Option<(usize, NTSTATUS)> {
+    let write = core::ptr::eq(side, &WRITE);
+    let generation = memory::generation();
+    let user = memory::is_model_memory(start, len);
+    let fault = if user {
+        require_irql_for_user_memory(start, len);
+        match current_process() {
+            Some(process) => process.first_fault(start, len, write),
+            None => Some((0, STATUS_ACCESS_VIOLATION)),
+        }
+    } else {
+        None
+    };
+    if fault.is_none() {
+        let checked = Checked {
+            generation,
+            pid,
+            start,
+            end: start + len,
+            user,
+        };
+        let _ = side.try_with(|cell| cell.set(checked));
+    }
+    fault
+}
+
+/// Stops the caller if user memory is touched at `DISPATCH_LEVEL` or above.
+#[inline]
+fn require_irql_for_user_memory(start: usize, len: usize) {
+    let irql = irql();
+    if u32::from(irql) >= DISPATCH_LEVEL {
+        stop(format_args!(
+            "IRQL_NOT_LESS_OR_EQUAL (bug check 0xA): a guarded copy touched user memory \
+             ({len} bytes at {start:#x}) at IRQL {irql}; user memory is pageable, and a page \
+             fault at DISPATCH_LEVEL or above bug checks (the model treats every user page as \
+             not resident)"
+        ));
+    }
 }
 
 /// The current process' first injected fault in the copy, if any (the slow path).
 #[cold]
 fn faulting_prefix(dst: *mut u8, src: *const u8, len: usize) -> Option<(usize, NTSTATUS)> {
     let process = current_process()?;
-    process.first_fault(dst as usize, src as usize, len)
+    process.first_fault_injected(dst as usize, src as usize, len)
 }
 
 std::thread_local! {
@@ -221,22 +359,25 @@ mod tests {
         process.inject_fault((base + 2 * PAGE_SIZE + 5) as *const u8, 1, CODE);
         // The whole page faults, not only the byte.
         assert_eq!(
-            process.first_fault(0, base + PAGE_SIZE, 2 * PAGE_SIZE),
+            process.first_fault_injected(0, base + PAGE_SIZE, 2 * PAGE_SIZE),
             Some((PAGE_SIZE, CODE))
         );
         // A destination range faults the same way.
         assert_eq!(
-            process.first_fault(base + PAGE_SIZE + 10, 0x10, 2 * PAGE_SIZE),
+            process.first_fault_injected(base + PAGE_SIZE + 10, 0x10, 2 * PAGE_SIZE),
             Some((PAGE_SIZE - 10, CODE))
         );
         // A range that ends just before the page does not fault.
-        assert_eq!(process.first_fault(0, base, 2 * PAGE_SIZE), None);
+        assert_eq!(process.first_fault_injected(0, base, 2 * PAGE_SIZE), None);
         // One starting inside the page faults at once.
         assert_eq!(
-            process.first_fault(0, base + 2 * PAGE_SIZE + 100, 1),
+            process.first_fault_injected(0, base + 2 * PAGE_SIZE + 100, 1),
             Some((0, CODE))
         );
         process.clear_faults();
-        assert_eq!(process.first_fault(0, base + 2 * PAGE_SIZE, 1), None);
+        assert_eq!(
+            process.first_fault_injected(0, base + 2 * PAGE_SIZE, 1),
+            None
+        );
     }
 }

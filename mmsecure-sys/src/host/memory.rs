@@ -7,17 +7,60 @@
 //! from freed user memory then reads stale bytes that the model still owns, never memory the host
 //! allocator has handed to someone else. Such a bug is the model's to detect, not host UB.
 //!
+//! Every live backing is in a registry of the model's memory, which the guarded copy asks whether
+//! a pointer is user memory (of some process, live or freed) or the driver's own. A counter of
+//! changes (`generation`), bumped by every change to any address space and to the registry, lets
+//! the guarded copy reuse a check it made until something changes.
+//!
 //! Driver code may copy these bytes at any time, from any thread (a user thread writes while a
 //! driver reads, exactly the race securing does not prevent). The model's own accesses are
 //! therefore relaxed atomic loads and stores, never plain reads or writes.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::alloc::{self, Layout};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use super::lock_read;
 
 use super::status::{Status, STATUS_NO_MEMORY};
 use super::PAGE_SIZE;
+
+/// Every live backing: first byte to one past the last.
+static BACKINGS: RwLock<Option<BTreeMap<usize, usize>>> = RwLock::new(None);
+
+/// Bumped by every change to an address space (protections, allocations, exit) and to
+/// [`BACKINGS`].
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The current count of changes: a check made after reading it holds while it stays the same.
+pub(crate) fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
+
+/// Records a change to some address space. Called under the changed process's lock, before the
+/// change is visible to other threads.
+pub(crate) fn changed() {
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Whether any byte of `start .. start + len` is the model's memory (user memory of some
+/// process, mapped or freed), as opposed to the driver's own.
+pub(crate) fn is_model_memory(start: usize, len: usize) -> bool {
+    let end = start.saturating_add(len);
+    let guard = lock_read(&BACKINGS);
+    let backings = match guard.as_ref() {
+        Some(backings) => backings,
+        None => return false,
+    };
+    // The backing starting at or before `start`, or the first one starting inside the range.
+    let before = backings
+        .range(..=start)
+        .next_back()
+        .map_or(false, |(_, last)| start < *last);
+    before || backings.range(start..end).next().is_some()
+}
 
 /// Page-aligned zeroed host memory owned by the model.
 pub(crate) struct Backing {
@@ -42,6 +85,12 @@ impl Backing {
         // SAFETY: `layout` has a non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let start = NonNull::new(raw).ok_or(Status(STATUS_NO_MEMORY))?;
+        let base = raw as usize;
+        let mut registry = super::lock_write(&BACKINGS);
+        registry
+            .get_or_insert_with(BTreeMap::new)
+            .insert(base, base + len);
+        changed();
         Ok(Arc::new(Backing { start, layout }))
     }
 
@@ -131,6 +180,12 @@ impl Backing {
 
 impl Drop for Backing {
     fn drop(&mut self) {
+        let mut registry = super::lock_write(&BACKINGS);
+        if let Some(backings) = registry.as_mut() {
+            backings.remove(&self.base());
+        }
+        changed();
+        drop(registry);
         // SAFETY: `start` came from `alloc_zeroed` with `layout` and is freed once, here; no
         // process maps it any more (every process holding it has been dropped).
         unsafe { alloc::dealloc(self.start.as_ptr(), self.layout) };

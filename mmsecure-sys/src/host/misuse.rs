@@ -1,40 +1,39 @@
 //! [`Misuse`]: what the kernel silently tolerates and the model records, so a test can assert
 //! there was none.
 //!
-//! `MmUnsecureVirtualMemory` called in another process than the one that secured the range, or
-//! after that process exited, finds nothing and returns (modern kernels; DOCS require the right
-//! process and a live one). The model does the same and records the call: against the process the
-//! call ran in, against the process that issued the handle, and in a global list that also holds
-//! calls made with no process at all.
+//! Two things are recorded. `MmUnsecureVirtualMemory` in a process that has exited finds its
+//! address space gone and returns (WRK); DOCS require a live process. And a secure that a safe
+//! wrapper could not unsecure where it was dropped (in another process context, or above
+//! `APC_LEVEL`), and so left standing until its process exits, is reported through
+//! [`report_abandoned_secure`](crate::report_abandoned_secure). What the kernel does *not*
+//! tolerate, an unsecure in the wrong process, a second unsecure of one handle, stops the
+//! binary instead (see the rules in the [module docs](super)).
 //!
-//! A process in strict mode ([`Process::set_strict`](super::Process::set_strict)) stops the
-//! whole test binary at the first misuse recorded against it, as Driver Verifier would bug check:
-//! the misuse happens inside an `extern "C"` routine, which cannot unwind, so the model prints the
-//! misuse and aborts instead of panicking.
+//! A misuse is recorded against the process the call ran in, against the process that issued
+//! the handle, and in a global list. A process in strict mode
+//! ([`Process::set_strict`](super::Process::set_strict)) stops the whole test binary at the first
+//! misuse recorded against it, as Driver Verifier would bug check: the misuse happens inside an
+//! `extern "C"` routine, which cannot unwind, so the model prints the misuse and aborts instead of
+//! panicking.
 
 use core::fmt;
 use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 
 use super::process::{Process, ProcessInner};
-use super::{lock, thread};
+use super::{lock, object, secure, thread};
+use crate::{HANDLE, PEPROCESS};
 
 /// What went wrong in a call the kernel tolerates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MisuseKind {
-    /// `MmUnsecureVirtualMemory` with a handle issued in another process (it must be called in
-    /// the securing process' context: attach first).
-    WrongProcess,
     /// `MmUnsecureVirtualMemory` in a process that has exited (exit already dropped every
     /// secure of the process).
     AfterExit,
-    /// `MmUnsecureVirtualMemory` with a handle no live secure has: never issued, or unsecured
-    /// already (a double unsecure), or of a process that no longer exists.
-    UnknownHandle,
-    /// `MmUnsecureVirtualMemory` on a thread in no process' context (the System process, which
-    /// has no user memory).
-    NoProcess,
+    /// A secure left standing by a wrapper dropped where it could not unsecure: in another
+    /// process context, or above `APC_LEVEL`. It stays until its process exits.
+    Abandoned,
 }
 
 /// One recorded misuse.
@@ -44,25 +43,16 @@ pub enum MisuseKind {
 /// use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory};
 ///
 /// let app = Process::new();
-/// let other = Process::new();
 /// let page = app.allocate(4096, PAGE_READWRITE).unwrap();
-/// let handle = {
-///     let _in = app.attach();
-///     // SAFETY: the model checks the range itself.
-///     unsafe { MmSecureVirtualMemory(page.cast(), 4096, PAGE_READWRITE) }
-/// };
-/// {
-///     let _in = other.attach();
-///     // SAFETY: a live handle; the wrong process is the point of this example.
-///     unsafe { MmUnsecureVirtualMemory(handle) }; // does nothing, as in the kernel
-/// }
+/// let _in = app.attach();
+/// // SAFETY: the model checks the range itself.
+/// let handle = unsafe { MmSecureVirtualMemory(page.cast(), 4096, PAGE_READWRITE) };
+/// app.exit(); // drops every secure of the process
+/// // SAFETY: the handle was live until the exit; a late unsecure is what this example shows.
+/// unsafe { MmUnsecureVirtualMemory(handle) }; // returns, as in the kernel
 /// let misuse = &app.misuses()[0];
-/// assert_eq!(misuse.kind, MisuseKind::WrongProcess);
-/// assert_eq!(misuse.process, Some(other.id()));
-/// assert_eq!(misuse.owner, Some(app.id()));
-/// assert_eq!(app.secure_count(), 1); // still secured
-/// # let _in = app.attach();
-/// # unsafe { MmUnsecureVirtualMemory(handle) };
+/// assert_eq!(misuse.kind, MisuseKind::AfterExit);
+/// assert_eq!(misuse.process, Some(app.id()));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Misuse {
@@ -78,11 +68,16 @@ pub struct Misuse {
 
 impl fmt::Display for Misuse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?}: MmUnsecureVirtualMemory({:#x}) ",
-            self.kind, self.handle
-        )?;
+        match self.kind {
+            MisuseKind::Abandoned => {
+                write!(f, "Abandoned: secure {:#x} left standing ", self.handle)?
+            }
+            _ => write!(
+                f,
+                "{:?}: MmUnsecureVirtualMemory({:#x}) ",
+                self.kind, self.handle
+            )?,
+        }
         match self.process {
             Some(id) => write!(f, "in process {id}")?,
             None => write!(f, "in no process context (System)")?,
@@ -103,14 +98,17 @@ static ALL: Mutex<Vec<Misuse>> = Mutex::new(Vec::new());
 /// misuse, prefer [`Process::misuses`](super::Process::misuses) on its own processes.
 ///
 /// ```
-/// use mmsecure_sys::MmUnsecureVirtualMemory;
-/// use mmsecure_sys::host::{misuses, MisuseKind};
+/// use mmsecure_sys::host::{misuses, MisuseKind, Process, PAGE_READWRITE};
+/// use mmsecure_sys::MmSecureVirtualMemory;
 ///
-/// // No process attached: this thread is in the System process.
-/// let bogus: usize = 0x5EC0_0000_0000_0001;
-/// // SAFETY: a bogus handle is what this example shows being recorded.
-/// unsafe { MmUnsecureVirtualMemory(bogus as _) };
-/// assert!(misuses().iter().any(|m| m.kind == MisuseKind::NoProcess && m.handle == bogus));
+/// let app = Process::new();
+/// let page = app.allocate(4096, PAGE_READWRITE).unwrap();
+/// let _in = app.attach();
+/// // SAFETY: the model checks the range itself.
+/// let handle = unsafe { MmSecureVirtualMemory(page.cast(), 4096, PAGE_READWRITE) };
+/// // A wrapper that could not unsecure here reports the secure it leaves standing.
+/// mmsecure_sys::report_abandoned_secure(handle, app.eprocess());
+/// assert!(misuses().iter().any(|m| m.kind == MisuseKind::Abandoned && m.handle == handle as usize));
 /// ```
 pub fn misuses() -> Vec<Misuse> {
     lock(&ALL).clone()
@@ -137,4 +135,25 @@ pub(crate) fn record(misuse: Misuse, current: Option<&Process>, owner: Option<&A
             "mmsecure host model, strict mode: misuse: {misuse}"
         ));
     }
+}
+
+/// A wrapper left the secure `handle`, made in the process `process`, standing: recorded as
+/// [`MisuseKind::Abandoned`] against that process (and the current one).
+pub(crate) fn abandoned(handle: HANDLE, process: PEPROCESS) {
+    let handle = handle as usize;
+    let owner = object::process_of(process);
+    let current = thread::current_process();
+    let misuse = Misuse {
+        kind: MisuseKind::Abandoned,
+        handle,
+        process: current.as_ref().map(Process::id),
+        owner: secure::owner(handle)
+            .map(|owner| owner.pid)
+            .or_else(|| owner.as_ref().map(|owner| owner.id())),
+    };
+    record(
+        misuse,
+        current.as_ref(),
+        owner.as_ref().map(|owner| &owner.inner),
+    );
 }

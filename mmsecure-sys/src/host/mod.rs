@@ -103,12 +103,13 @@
 //! - Large pages, AWE, working sets and paging are not modelled; in-page errors only as injected
 //!   faults.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 mod access;
 pub(crate) mod guard;
 mod memory;
 mod misuse;
+mod object;
 mod process;
 mod protection;
 mod routines;
@@ -120,12 +121,14 @@ mod version;
 
 pub use access::AccessMode;
 pub use guard::raise_exception;
+pub(crate) use misuse::abandoned;
 pub use misuse::{misuses, Misuse, MisuseKind};
 pub use process::Process;
 pub use protection::{
     PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_EXECUTE_WRITECOPY, PAGE_GUARD,
     PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY,
 };
+pub use routines::MmHighestUserAddress;
 pub use status::{
     Status, STATUS_ACCESS_VIOLATION, STATUS_CONFLICTING_ADDRESSES, STATUS_FREE_VM_NOT_AT_BASE,
     STATUS_GUARD_PAGE_VIOLATION, STATUS_INVALID_PAGE_PROTECTION, STATUS_INVALID_PARAMETER,
@@ -155,5 +158,19 @@ pub const HIGHEST_USER_ADDRESS: usize = 0x7FFE_FFFF;
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Reads a model `RwLock`, ignoring poisoning for the same reason as [`lock`].
+pub(crate) fn lock_read<T>(rwlock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    rwlock
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Writes a model `RwLock`, ignoring poisoning for the same reason as [`lock`].
+pub(crate) fn lock_write<T>(rwlock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    rwlock
+        .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -10,6 +10,7 @@ use super::access::AccessMode;
 use super::guard::{self, Fault};
 use super::lock;
 use super::misuse::Misuse;
+use super::object;
 use super::protection::{is_readable, is_writable};
 use super::secure::{self, Owner, SecureSpan};
 use super::status::{Status, STATUS_PROCESS_IS_TERMINATING};
@@ -17,26 +18,9 @@ use super::thread::Attach;
 use super::vad::{AddressSpace, VadKind};
 use crate::{MM_SECURE_EXCLUSIVE, PAGE_READONLY, PEPROCESS};
 
-/// Process ids: multiples of 4, as on Windows; 4 is the System process.
+/// Process ids: multiples of 4, as on Windows, unique in the binary (4 would be System). Unlike
+/// `EPROCESS` values (see `object`), ids are never reused.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1000);
-
-/// The System process' id.
-pub(crate) const SYSTEM_ID: u64 = 4;
-
-/// A fake `EPROCESS` address for process `id`: in the kernel half, page-aligned, distinct per
-/// process, never dereferenced.
-pub(crate) fn eprocess_of(id: u64) -> PEPROCESS {
-    // 32 bits of id (bits 12..44, below the 0xA at bits 44..48): distinct for the first 2^30
-    // processes, however many come and go. 20 bits ran out after 2^18 processes (a fuzzing run
-    // makes that many in seconds), and process 2^20 + 4 then looked like System.
-    let address = if usize::BITS == 64 {
-        (0xFFFF_A000_0000_0000_u64 | ((id & 0xFFFF_FFFF) << 12)) as usize
-    } else {
-        // A 32-bit host has 19 bits for it.
-        0x8000_0000 | (((id & 0x7_FFFF) << 12) as usize)
-    };
-    address as PEPROCESS
-}
 
 /// A per-process secret mixed into its handles (deterministic: derived from the id).
 fn cookie_of(id: u64) -> u64 {
@@ -84,6 +68,9 @@ pub struct Process {
 /// The shared state behind every `Process` handle of one process.
 pub(crate) struct ProcessInner {
     id: u64,
+    /// The process object's slot in `object`'s table, and the `EPROCESS` value it gives.
+    slot: usize,
+    eprocess: usize,
     cookie: u64,
     strict: AtomicBool,
     state: Mutex<ProcessState>,
@@ -136,6 +123,7 @@ impl Drop for ProcessInner {
             .chain(&state.orphaned)
             .chain(&state.retired);
         secure::forget(known.copied());
+        object::release(self.slot);
     }
 }
 
@@ -162,13 +150,18 @@ impl Process {
     pub fn new() -> Process {
         let id = NEXT_ID.fetch_add(4, Ordering::Relaxed);
         Process {
-            inner: Arc::new(ProcessInner {
-                id,
-                cookie: cookie_of(id),
-                strict: AtomicBool::new(false),
-                state: Mutex::new(ProcessState::default()),
-                misuses: Mutex::new(Vec::new()),
-                faults: Mutex::new(Vec::new()),
+            inner: Arc::new_cyclic(|weak| {
+                let slot = object::allocate(weak.clone());
+                ProcessInner {
+                    id,
+                    slot,
+                    eprocess: object::eprocess_of_slot(slot) as usize,
+                    cookie: cookie_of(id),
+                    strict: AtomicBool::new(false),
+                    state: Mutex::new(ProcessState::default()),
+                    misuses: Mutex::new(Vec::new()),
+                    faults: Mutex::new(Vec::new()),
+                }
             }),
         }
     }
@@ -179,9 +172,44 @@ impl Process {
     }
 
     /// What `IoGetCurrentProcess` returns on a thread attached to this process: a fake
-    /// `EPROCESS` address in the kernel half, unique per process, never dereferenced.
+    /// `EPROCESS` address in the kernel half, never dereferenced.
+    ///
+    /// No two live process objects share a value. Once a process object is gone (every
+    /// `Process` value dropped and every driver reference released), its value goes to the next
+    /// new process, the most recently freed first, as freed pool memory is reused on Windows:
+    /// a `PEPROCESS` kept without a reference may then name another process.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::Process;
+    ///
+    /// let first = Process::new();
+    /// let stale = first.eprocess();
+    /// drop(first); // the last reference: the object is freed
+    /// let second = Process::new();
+    /// assert_eq!(second.eprocess(), stale); // same address, another process
+    /// ```
     pub fn eprocess(&self) -> PEPROCESS {
-        eprocess_of(self.inner.id)
+        self.inner.eprocess as PEPROCESS
+    }
+
+    /// How many references drivers hold on this process object (`ObfReferenceObject` calls not
+    /// yet matched by `ObfDereferenceObject`). While any stands, the object and its `EPROCESS`
+    /// value stay this process's, even after every `Process` value is dropped.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::Process;
+    /// use mmsecure_sys::{ObfDereferenceObject, ObfReferenceObject};
+    ///
+    /// let process = Process::new();
+    /// // SAFETY: a live process object, at PASSIVE_LEVEL.
+    /// unsafe { ObfReferenceObject(process.eprocess().cast()) };
+    /// assert_eq!(process.driver_references(), 1);
+    /// // SAFETY: the reference taken above, released once.
+    /// unsafe { ObfDereferenceObject(process.eprocess().cast()) };
+    /// assert_eq!(process.driver_references(), 0);
+    /// ```
+    pub fn driver_references(&self) -> usize {
+        object::driver_refs(self.inner.slot)
     }
 
     /// Runs this thread in the process' context until the guard drops, like
@@ -376,6 +404,23 @@ impl Process {
             return None;
         }
         state.space.protection(addr as usize)
+    }
+
+    /// Where a driver's access of `len` bytes at `address` in this process's context first
+    /// faults, if it does (see `AddressSpace::first_fault`): everything faults in an exited
+    /// process, which has no address space.
+    pub(crate) fn first_fault(
+        &self,
+        address: usize,
+        len: usize,
+        write: bool,
+    ) -> Option<(usize, crate::NTSTATUS)> {
+        let mut state = self.state();
+        if state.exited {
+            return Some((0, super::status::STATUS_ACCESS_VIOLATION));
+        }
+        let fault = state.space.first_fault(address, len, write);
+        fault.map(|(at, status)| (at, status.0))
     }
 
     /// How many secures stand in this process (including ones inherited from a fork).
@@ -574,6 +619,7 @@ mod tests {
     fn eprocess_is_in_the_kernel_half() {
         let process = Process::new();
         assert!(process.eprocess() as usize > super::super::HIGHEST_USER_ADDRESS);
+        assert_ne!(process.eprocess(), object::system_eprocess());
     }
 
     #[test]

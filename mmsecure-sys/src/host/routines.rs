@@ -8,14 +8,15 @@
 use core::slice;
 
 use super::misuse::{self, Misuse, MisuseKind};
-use super::process::{eprocess_of, Unsecured, SYSTEM_ID};
+use super::object;
+use super::process::Unsecured;
 use super::secure::{self, KNOWN_FLAGS};
 use super::thread::{current_eprocess, current_process, require_irql, stop};
 use super::version::{windows_build, FIRST_BUILD_WITH_SECURE_EX};
 use super::HIGHEST_USER_ADDRESS;
 use crate::{
-    APC_LEVEL, HANDLE, PAGE_READONLY, PAGE_READWRITE, PASSIVE_LEVEL, PEPROCESS, PUNICODE_STRING,
-    PVOID, SIZE_T, ULONG,
+    APC_LEVEL, DISPATCH_LEVEL, HANDLE, LONG_PTR, PAGE_READONLY, PAGE_READWRITE, PASSIVE_LEVEL,
+    PEPROCESS, PUNICODE_STRING, PVOID, SIZE_T, ULONG,
 };
 
 /// `MmSecureVirtualMemory`: secures `Size` bytes at `Address` in the current process against
@@ -90,39 +91,59 @@ fn secure(address: usize, size: SIZE_T, probe: ULONG, flags: ULONG) -> HANDLE {
 
 /// `MmUnsecureVirtualMemory`: ends the secure `SecureHandle` names, in the current process.
 ///
-/// In another process, after the process exited, with no process, or with a handle that names
-/// no live secure, it does nothing, as the kernel does, and the model records a
-/// [`Misuse`](super::Misuse).
+/// Where the kernel would bug check, the model stops the caller with a message naming
+/// `MEMORY_MANAGEMENT` (0x1A): a handle that names no live secure of the current process (a
+/// handle of another process, a second unsecure of one handle, a made-up value), or a call in
+/// the System process. In a process that has exited it returns, as the kernel does, and the
+/// model records a [`Misuse`](super::Misuse).
 ///
 /// # Safety
 ///
-/// None on the host: a wrong handle is recorded, never dereferenced. Called above `APC_LEVEL` it
-/// stops the binary with `IRQL_NOT_LESS_OR_EQUAL`; in strict mode a misuse stops it too.
+/// None on the host: a wrong handle stops the binary, it is never dereferenced. Called above
+/// `APC_LEVEL` it stops the binary with `IRQL_NOT_LESS_OR_EQUAL`; in strict mode a misuse stops
+/// it too.
 #[no_mangle]
 pub unsafe extern "C" fn MmUnsecureVirtualMemory(SecureHandle: HANDLE) {
     require_irql("MmUnsecureVirtualMemory", APC_LEVEL);
     let handle = SecureHandle as usize;
-    let current = current_process();
-    let kind = match &current {
-        None => MisuseKind::NoProcess,
-        Some(process) => match process.unsecure(handle) {
-            Unsecured::Done => return,
-            Unsecured::Exited => MisuseKind::AfterExit,
-            Unsecured::NotHere => match secure::owner(handle) {
-                Some(owner) if owner.pid != process.id() => MisuseKind::WrongProcess,
-                _ => MisuseKind::UnknownHandle,
-            },
-        },
+    let process = match current_process() {
+        Some(process) => process,
+        None => stop(format_args!(
+            "MEMORY_MANAGEMENT (bug check 0x1A, 0x15000): MmUnsecureVirtualMemory({handle:#x}) \
+             in the System process, which has no user address space and no secure: unsecure in \
+             the context of the process that secured the range"
+        )),
     };
-    let owner = secure::owner(handle);
-    let owner_process = owner.as_ref().and_then(|owner| owner.process.upgrade());
-    let misuse = Misuse {
-        kind,
-        handle,
-        process: current.as_ref().map(|process| process.id()),
-        owner: owner.map(|owner| owner.pid),
-    };
-    misuse::record(misuse, current.as_ref(), owner_process.as_ref());
+    match process.unsecure(handle) {
+        Unsecured::Done => {}
+        Unsecured::Exited => {
+            let owner = secure::owner(handle);
+            let owner_process = owner.as_ref().and_then(|owner| owner.process.upgrade());
+            let misuse = Misuse {
+                kind: MisuseKind::AfterExit,
+                handle,
+                process: Some(process.id()),
+                owner: owner.map(|owner| owner.pid),
+            };
+            misuse::record(misuse, Some(&process), owner_process.as_ref());
+        }
+        Unsecured::NotHere => {
+            let why = match secure::owner(handle) {
+                Some(owner) if owner.pid != process.id() => {
+                    std::format!("a handle issued in process {}", owner.pid)
+                }
+                _ => std::string::String::from(
+                    "a handle that names no live secure (never issued, or unsecured already)",
+                ),
+            };
+            stop(format_args!(
+                "MEMORY_MANAGEMENT (bug check 0x1A, 0x15000): MmUnsecureVirtualMemory({handle:#x}) \
+                 in process {} with {why}: the kernel decodes the handle with the current \
+                 process and finds no secure there",
+                process.id()
+            ))
+        }
+    }
 }
 
 /// `IoGetCurrentProcess`: the `EPROCESS` of the process this thread is attached to, or of the
@@ -133,8 +154,45 @@ pub unsafe extern "C" fn MmUnsecureVirtualMemory(SecureHandle: HANDLE) {
 /// None on the host.
 #[no_mangle]
 pub unsafe extern "C" fn IoGetCurrentProcess() -> PEPROCESS {
-    current_eprocess().unwrap_or_else(|| eprocess_of(SYSTEM_ID))
+    current_eprocess().unwrap_or_else(object::system_eprocess)
 }
+
+/// `ObfReferenceObject` (behind the `ObReferenceObject` macro), for process objects: one more
+/// reference on the process `Object` names, which keeps it (and its `EPROCESS` value) alive
+/// until the matching [`ObfDereferenceObject`]. Returns the new count of driver references.
+///
+/// # Safety
+///
+/// None on the host. A pointer that names no live process object (a stale `PEPROCESS`, any
+/// other object) stops the binary as `REFERENCE_BY_POINTER` (0x18); so does a call above
+/// `DISPATCH_LEVEL` (`IRQL_NOT_LESS_OR_EQUAL`).
+#[no_mangle]
+pub unsafe extern "C" fn ObfReferenceObject(Object: PVOID) -> LONG_PTR {
+    require_irql("ObfReferenceObject", DISPATCH_LEVEL);
+    object::reference(Object.cast()) as LONG_PTR
+}
+
+/// `ObfDereferenceObject` (behind the `ObDereferenceObject` macro), for process objects: drops
+/// a reference [`ObfReferenceObject`] took. When the last reference of a process that no
+/// [`Process`](super::Process) value holds any more is dropped, the object is freed and its
+/// `EPROCESS` value goes to the next new process. Returns the count of driver references left.
+///
+/// # Safety
+///
+/// None on the host. Dropping a reference that was never taken stops the binary as
+/// `REFERENCE_BY_POINTER` (0x18); so does a call above `DISPATCH_LEVEL`
+/// (`IRQL_NOT_LESS_OR_EQUAL`).
+#[no_mangle]
+pub unsafe extern "C" fn ObfDereferenceObject(Object: PVOID) -> LONG_PTR {
+    require_irql("ObfDereferenceObject", DISPATCH_LEVEL);
+    object::dereference(Object.cast()) as LONG_PTR
+}
+
+/// `MmHighestUserAddress` (ntddk.h): the highest user-mode address, as the kernel exports it.
+/// The model's is [`HIGHEST_USER_ADDRESS`], that of 64-bit Windows 8.1 and later; it never hands
+/// out memory above it, and securing anything above it gives NULL. Read it; never write it.
+#[no_mangle]
+pub static mut MmHighestUserAddress: PVOID = HIGHEST_USER_ADDRESS as PVOID;
 
 /// The routines `MmGetSystemRoutineAddress` finds, by name. `KeGetCurrentIrql` is not among
 /// them: on x64 it is inline in the headers, not an export.
@@ -153,6 +211,10 @@ fn routine_address(name: &[u16]) -> Option<PVOID> {
         MmGetSystemRoutineAddress as *const () as usize
     } else if is("IoGetCurrentProcess") {
         IoGetCurrentProcess as *const () as usize
+    } else if is("ObfReferenceObject") {
+        ObfReferenceObject as *const () as usize
+    } else if is("ObfDereferenceObject") {
+        ObfDereferenceObject as *const () as usize
     } else {
         return None;
     };

@@ -32,6 +32,13 @@ pub(crate) fn current_eprocess() -> Option<PEPROCESS> {
         .flatten()
 }
 
+/// The id of the process this thread is attached to, 0 for none (System), read in place.
+pub(crate) fn current_pid() -> u64 {
+    CURRENT
+        .try_with(|current| current.borrow().as_ref().map_or(0, Process::id))
+        .unwrap_or(0)
+}
+
 /// This thread's time in another process' context: made by
 /// [`Process::attach`](super::Process::attach), like `KeStackAttachProcess`; dropping it returns
 /// to the context before (`KeUnstackDetachProcess`). Attaches nest.

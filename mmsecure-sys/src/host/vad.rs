@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 use super::access::AccessMode;
-use super::memory::Backing;
+use super::memory::{changed, Backing};
 use super::protection::{after_write, is_readable, is_writable, validate, PAGE_GUARD};
 use super::secure::SecureSpan;
 use super::status::{
@@ -227,6 +227,7 @@ impl AddressSpace {
             counts: Counts::default(),
         };
         self.vads.insert(base, vad);
+        changed();
         Ok(base)
     }
 
@@ -255,6 +256,7 @@ impl AddressSpace {
 
     pub(crate) fn insert_vad(&mut self, vad: Vad) {
         self.vads.insert(vad.base(), vad);
+        changed();
     }
 
     /// The allocation holding all of `address..address + len` (page-rounded), with the page
@@ -317,6 +319,7 @@ impl AddressSpace {
             }
             vad.pages[index] = protect;
         }
+        changed();
         Ok(())
     }
 
@@ -338,6 +341,7 @@ impl AddressSpace {
         for page in &mut vad.pages[first..end] {
             *page = protect;
         }
+        changed();
         Ok(old)
     }
 
@@ -356,6 +360,7 @@ impl AddressSpace {
         for page in &mut vad.pages[first..end] {
             *page = 0;
         }
+        changed();
         Ok(())
     }
 
@@ -390,6 +395,7 @@ impl AddressSpace {
             orphaned.extend(vad.secures.keys().copied());
             self.graveyard.push(vad.backing);
         }
+        changed();
         Ok(orphaned)
     }
 
@@ -400,47 +406,76 @@ impl AddressSpace {
         (page != 0).then_some(page)
     }
 
-    /// Checks that a user thread may read (or write) `len` bytes at `address`, page by page in
-    /// order as the access would touch them; a guard page faults once and loses its guard. On
-    /// success returns the allocation's backing and the offset of `address` in it; a write also
-    /// resolves copy-on-write pages to read-write.
+    /// Checks that a user thread may read (or write) `len` bytes at `address`, all inside one
+    /// allocation, as [`first_fault`](Self::first_fault) touches them. On success returns the
+    /// allocation's backing and the offset of `address` in it.
     pub(crate) fn access(
         &mut self,
         address: usize,
         len: usize,
         write: bool,
     ) -> Result<(Arc<Backing>, usize), Status> {
-        let end = address
-            .checked_add(len)
-            .ok_or(Status(STATUS_ACCESS_VIOLATION))?;
+        if let Some((_, status)) = self.first_fault(address, len, write) {
+            return Err(status);
+        }
         let vad = self
-            .vad_at_mut(address)
+            .vad_at(address)
             .ok_or(Status(STATUS_ACCESS_VIOLATION))?;
-        if end > vad.end() {
+        if address + len > vad.end() {
             return Err(Status(STATUS_ACCESS_VIOLATION));
         }
-        let first = (address - vad.base()) / PAGE_SIZE;
-        let last = (end - 1 - vad.base()) / PAGE_SIZE;
-        for page in &mut vad.pages[first..=last] {
-            if *page & PAGE_GUARD != 0 {
-                *page &= !PAGE_GUARD;
-                return Err(Status(STATUS_GUARD_PAGE_VIOLATION));
+        Ok((Arc::clone(&vad.backing), address - vad.base()))
+    }
+
+    /// Where an access of `len` bytes at `address` (a read, or a write) first faults, touching
+    /// the pages in order as a forward copy does: the offset of the first faulting byte, and the
+    /// status the access raises there. A guard page raises `STATUS_GUARD_PAGE_VIOLATION` and
+    /// loses its guard (so the next access passes it, as on Windows); a byte in no allocation,
+    /// in a page not committed, or in a page without the access raises
+    /// `STATUS_ACCESS_VIOLATION`. A write turns the copy-on-write pages it passes read-write.
+    pub(crate) fn first_fault(
+        &mut self,
+        address: usize,
+        len: usize,
+        write: bool,
+    ) -> Option<(usize, Status)> {
+        let violation = Status(STATUS_ACCESS_VIOLATION);
+        let end = match address.checked_add(len) {
+            Some(end) => end,
+            None => return Some((0, violation)),
+        };
+        let mut page = address & !(PAGE_SIZE - 1);
+        while page < end {
+            let at = page.max(address) - address;
+            let vad = match self.vad_at_mut(page) {
+                Some(vad) => vad,
+                None => return Some((at, violation)),
+            };
+            let index = (page - vad.base()) / PAGE_SIZE;
+            let protect = &mut vad.pages[index];
+            if *protect & PAGE_GUARD != 0 {
+                *protect &= !PAGE_GUARD;
+                changed();
+                return Some((at, Status(STATUS_GUARD_PAGE_VIOLATION)));
             }
             let allowed = if write {
-                is_writable(*page)
+                is_writable(*protect)
             } else {
-                is_readable(*page)
+                is_readable(*protect)
             };
-            if *page == 0 || !allowed {
-                return Err(Status(STATUS_ACCESS_VIOLATION));
+            if !allowed {
+                return Some((at, violation));
             }
-        }
-        if write {
-            for page in &mut vad.pages[first..=last] {
-                *page = after_write(*page);
+            if write && after_write(*protect) != *protect {
+                *protect = after_write(*protect);
+                changed();
             }
+            page = match page.checked_add(PAGE_SIZE) {
+                Some(next) => next,
+                None => break,
+            };
         }
-        Ok((Arc::clone(&vad.backing), address - vad.base()))
+        None
     }
 
     /// Deletes the address space (process exit): every allocation goes, secures and all, and
@@ -449,5 +484,6 @@ impl AddressSpace {
         let vads = core::mem::take(&mut self.vads);
         self.graveyard
             .extend(vads.into_values().map(|vad| vad.backing));
+        changed();
     }
 }

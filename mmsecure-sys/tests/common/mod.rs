@@ -46,12 +46,38 @@ pub fn secure_ex(address: *const u8, len: usize, probe: u32, flags: u32) -> HAND
     handle
 }
 
-/// `MmUnsecureVirtualMemory`. A handle that is not a live secure of the attached process is no
-/// error here: the model records it as a misuse, which some tests are about.
+/// `MmUnsecureVirtualMemory`. A handle that is not a live secure of the attached process stops
+/// the binary as the kernel's bug check would, which some tests (in a child process) are about.
 pub fn unsecure(handle: HANDLE) {
     // SAFETY: the model checks the handle and dereferences nothing; a wrong one (NULL, stale,
-    // another process') is recorded as a misuse.
+    // another process') stops the binary.
     unsafe { MmUnsecureVirtualMemory(handle) }
+}
+
+const CHILD: &str = "MMSECURE_HOST_TEST_CHILD";
+
+/// For a test named `test` whose `deed` must stop the binary as a bug check does: in the child
+/// process (this same test binary, run for `test` alone with an environment variable set),
+/// runs `deed` and, if it returns, exits with success so that the parent notices. In the parent,
+/// runs the child and returns its stderr, asserting that it did not succeed.
+///
+/// The model's routines are `extern "C"` and cannot unwind, so it aborts rather than panics.
+pub fn stopped_child(test: &str, deed: impl FnOnce()) -> String {
+    if std::env::var(CHILD).as_deref() == Ok(test) {
+        deed();
+        std::process::exit(0);
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, test)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "the child was not stopped; stderr:\n{stderr}"
+    );
+    stderr
 }
 
 /// `process.protect` without the old protection.

@@ -468,14 +468,13 @@ impl Driver {
             }
             Command::Adopt { id, raw, process } => {
                 let _in = process.attach();
-                // SAFETY: `raw` came from `into_raw` on the other driver thread, which no longer
-                // has it; it is rebuilt once, here, in the process that secured it.
-                let rebuilt = unsafe { SecureRegion::from_raw(raw) };
+                // `raw` came from `into_raw` on the other driver thread, which no longer has it.
+                let rebuilt = SecureRegion::from_raw(raw).map_err(Error::from);
                 Reply::Done(rebuilt.map(|region| self.regions.push((id, region, process.clone()))))
             }
             Command::Forget { id } => match self.take(id) {
                 Some((region, _)) => {
-                    let _ = region.into_raw();
+                    region.into_raw().abandon();
                     Reply::Done(Ok(()))
                 }
                 None => Reply::Missing,

@@ -1,0 +1,109 @@
+//! The context a region is made, used and released in: the IRQL, the process, and what happens
+//! to a secure that cannot be released where its region is dropped.
+
+use core::ffi::c_void;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use mmsecure_sys::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, PEPROCESS};
+
+use crate::{kernel, Error};
+
+/// The highest IRQL at which the secure routines run, and at which user memory is touched
+/// (`APC_LEVEL`): above it a page fault on pageable user memory bug checks.
+pub(crate) const SECURE_MAX: u8 = APC_LEVEL as u8;
+/// `MmGetSystemRoutineAddress` runs at `PASSIVE_LEVEL` only.
+pub(crate) const LOOKUP_MAX: u8 = PASSIVE_LEVEL as u8;
+/// `ObfDereferenceObject` runs at `DISPATCH_LEVEL` at most.
+const DEREFERENCE_MAX: u8 = DISPATCH_LEVEL as u8;
+
+/// `Err(Error::IrqlTooHigh)` above `max`, read at run time in every build.
+#[inline]
+pub(crate) fn require_irql(max: u8) -> Result<(), Error> {
+    let irql = kernel::irql();
+    if irql > max {
+        return Err(Error::IrqlTooHigh { irql, max });
+    }
+    Ok(())
+}
+
+/// How many secures were left standing because their region was dropped where it could not be
+/// unsecured.
+static ABANDONED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many secures this driver has left standing so far because a [`SecureRegion`] (or a
+/// [`RawRegion`]) was dropped where `MmUnsecureVirtualMemory` must not run: in another process
+/// context than the one that secured it, or above `APC_LEVEL`.
+///
+/// Such a drop does not call the kernel. The secure stays until its process exits, which drops
+/// every secure of the process; until then the user cannot free or re-protect that memory. Each
+/// one is a bug in the driver (drop regions in their process, at `PASSIVE_LEVEL` or
+/// `APC_LEVEL`), made harmless: a driver can log this count, and a test can assert it did not
+/// grow. In the host model each one is also a `Misuse` of kind `Abandoned` on the process.
+///
+/// A region dropped above `DISPATCH_LEVEL` also keeps its reference on the process object
+/// (`ObfDereferenceObject` needs `DISPATCH_LEVEL` or below): the object is then never freed.
+///
+/// [`SecureRegion`]: crate::SecureRegion
+/// [`RawRegion`]: crate::RawRegion
+///
+/// ```
+/// use mmsecure::{ProbeMode, SecureRegion};
+/// use mmsecure_sys::host::{MisuseKind, Process, PAGE_READWRITE};
+///
+/// let (app, other) = (Process::new(), Process::new());
+/// let page = app.allocate(4096, PAGE_READWRITE).unwrap();
+/// let in_app = app.attach();
+/// let region = SecureRegion::new(page, 4096, ProbeMode::ReadWrite)?;
+/// drop(in_app);
+///
+/// let before = mmsecure::abandoned_secures();
+/// let in_other = other.attach();
+/// drop(region); // in the wrong process: the kernel is not called
+/// drop(in_other);
+/// assert_eq!(mmsecure::abandoned_secures(), before + 1);
+/// assert_eq!(app.misuses()[0].kind, MisuseKind::Abandoned);
+/// assert_eq!(app.secure_count(), 1); // left standing...
+/// app.exit();
+/// assert_eq!(app.secure_count(), 0); // ...until the process exits
+/// # Ok::<(), mmsecure::Error>(())
+/// ```
+#[must_use]
+pub fn abandoned_secures() -> usize {
+    ABANDONED.load(Ordering::Relaxed)
+}
+
+/// Releases a secure and the process reference its region holds: `MmUnsecureVirtualMemory` when
+/// this thread is in `process`'s context at `APC_LEVEL` or below, else the secure is abandoned
+/// (counted and reported); then `ObfDereferenceObject` where the IRQL allows it.
+///
+/// # Safety
+///
+/// `handle` is a live secure made in `process`'s context, released once, here; `process` carries
+/// the reference the region took, given up here.
+pub(crate) unsafe fn release(handle: NonNull<c_void>, process: PEPROCESS) {
+    let irql = kernel::irql();
+    if irql <= SECURE_MAX && kernel::current_process() == process {
+        // SAFETY: the caller's handle is live; this thread is in the securing process's context
+        // at an IRQL the routine allows.
+        unsafe { kernel::unsecure(handle.as_ptr()) };
+    } else {
+        ABANDONED.fetch_add(1, Ordering::Relaxed);
+        mmsecure_sys::report_abandoned_secure(handle.as_ptr(), process);
+    }
+    // SAFETY: the caller gives up the reference it carries.
+    unsafe { dereference(process) };
+}
+
+/// `ObfDereferenceObject` where the IRQL allows it (`DISPATCH_LEVEL` or below); above, the
+/// reference is kept for good (the object leaks; nothing is corrupted).
+///
+/// # Safety
+///
+/// The caller holds a reference on `process` and gives it up.
+pub(crate) unsafe fn dereference(process: PEPROCESS) {
+    if kernel::irql() <= DEREFERENCE_MAX {
+        // SAFETY: the caller's reference, given up at an IRQL the routine allows.
+        unsafe { kernel::dereference(process) };
+    }
+}
