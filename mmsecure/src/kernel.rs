@@ -41,14 +41,32 @@ pub(crate) unsafe fn dereference(process: sys::PEPROCESS) {
     unsafe { sys::ObfDereferenceObject(process.cast()) };
 }
 
-/// The highest user-mode address, as the kernel exports it (`MmHighestUserAddress`).
+/// The highest user-mode address, as the kernel exports it (`MmHighestUserAddress`), where it is
+/// a user address at all: a value in the upper half of the address space, which no user address
+/// can have on any 64-bit Windows (the kernel's half), is not the kernel's variable but
+/// something else exported under its name (Wine 8 exports a code stub there, whose bytes read as
+/// `0x9D0D8D4828EC8348`), and the 64-bit Windows 8.1 value stands in for it.
 #[inline]
 pub(crate) fn highest_user_address() -> usize {
     // SAFETY: the kernel sets the variable at boot and never changes it after; this only reads
     // it, by value (no reference to the `static mut` is formed). The host model's never changes.
-    let address = unsafe { sys::MmHighestUserAddress };
-    address as usize
+    let exported = unsafe { sys::MmHighestUserAddress } as usize;
+    if exported > KERNEL_HALF {
+        FALLBACK_HIGHEST_USER_ADDRESS
+    } else {
+        exported
+    }
 }
+
+/// The last address of the lower half of the address space: user addresses lie below it on every
+/// 64-bit Windows (and every 32-bit one).
+const KERNEL_HALF: usize = usize::MAX >> 1;
+
+/// `MM_HIGHEST_USER_ADDRESS` of 64-bit Windows 8.1 and later (of 32-bit Windows without /3GB).
+#[cfg(target_pointer_width = "64")]
+const FALLBACK_HIGHEST_USER_ADDRESS: usize = 0x7FFF_FFFE_FFFF;
+#[cfg(target_pointer_width = "32")]
+const FALLBACK_HIGHEST_USER_ADDRESS: usize = 0x7FFE_FFFF;
 
 /// `MmSecureVirtualMemory` on a range that passed `user_range::check`.
 pub(crate) fn secure(address: usize, len: usize, mode: u32) -> sys::HANDLE {

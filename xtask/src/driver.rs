@@ -39,6 +39,11 @@ const MUST_IMPORT: &[&str] = &[
     "MmGetSystemRoutineAddress",
     // mmsecure-sys's exception handler unwinds to its landing label with it (issue #9).
     "RtlUnwindEx",
+    // Every region holds a reference on its process (issue #12).
+    "ObfReferenceObject",
+    "ObfDereferenceObject",
+    // The highest user address ranges are checked against, a data export (issue #12).
+    "MmHighestUserAddress",
 ];
 const MUST_NOT_IMPORT: &str = "MmSecureVirtualMemoryEx";
 

@@ -487,6 +487,19 @@ fn check(
     }
     let (ok, detail) = dword("SecureExAvailable", 0);
     record(ok, "MmSecureVirtualMemoryEx not found at run time", detail);
+    let (ok, detail) = text("HighestUserAddress", "0x00007FFFFFFEFFFF");
+    record(
+        ok,
+        "the highest user address is the 64-bit value (Wine's MmHighestUserAddress export is a \
+         code stub, whose bytes mmsecure does not take for an address)",
+        detail,
+    );
+    let (ok, detail) = text("ProcessReference", "Ok");
+    record(
+        ok,
+        "ObfReferenceObject and ObfDereferenceObject on the current process returned",
+        detail,
+    );
     let (ok, detail) = text("UserBuffer", "Ok");
     record(ok, "user buffer allocated", detail);
     let (ok, detail) = text("FlagsSecureCopy", "Err(Unavailable)");
@@ -589,6 +602,19 @@ fn check(
                     "kernel calls: {:?}",
                     ex_window.map(kernel_calls).unwrap_or_default()
                 ),
+            );
+            let reference_calls = between(&events, "HighestUserAddress", "ProcessReference")
+                .map(kernel_calls)
+                .unwrap_or_default();
+            record(
+                reference_calls
+                    == [
+                        "IoGetCurrentProcess",
+                        "ObfReferenceObject",
+                        "ObfDereferenceObject",
+                    ],
+                "the process reference was taken and dropped (relay trace)",
+                format!("kernel calls: {reference_calls:?}"),
             );
             let flags_window = between(&events, "UserBuffer", "FlagsSecureCopy");
             let flags_calls = flags_window.map(kernel_calls).unwrap_or_default();

@@ -14,7 +14,10 @@
 //!    that wraps around the address space. mmsecure refuses each with its own error before any
 //!    kernel routine is called;
 //! 3. reports whether `MmSecureVirtualMemoryEx` exists ([`mmsecure::secure_ex_available`], a
-//!    run-time lookup with `MmGetSystemRoutineAddress`, never a static import);
+//!    run-time lookup with `MmGetSystemRoutineAddress`, never a static import), the highest
+//!    user address mmsecure checks ranges against (the kernel's exported `MmHighestUserAddress`),
+//!    and takes and drops a reference on the current process as every region does
+//!    (`ObfReferenceObject`, `ObfDereferenceObject`);
 //! 4. allocates a page of user memory ([`user_buffer::UserBuffer`]), fills it with a known
 //!    pattern as a user program would, and runs the code path a driver runs on a user's buffer
 //!    ([`request::copy_request`]: secure, copy out, drop the secure) twice: with
@@ -147,6 +150,9 @@ pub unsafe extern "system" fn DriverEntry(
     let ex_available = mmsecure::secure_ex_available();
     report::flag("SecureExAvailable", ex_available);
 
+    report::address("HighestUserAddress", mmsecure::highest_user_address());
+    process_reference();
+
     match UserBuffer::allocate(4096) {
         Ok(buffer) => {
             report::outcome("UserBuffer", "Ok");
@@ -212,6 +218,21 @@ fn refuse_bad_ranges() {
             Err(error) => report::outcome(name, error_name(error)),
         }
     }
+}
+
+/// Takes and drops a reference on the current process, as every `SecureRegion` does
+/// (`ObfReferenceObject` when made, `ObfDereferenceObject` when dropped), and reports
+/// `ProcessReference: Ok` once both returned. Under Wine, where no secure succeeds, this is how
+/// the two imports get called. Their return values (the new counts on Windows) are not
+/// reported: Wine 8's versions return nothing.
+fn process_reference() {
+    // SAFETY: callable at any IRQL; the current process is live while this thread runs in it.
+    let process = unsafe { mmsecure_sys::IoGetCurrentProcess() };
+    // SAFETY: a live process object, at PASSIVE_LEVEL.
+    unsafe { mmsecure_sys::ObfReferenceObject(process.cast()) };
+    // SAFETY: the reference taken just above, given up once.
+    unsafe { mmsecure_sys::ObfDereferenceObject(process.cast()) };
+    report::outcome("ProcessReference", "Ok");
 }
 
 /// Runs [`copy_request`] on `buffer` and reports the outcome under `name`.

@@ -30,6 +30,20 @@ pub fn number(name: &str, value: u32) {
     write(name, REG_DWORD, (&mut data as *mut ULONG).cast(), 4);
 }
 
+/// Reports an address as a `REG_SZ` of `0x` and sixteen hex digits (`REG_QWORD` values are
+/// what Wine's `reg query` cannot print).
+pub fn address(name: &str, value: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut text = [0u8; 18];
+    text[0] = b'0';
+    text[1] = b'x';
+    for i in 0..16 {
+        text[2 + i] = DIGITS[(value >> (60 - 4 * i)) & 0xF];
+    }
+    // Only ASCII was written.
+    outcome(name, core::str::from_utf8(&text).unwrap_or("0x?"));
+}
+
 /// `value` as `0x` and eight hex digits.
 fn hex(value: u32, out: &mut [u8; 10]) -> &str {
     const DIGITS: &[u8; 16] = b"0123456789ABCDEF";

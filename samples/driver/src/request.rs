@@ -39,7 +39,7 @@ pub fn error_name(error: Error) -> &'static str {
         Error::OutOfBounds { .. } => "Err(OutOfBounds)",
         Error::NotWritable => "Err(NotWritable)",
         Error::WrongProcess => "Err(WrongProcess)",
-        Error::NullHandle => "Err(NullHandle)",
+        Error::IrqlTooHigh { .. } => "Err(IrqlTooHigh)",
         Error::Refused => "Err(Refused)",
         Error::Unavailable => "Err(Unavailable)",
         Error::Fault { .. } => "Err(Fault)",
