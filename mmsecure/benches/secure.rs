@@ -320,7 +320,11 @@ impl Plain {
     }
 }
 
-/// Row 2: `SecureRegion::read` / `write` against `copy_nonoverlapping` between plain buffers.
+/// Row 2: `SecureRegion::read` / `write` against `copy_nonoverlapping` between plain buffers,
+/// and against the backend's own guarded copy (`mmsecure_sys::copy_guarded`) between the same
+/// user and driver buffers: what hand-written FFI on the same backend pays. On the host the first
+/// includes the model's page checks (its MMU); the second leaves only what the crate adds (the
+/// bounds, the IRQL and the process check).
 fn copy_rows(config: &Config) -> Vec<Row> {
     let largest = COPY_SIZES[COPY_SIZES.len() - 1];
     let process = Process::new();
@@ -336,57 +340,83 @@ fn copy_rows(config: &Config) -> Vec<Row> {
     let source = Plain::new(largest, 0xA5);
     let mut plain_destination = Plain::new(largest, 0);
     let mut driver_buffer = Plain::new(largest, 0);
+    // The raw guarded copy's own driver buffer, so that both sides of a pair can borrow theirs.
+    let mut raw_driver_buffer = Plain::new(largest, 0);
 
     let mut rows = Vec::new();
     for len in COPY_SIZES {
         for write in [false, true] {
-            let mut baseline = || {
-                let src = black_box(source.slice(len));
-                let dst = black_box(plain_destination.slice_mut(len));
-                // SAFETY: both slices are `len` bytes of distinct buffers.
-                unsafe { ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr(), src.len()) };
-                black_box(dst);
-            };
-            let pair = if write {
-                compare(config, &mut baseline, &mut || {
-                    let data = black_box(source.slice(len));
-                    black_box(&region)
-                        .write(black_box(0), data)
-                        .expect("write inside the region");
-                })
-            } else {
-                compare(config, &mut baseline, &mut || {
-                    let out = black_box(driver_buffer.slice_mut(len));
-                    black_box(&region)
-                        .read(black_box(0), out)
-                        .expect("read inside the region");
-                    black_box(out);
-                })
-            };
-            let gbps = |ns: f64| len as f64 / ns;
-            let (id, what) = if write {
-                ("write", "SecureRegion::write")
-            } else {
-                ("read", "SecureRegion::read")
-            };
-            rows.push(Row {
-                id: format!("{id}_{len}"),
-                what: format!("{what}, {}", size_name(len)),
-                baseline_name: "copy_nonoverlapping",
-                baseline: gbps(pair.baseline_ns),
-                measured_name: if write { "write" } else { "read" },
-                measured: gbps(pair.measured_ns),
-                unit: "GB/s",
-                // Throughput ratio: the inverse of the time ratio.
-                ratio: 1.0 / pair.ratio,
-                ratio_low: 1.0 / pair.ratio_high,
-                ratio_high: 1.0 / pair.ratio_low,
-                goal: if len >= 4096 {
-                    Goal::AtLeast(0.95)
+            for guarded in [false, true] {
+                let mut memcpy = || {
+                    let src = black_box(source.slice(len));
+                    let dst = black_box(plain_destination.slice_mut(len));
+                    // SAFETY: both slices are `len` bytes of distinct buffers.
+                    unsafe { ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr(), src.len()) };
+                    black_box(dst);
+                };
+                let mut raw_guarded = || {
+                    let driver = black_box(raw_driver_buffer.slice_mut(len));
+                    let (dst, src) = if write {
+                        (black_box(user), driver.as_ptr())
+                    } else {
+                        (driver.as_mut_ptr(), black_box(user) as *const u8)
+                    };
+                    // SAFETY: `user` is `largest` bytes of committed read-write user memory of
+                    // the attached process; `driver` is `len` bytes of the driver's own.
+                    let status = unsafe { mmsecure_sys::copy_guarded(dst, src, len) };
+                    assert_eq!(status, 0);
+                    black_box(driver);
+                };
+                let baseline: &mut dyn FnMut() = if guarded {
+                    &mut raw_guarded
                 } else {
-                    Goal::None
-                },
-            });
+                    &mut memcpy
+                };
+                let pair = if write {
+                    compare(config, baseline, &mut || {
+                        let data = black_box(source.slice(len));
+                        black_box(&region)
+                            .write(black_box(0), data)
+                            .expect("write inside the region");
+                    })
+                } else {
+                    compare(config, baseline, &mut || {
+                        let out = black_box(driver_buffer.slice_mut(len));
+                        black_box(&region)
+                            .read(black_box(0), out)
+                            .expect("read inside the region");
+                        black_box(out);
+                    })
+                };
+                let gbps = |ns: f64| len as f64 / ns;
+                let (id, what) = if write {
+                    ("write", "SecureRegion::write")
+                } else {
+                    ("read", "SecureRegion::read")
+                };
+                rows.push(Row {
+                    id: format!("{id}_{len}{}", if guarded { "_vs_guarded" } else { "" }),
+                    what: format!("{what}, {}", size_name(len)),
+                    baseline_name: if guarded {
+                        "copy_guarded"
+                    } else {
+                        "copy_nonoverlapping"
+                    },
+                    baseline: gbps(pair.baseline_ns),
+                    measured_name: if write { "write" } else { "read" },
+                    measured: gbps(pair.measured_ns),
+                    unit: "GB/s",
+                    // Throughput ratio: the inverse of the time ratio.
+                    ratio: 1.0 / pair.ratio,
+                    ratio_low: 1.0 / pair.ratio_high,
+                    ratio_high: 1.0 / pair.ratio_low,
+                    goal: if len >= 4096 {
+                        Goal::AtLeast(0.95)
+                    } else {
+                        Goal::None
+                    },
+                });
+            }
         }
     }
     drop(region);

@@ -81,6 +81,10 @@ pub fn abandoned_secures() -> usize {
 ///
 /// `handle` is a live secure made in `process`'s context, released once, here; `process` carries
 /// the reference the region took, given up here.
+///
+/// Always inlined, so that in a driver every secure's own function shows the unsecure (or the
+/// call to [`abandon`]) that ends it, which `cargo xtask bench --disasm-check` follows.
+#[inline(always)]
 pub(crate) unsafe fn release(handle: NonNull<c_void>, process: PEPROCESS) {
     let irql = kernel::irql();
     if irql <= SECURE_MAX && kernel::current_process() == process {
@@ -88,11 +92,20 @@ pub(crate) unsafe fn release(handle: NonNull<c_void>, process: PEPROCESS) {
         // at an IRQL the routine allows.
         unsafe { kernel::unsecure(handle.as_ptr()) };
     } else {
-        ABANDONED.fetch_add(1, Ordering::Relaxed);
-        mmsecure_sys::report_abandoned_secure(handle.as_ptr(), process);
+        abandon(handle, process);
     }
     // SAFETY: the caller gives up the reference it carries.
     unsafe { dereference(process) };
+}
+
+/// Leaves a secure standing: counts it and reports it (see [`abandoned_secures`]). Out of line
+/// and cold: a bug's path, kept off the drop's, and the one function besides
+/// `MmUnsecureVirtualMemory` that the disassembly check accepts as the end of a secure.
+#[cold]
+#[inline(never)]
+fn abandon(handle: NonNull<c_void>, process: PEPROCESS) {
+    ABANDONED.fetch_add(1, Ordering::Relaxed);
+    mmsecure_sys::report_abandoned_secure(handle.as_ptr(), process);
 }
 
 /// `ObfDereferenceObject` where the IRQL allows it (`DISPATCH_LEVEL` or below); above, the
@@ -101,6 +114,7 @@ pub(crate) unsafe fn release(handle: NonNull<c_void>, process: PEPROCESS) {
 /// # Safety
 ///
 /// The caller holds a reference on `process` and gives it up.
+#[inline]
 pub(crate) unsafe fn dereference(process: PEPROCESS) {
     if kernel::irql() <= DEREFERENCE_MAX {
         // SAFETY: the caller's reference, given up at an IRQL the routine allows.

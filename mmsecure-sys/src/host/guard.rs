@@ -143,9 +143,13 @@ impl Process {
 /// See [`crate::copy_guarded`].
 #[inline]
 pub(crate) unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS {
+    let seen = Seen {
+        generation: memory::generation(),
+        pid: current_pid(),
+    };
     let mut fault = match (
-        check(&READ, src as usize, len),
-        check(&WRITE, dst as usize, len),
+        check(&READ, src as usize, len, seen),
+        check(&WRITE, dst as usize, len, seen),
     ) {
         (None, None) => None,
         (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
@@ -172,6 +176,14 @@ pub(crate) unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> N
             0
         }
     }
+}
+
+/// What a copy's checks are made against: the count of changes to every address space, and the
+/// current process, both read once when the copy starts.
+#[derive(Clone, Copy)]
+struct Seen {
+    generation: u64,
+    pid: u64,
 }
 
 /// A check of one side of a copy that found nothing to fault.
@@ -208,24 +220,23 @@ fn check(
     side: &'static std::thread::LocalKey<Cell<Checked>>,
     start: usize,
     len: usize,
+    seen: Seen,
 ) -> Option<(usize, NTSTATUS)> {
     if len == 0 {
         return None;
     }
-    let end = start.saturating_add(len);
     let last = side.try_with(Cell::get).unwrap_or(UNCHECKED);
-    let pid = current_pid();
-    let hit = last.generation == memory::generation()
+    let hit = last.generation == seen.generation
         && last.start <= start
-        && end <= last.end
-        && (!last.user || last.pid == pid);
+        && start.saturating_add(len) <= last.end
+        && (!last.user || last.pid == seen.pid);
     if hit {
         if last.user {
             require_irql_for_user_memory(start, len);
         }
         return None;
     }
-    check_slow(side, start, len, pid)
+    check_slow(side, start, len, seen)
 }
 
 #[cold]
@@ -233,10 +244,9 @@ fn check_slow(
     side: &'static std::thread::LocalKey<Cell<Checked>>,
     start: usize,
     len: usize,
-    pid: u64,
+    seen: Seen,
 ) -> Option<(usize, NTSTATUS)> {
     let write = core::ptr::eq(side, &WRITE);
-    let generation = memory::generation();
     let user = memory::is_model_memory(start, len);
     let fault = if user {
         require_irql_for_user_memory(start, len);
@@ -249,8 +259,8 @@ fn check_slow(
     };
     if fault.is_none() {
         let checked = Checked {
-            generation,
-            pid,
+            generation: seen.generation,
+            pid: seen.pid,
             start,
             end: start + len,
             user,

@@ -13,33 +13,24 @@
 //! reference of both kinds is gone, the slot is freed, and the next new process gets the most
 //! recently freed slot first: a stale pointer then names a new process, deterministically.
 
+use core::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::vec::Vec;
 
 use super::lock;
 use super::process::{Process, ProcessInner};
-use super::thread::stop;
+use super::thread::{current_fast, stop};
 use crate::PEPROCESS;
 
 /// The System process's slot: never freed, never counted.
 const SYSTEM_SLOT: usize = 1;
 
-/// The slots of every live process object, their driver references, and the freed slots.
+/// The slots of every live process object, and the freed slots.
 struct Table {
-    /// Indexed by slot; `None` is free (or the unused slot 0).
-    slots: Vec<Option<Slot>>,
+    /// Indexed by slot: the process object there, `None` when free (or the unused slot 0).
+    slots: Vec<Option<Weak<ProcessInner>>>,
     /// Freed slots, the most recently freed last (handed out first).
     free: Vec<usize>,
-}
-
-/// One live process object.
-struct Slot {
-    process: Weak<ProcessInner>,
-    /// `ObfReferenceObject` calls not yet matched by `ObfDereferenceObject`.
-    driver_refs: usize,
-    /// While a driver holds a reference, the process itself, so that it outlives every
-    /// `Process` value as a referenced object outlives its handles.
-    keep: Option<Arc<ProcessInner>>,
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
@@ -97,16 +88,13 @@ pub(crate) fn allocate(process: Weak<ProcessInner>) -> usize {
             table.slots.len() - 1
         }
     };
-    table.slots[slot] = Some(Slot {
-        process,
-        driver_refs: 0,
-        keep: None,
-    });
+    table.slots[slot] = Some(process);
     slot
 }
 
-/// The last `Process` value of the object in `slot` is gone, and no driver reference stands (it
-/// would keep the process alive): the object is freed, its value free for the next process.
+/// The last `Process` value of the object in `slot` and the last driver reference on it are gone
+/// (a driver reference is a strong count on it): the object is freed, its value free for the next
+/// process.
 pub(crate) fn release(slot: usize) {
     let mut table = lock(&TABLE);
     if let Some(entry) = table.slots.get_mut(slot) {
@@ -116,84 +104,96 @@ pub(crate) fn release(slot: usize) {
     }
 }
 
-/// The driver references that stand on the process in `slot`.
-pub(crate) fn driver_refs(slot: usize) -> usize {
-    let table = lock(&TABLE);
-    match table.slots.get(slot) {
-        Some(Some(entry)) => entry.driver_refs,
-        _ => 0,
-    }
-}
-
 /// The live process an `EPROCESS` value names, if any (not System).
 pub(crate) fn process_of(eprocess: PEPROCESS) -> Option<Process> {
     let slot = slot_of(eprocess)?;
     let table = lock(&TABLE);
-    let entry = table.slots.get(slot)?.as_ref()?;
-    let inner = entry.process.upgrade()?;
+    let inner = table.slots.get(slot)?.as_ref()?.upgrade();
     drop(table);
-    Some(Process { inner })
+    Some(Process { inner: inner? })
 }
 
 /// `ObfReferenceObject` on a process object: the driver references now standing on it.
+///
+/// A driver reference is a strong count on the process's `Arc`, taken without a `Process` value
+/// to hold it (`Arc::increment_strong_count`), and counted in the process's `driver_refs`. The
+/// common case, a reference on the current process, reads the thread's context and takes no
+/// lock.
+#[inline]
 pub(crate) fn reference(object: PEPROCESS) -> usize {
-    let slot = match slot_of(object) {
-        Some(SYSTEM_SLOT) => return 1,
-        Some(slot) => slot,
-        None => not_an_object("ObfReferenceObject", object),
-    };
-    let mut table = lock(&TABLE);
-    let entry = match table.slots.get_mut(slot) {
-        Some(Some(entry)) => entry,
-        _ => {
-            drop(table);
-            not_an_object("ObfReferenceObject", object)
-        }
-    };
-    if entry.keep.is_none() {
-        match entry.process.upgrade() {
-            Some(process) => entry.keep = Some(process),
-            None => {
-                drop(table);
-                not_an_object("ObfReferenceObject", object)
-            }
-        }
+    let current = current_fast();
+    if current.eprocess == object as usize && !current.inner.is_null() {
+        // SAFETY: `current.inner` is the `Arc` pointer of the process this thread is attached
+        // to, which the thread's `Attach` keeps alive for the whole call.
+        unsafe { Arc::increment_strong_count(current.inner) };
+        // SAFETY: as above: the process is alive, and is now kept so by the new count.
+        let inner = unsafe { &*current.inner };
+        return inner.driver_refs.fetch_add(1, Ordering::Relaxed) + 1;
     }
-    entry.driver_refs += 1;
-    entry.driver_refs
+    let process = match slot_of(object) {
+        Some(SYSTEM_SLOT) => return 1,
+        Some(_) => process_of(object),
+        None => None,
+    };
+    match process {
+        Some(process) => {
+            let refs = process.inner.driver_refs.fetch_add(1, Ordering::Relaxed) + 1;
+            // The strong count `process` holds becomes the driver's.
+            let _ = Arc::into_raw(process.inner);
+            refs
+        }
+        None => not_an_object("ObfReferenceObject", object),
+    }
 }
 
 /// `ObfDereferenceObject` on a process object: the driver references left. Dropping the last
-/// one may free the object, which happens after the table's lock is released (freeing takes it
-/// again).
+/// reference of a process no `Process` value holds frees it.
+#[inline]
 pub(crate) fn dereference(object: PEPROCESS) -> usize {
-    let slot = match slot_of(object) {
-        Some(SYSTEM_SLOT) => return 1,
-        Some(slot) => slot,
-        None => not_an_object("ObfDereferenceObject", object),
+    let current = current_fast();
+    // Off the fast path, the process found in the table, held until the end so that it cannot
+    // be freed while it is looked at (a stale call must stop cleanly, not use freed memory).
+    let mut found = None;
+    let inner = if current.eprocess == object as usize && !current.inner.is_null() {
+        current.inner
+    } else {
+        match slot_of(object) {
+            Some(SYSTEM_SLOT) => return 1,
+            Some(_) => match process_of(object) {
+                Some(process) => Arc::as_ptr(&found.insert(process).inner),
+                None => no_reference(object),
+            },
+            None => no_reference(object),
+        }
     };
-    let released = {
-        let mut table = lock(&TABLE);
-        let entry = match table.slots.get_mut(slot) {
-            Some(Some(entry)) if entry.driver_refs > 0 => entry,
-            _ => {
-                drop(table);
-                stop(format_args!(
-                    "REFERENCE_BY_POINTER (bug check 0x18): ObfDereferenceObject({object:p}) \
-                     without a reference to drop: the object's count would go below zero, or it \
-                     was freed already"
-                ))
-            }
-        };
-        entry.driver_refs -= 1;
-        let left = entry.driver_refs;
-        (left, if left == 0 { entry.keep.take() } else { None })
+    // SAFETY: `inner` points to a live process: the current one (kept by the thread's
+    // `Attach`) or the one in `found`.
+    let process = unsafe { &*inner };
+    let left = match process.driver_refs.fetch_sub(1, Ordering::Relaxed) {
+        // No reference stood: the binary stops, the count as it was.
+        0 => {
+            process.driver_refs.fetch_add(1, Ordering::Relaxed);
+            no_reference(object)
+        }
+        refs => refs - 1,
     };
-    let (left, last) = released;
-    drop(last);
+    // SAFETY: a driver reference stood (the count above was positive): it is a strong count on
+    // this `Arc`, taken by `reference`, given up here, once. `found` or the `Attach` still holds
+    // another, so this does not free the process; dropping `found` afterwards may.
+    unsafe { Arc::decrement_strong_count(inner) };
+    drop(found);
     left
 }
 
+#[cold]
+fn no_reference(object: PEPROCESS) -> ! {
+    stop(format_args!(
+        "REFERENCE_BY_POINTER (bug check 0x18): ObfDereferenceObject({object:p}) without a \
+         reference to drop: the object's count would go below zero, or it was freed already"
+    ))
+}
+
+#[cold]
 fn not_an_object(routine: &str, object: PEPROCESS) -> ! {
     stop(format_args!(
         "REFERENCE_BY_POINTER (bug check 0x18): {routine}({object:p}) on no live process \

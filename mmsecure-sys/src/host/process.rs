@@ -1,7 +1,7 @@
 //! [`Process`]: a simulated user process: its address space, its secures, its misuse record.
 
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::vec::Vec;
@@ -71,6 +71,9 @@ pub(crate) struct ProcessInner {
     /// The process object's slot in `object`'s table, and the `EPROCESS` value it gives.
     slot: usize,
     eprocess: usize,
+    /// `ObfReferenceObject` calls not yet matched by `ObfDereferenceObject`; each also holds a
+    /// strong count on this `Arc` (see `object`).
+    pub(crate) driver_refs: AtomicUsize,
     cookie: u64,
     strict: AtomicBool,
     state: Mutex<ProcessState>,
@@ -156,6 +159,7 @@ impl Process {
                     id,
                     slot,
                     eprocess: object::eprocess_of_slot(slot) as usize,
+                    driver_refs: AtomicUsize::new(0),
                     cookie: cookie_of(id),
                     strict: AtomicBool::new(false),
                     state: Mutex::new(ProcessState::default()),
@@ -209,7 +213,7 @@ impl Process {
     /// assert_eq!(process.driver_references(), 0);
     /// ```
     pub fn driver_references(&self) -> usize {
-        object::driver_refs(self.inner.slot)
+        self.inner.driver_refs.load(Ordering::Relaxed)
     }
 
     /// Runs this thread in the process' context until the guard drops, like

@@ -5,13 +5,52 @@ use core::cell::{Cell, RefCell};
 use core::fmt;
 use core::marker::PhantomData;
 
-use super::process::Process;
+use std::sync::Arc;
+
+use super::process::{Process, ProcessInner};
 use crate::{APC_LEVEL, DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL, PEPROCESS};
 
 std::thread_local! {
     /// The process whose address space this thread is in; `None` is the System process.
     static CURRENT: RefCell<Option<Process>> = const { RefCell::new(None) };
+    /// What the hot paths (`IoGetCurrentProcess`, every guarded copy, every process reference)
+    /// read of `CURRENT`, kept beside it as plain values: no borrow, no destructor to register.
+    static FAST: Cell<Fast> = const { Cell::new(SYSTEM) };
     static IRQL: Cell<KIRQL> = const { Cell::new(PASSIVE_LEVEL as KIRQL) };
+}
+
+/// The current process as the hot paths see it.
+#[derive(Clone, Copy)]
+pub(crate) struct Fast {
+    /// Its `EPROCESS` value; 0 for System.
+    pub(crate) eprocess: usize,
+    /// Its id; 0 for System.
+    pub(crate) pid: u64,
+    /// Its shared state, kept alive by `CURRENT`'s `Process`; null for System.
+    pub(crate) inner: *const ProcessInner,
+}
+
+const SYSTEM: Fast = Fast {
+    eprocess: 0,
+    pid: 0,
+    inner: core::ptr::null(),
+};
+
+fn fast_of(process: Option<&Process>) -> Fast {
+    match process {
+        Some(process) => Fast {
+            eprocess: process.eprocess() as usize,
+            pid: process.id(),
+            inner: Arc::as_ptr(&process.inner),
+        },
+        None => SYSTEM,
+    }
+}
+
+/// The current process, as plain values (see [`Fast`]).
+#[inline]
+pub(crate) fn current_fast() -> Fast {
+    FAST.try_with(Cell::get).unwrap_or(SYSTEM)
 }
 
 /// The process this thread is attached to, if any.
@@ -25,18 +64,18 @@ pub(crate) fn current_process() -> Option<Process> {
 /// The `EPROCESS` of the process this thread is attached to, if any, read in place: unlike
 /// [`current_process`] it takes no reference, so `IoGetCurrentProcess` (called on every copy by
 /// mmsecure) costs no atomic read-modify-write.
+#[inline]
 pub(crate) fn current_eprocess() -> Option<PEPROCESS> {
-    CURRENT
-        .try_with(|current| current.borrow().as_ref().map(Process::eprocess))
-        .ok()
-        .flatten()
+    match current_fast().eprocess {
+        0 => None,
+        eprocess => Some(eprocess as PEPROCESS),
+    }
 }
 
 /// The id of the process this thread is attached to, 0 for none (System), read in place.
+#[inline]
 pub(crate) fn current_pid() -> u64 {
-    CURRENT
-        .try_with(|current| current.borrow().as_ref().map_or(0, Process::id))
-        .unwrap_or(0)
+    current_fast().pid
 }
 
 /// This thread's time in another process' context: made by
@@ -56,6 +95,7 @@ impl Attach {
             .try_with(|current| current.replace(Some(process.clone())))
             .ok()
             .flatten();
+        let _ = FAST.try_with(|fast| fast.set(fast_of(Some(process))));
         Attach {
             previous,
             _thread: PhantomData,
@@ -67,6 +107,7 @@ impl Drop for Attach {
     fn drop(&mut self) {
         let previous = self.previous.take();
         // At thread exit the slot may be gone already; there is nothing to restore then.
+        let _ = FAST.try_with(|fast| fast.set(fast_of(previous.as_ref())));
         let _ = CURRENT.try_with(|current| current.replace(previous));
     }
 }
@@ -98,10 +139,12 @@ impl fmt::Debug for Attach {
 /// assert_eq!(unsafe { KeGetCurrentIrql() }, 2);
 /// ```
 #[allow(non_snake_case)]
+#[inline]
 pub unsafe fn KeGetCurrentIrql() -> KIRQL {
     irql()
 }
 
+#[inline]
 pub(crate) fn irql() -> KIRQL {
     IRQL.try_with(Cell::get).unwrap_or(PASSIVE_LEVEL as KIRQL)
 }
@@ -168,16 +211,22 @@ fn irql_name(irql: KIRQL) -> &'static str {
 
 /// Stops the caller of `routine` as the kernel's bug check `IRQL_NOT_LESS_OR_EQUAL` would, if the
 /// thread's IRQL is above `max`.
+#[inline]
 pub(crate) fn require_irql(routine: &str, max: u32) {
     let irql = irql();
     if u32::from(irql) > max {
-        stop(format_args!(
-            "IRQL_NOT_LESS_OR_EQUAL (bug check 0xA): {routine} called at IRQL {irql} ({}); it \
-             requires IRQL <= {max} ({})",
-            irql_name(irql),
-            irql_name(max as KIRQL),
-        ));
+        irql_too_high(routine, irql, max);
     }
+}
+
+#[cold]
+fn irql_too_high(routine: &str, irql: KIRQL, max: u32) -> ! {
+    stop(format_args!(
+        "IRQL_NOT_LESS_OR_EQUAL (bug check 0xA): {routine} called at IRQL {irql} ({}); it \
+         requires IRQL <= {max} ({})",
+        irql_name(irql),
+        irql_name(max as KIRQL),
+    ))
 }
 
 /// Stops the whole binary with `message`, as a bug check stops the machine.

@@ -31,10 +31,22 @@ const SECURE: &str = "MmSecureVirtualMemory";
 const UNSECURE: &str = "MmUnsecureVirtualMemory";
 
 /// The only routines a secured path may call before the unsecure: the region records its process
-/// and every copy checks it (`IoGetCurrentProcess`); the sample copies its request out before
-/// the drop, and on x86_64 Windows that copy is mmsecure-sys's guarded `rep movsb`, an assembly
-/// function with an exception handler that cannot be inlined.
-const ALLOWED_WHILE_SECURED: &[&str] = &["IoGetCurrentProcess", "mmsecure_sys_copy_guarded"];
+/// and every copy and the drop check it (`IoGetCurrentProcess`); the region holds a reference on
+/// that process from the secure on (`ObfReferenceObject`, issue #12: without it, a freed and
+/// reused EPROCESS would pass the process check); the sample copies its request out before the
+/// drop, and on x86_64 Windows that copy is mmsecure-sys's guarded `rep movsb`, an assembly
+/// function with an exception handler that cannot be inlined. The IRQL checks read CR8 inline and
+/// call nothing.
+const ALLOWED_WHILE_SECURED: &[&str] = &[
+    "IoGetCurrentProcess",
+    "ObfReferenceObject",
+    "mmsecure_sys_copy_guarded",
+];
+
+/// The one function that may end a secured path instead of the unsecure: a region dropped in
+/// another process context or above `APC_LEVEL` leaves its secure standing (issue #12) and says
+/// so through it (demangled name).
+const ABANDON: &str = "mmsecure::context::abandon";
 
 /// Functions of the sample that call `MmSecureVirtualMemory` raw, not through `mmsecure`, on
 /// purpose, matched against the link map's (mangled) names: `guard::secure_in_guard` secures
@@ -273,6 +285,8 @@ fn target_of(insn: &Insn) -> Target {
 enum End {
     /// At the one `MmUnsecureVirtualMemory` call.
     Unsecured,
+    /// At the call to mmsecure's `abandon`: dropped where it must not unsecure.
+    Abandoned,
     /// The handle was NULL: nothing to unsecure. Ends where the path leaves the function.
     Refused,
     /// Left the function (return, tail jump, trap) without an unsecure on a non-NULL path.
@@ -287,6 +301,7 @@ impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             End::Unsecured => write!(f, "unsecured"),
+            End::Abandoned => write!(f, "abandoned (mmsecure::context::abandon)"),
             End::Refused => write!(f, "NULL handle"),
             End::Leaked(at) => write!(f, "left at {at:#x}"),
             End::SecondSecure(at) => write!(f, "second secure at {at:#x}"),
@@ -387,7 +402,7 @@ fn analyse(code: &[Insn], symbols: &Symbols) -> Report {
             }
             match path.end {
                 End::Unsecured => unsecured += 1,
-                End::Refused => {}
+                End::Refused | End::Abandoned => {}
                 End::Leaked(at) => report.failures.push(format!(
                     "after the {SECURE} call at {:#x} ({function}), a path with a non-NULL \
                      handle leaves the function at {at:#x} without {UNSECURE}",
@@ -506,6 +521,10 @@ fn follow(
                 let name = name_of(insn);
                 if name == UNSECURE {
                     leave(state, End::Unsecured, &mut done);
+                    break;
+                }
+                if demangle(&name).contains(ABANDON) {
+                    leave(state, End::Abandoned, &mut done);
                     break;
                 }
                 if name == SECURE {
