@@ -148,8 +148,8 @@ pub(crate) unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> N
         pid: current_pid(),
     };
     let mut fault = match (
-        check(&READ, src as usize, len, seen),
-        check(&WRITE, dst as usize, len, seen),
+        check(Side::Read, src as usize, len, seen),
+        check(Side::Write, dst as usize, len, seen),
     ) {
         (None, None) => None,
         (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
@@ -213,19 +213,31 @@ std::thread_local! {
     static WRITE: Cell<Checked> = const { Cell::new(UNCHECKED) };
 }
 
-/// Where one side of a copy (`READ`: the source, `WRITE`: the destination) first faults, if it
-/// does: how many bytes come before it, and the code.
+/// The two sides of a copy: the source is read, the destination written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Read,
+    Write,
+}
+
+impl Side {
+    /// The side's last successful check on this thread.
+    fn last(self) -> &'static std::thread::LocalKey<Cell<Checked>> {
+        match self {
+            Side::Read => &READ,
+            Side::Write => &WRITE,
+        }
+    }
+}
+
+/// Where one side of a copy first faults, if it does: how many bytes come before it, and the
+/// code.
 #[inline]
-fn check(
-    side: &'static std::thread::LocalKey<Cell<Checked>>,
-    start: usize,
-    len: usize,
-    seen: Seen,
-) -> Option<(usize, NTSTATUS)> {
+fn check(side: Side, start: usize, len: usize, seen: Seen) -> Option<(usize, NTSTATUS)> {
     if len == 0 {
         return None;
     }
-    let last = side.try_with(Cell::get).unwrap_or(UNCHECKED);
+    let last = side.last().try_with(Cell::get).unwrap_or(UNCHECKED);
     let hit = last.generation == seen.generation
         && last.start <= start
         && start.saturating_add(len) <= last.end
@@ -240,13 +252,8 @@ fn check(
 }
 
 #[cold]
-fn check_slow(
-    side: &'static std::thread::LocalKey<Cell<Checked>>,
-    start: usize,
-    len: usize,
-    seen: Seen,
-) -> Option<(usize, NTSTATUS)> {
-    let write = core::ptr::eq(side, &WRITE);
+fn check_slow(side: Side, start: usize, len: usize, seen: Seen) -> Option<(usize, NTSTATUS)> {
+    let write = side == Side::Write;
     let user = memory::is_model_memory(start, len);
     let fault = if user {
         require_irql_for_user_memory(start, len);
@@ -265,7 +272,7 @@ fn check_slow(
             end: start + len,
             user,
         };
-        let _ = side.try_with(|cell| cell.set(checked));
+        let _ = side.last().try_with(|cell| cell.set(checked));
     }
     fault
 }
