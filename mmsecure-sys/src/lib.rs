@@ -342,9 +342,13 @@ pub use bindings::MmSecureVirtualMemoryEx;
 /// may be freed and re-protected again.
 ///
 /// It must run in the context of the process that made the secure (attach with
-/// `KeStackAttachProcess` from elsewhere) and before that process exits. In another process it
-/// finds nothing and does nothing on current Windows (older kernels only asserted it). When the
-/// process exits, the kernel drops all of its secures itself.
+/// `KeStackAttachProcess` from elsewhere). Anywhere else it is **fatal or corrupting**, never
+/// harmless: modern Windows decodes the handle with the current process and bug checks with
+/// `MEMORY_MANAGEMENT` (0x1A, first parameter 0x15000) when it finds no secure there (decompiled,
+/// weak provenance); the Windows Research Kernel dereferences the handle (a VAD field or a pool
+/// entry) under the wrong address space's lock and frees the entry, so a second unsecure of one
+/// handle is a double free. The host model bug checks in both cases. In a process that has
+/// exited it returns (exit dropped all of the process's secures already).
 ///
 /// # Safety
 ///
@@ -731,10 +735,13 @@ pub unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS
 /// (`ExRaiseStatus`, `ProbeForRead` on a bad address, a raising stub...), where [`COPY_GUARDED`]
 /// says exceptions are caught.
 ///
-/// On Windows the frames of `f` are unwound without running Rust destructors: a driver built with
-/// `panic = "abort"` (every driver) has no unwind handlers in its frames, so whatever `f` owned
-/// when the exception came is leaked and locks it held stay held. Keep `f` small: call the
-/// raising routine and store its result through `context`. Off Windows, see
+/// On Windows an exception raised in `f` is dispatched to this frame's handler and the stack is
+/// unwound back to it through every frame in between. Rust defines no unwinding of a foreign
+/// exception through a Rust frame declared `extern "C"` (or any non-`-unwind` ABI): it is
+/// undefined behaviour, whatever the frame owns. So every frame the exception passes through,
+/// `f` included, must be written in assembly or C (with unwind data, as the compiler emits for
+/// C), or be Rust declared `extern "C-unwind"`, which needs Rust 1.71 and is therefore not the
+/// type of `f` here. A Rust `f` is sound only if nothing it calls can raise. Off Windows, see
 /// `host::raise_exception` for how the model raises.
 ///
 /// ```
@@ -753,8 +760,9 @@ pub unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS
 /// # Safety
 ///
 /// `f(context)` must be sound to call, apart from the exceptions it may raise; where
-/// [`COPY_GUARDED`] is `false` it must not raise at all. On Windows, nothing that `f`'s frames
-/// own may need dropping if it raises.
+/// [`COPY_GUARDED`] is `false` it must not raise at all. An exception may only pass through
+/// frames of assembly or C (see above): a raise that unwinds a Rust `extern "C"` frame is
+/// undefined behaviour.
 #[inline]
 pub unsafe fn call_guarded(f: unsafe extern "C" fn(*mut c_void), context: *mut c_void) -> NTSTATUS {
     // SAFETY: the caller's contract is the backend's.

@@ -196,8 +196,10 @@ unsafe fn handle(
             ptr::null_mut(),
         );
     }
-    // RtlUnwindEx returns only if the unwind failed; let the search go on, as an unhandled
-    // exception would have.
+    // RtlUnwindEx does not return: it resumes at the landing label, discarding this handler's
+    // frame and the dispatcher's (this frame holds nothing to drop). When it cannot unwind, it
+    // raises an exception of its own (in the kernel, a bug check follows) rather than return.
+    // The value below only completes the handler's signature.
     EXCEPTION_CONTINUE_SEARCH
 }
 

@@ -32,15 +32,17 @@
 //!
 //! | while a [`SecureRegion`] stands | guaranteed? |
 //! |---|---|
-//! | the allocation is not freed, decommitted or unmapped | yes |
+//! | the secured pages are not decommitted, and the allocation is not freed or unmapped, by a user-mode request | yes |
+//! | the same against kernel-mode requests (another driver's `ZwFreeVirtualMemory`) | yes, except with [`SecureFlags::USER_MODE_ONLY`], which lets them pass |
 //! | protection does not drop below the [`ProbeMode`] (no no-access; no read-only for `ReadWrite`) | yes |
 //! | no guard pages are set on the range | yes |
 //! | no protection change at all | only with [`SecureFlags::NO_CHANGE`] |
+//! | the rest of the allocation stays committed | **no**: pages outside the secured range may be decommitted |
 //! | the bytes do not change | **no**: the user can write them at any time; copy once, validate the copy |
-//! | the pages are resident | **no**: a copy can page-fault and wait; copy below `DISPATCH_LEVEL` |
+//! | the pages are resident | **no**: a copy can page-fault and wait; so every copy checks that the IRQL is `APC_LEVEL` or below ([`Error::IrqlTooHigh`]) |
 //! | a copy cannot raise | **no**: an in-page error still raises an exception (Microsoft asks for `__try/__except`); on x86_64 Windows every copy catches it and returns [`Error::Fault`], other Windows architectures do not build yet (see `docs/exceptions.md`) |
 //! | it holds in another process context | **no**: copies there fail with [`Error::WrongProcess`] |
-//! | it outlives the process | **no**: process exit drops every secure |
+//! | it outlives the process | **no**: process exit drops every secure; copies then fault |
 //!
 //! Microsoft's own page for `MmSecureVirtualMemory` recommends that drivers not use it, because
 //! every access still needs `__try/__except` for the exceptions a secure does not prevent. Where
@@ -48,11 +50,39 @@
 //! (`METHOD_IN_DIRECT`/`METHOD_OUT_DIRECT`), let it; the guide's [Why][guide-why] page says when
 //! securing is the right tool.
 //!
+//! # What the crate guarantees
+//!
+//! No sequence of safe calls, whatever other code does with `KeStackAttachProcess`,
+//! `KeRaiseIrql` or process exit, makes the kernel unsecure in the wrong context, call a routine
+//! above its IRQL, touch user memory at `DISPATCH_LEVEL`, trust a stale `EPROCESS`, or unsecure a
+//! handle twice. All of it is checked at run time, in release builds too:
+//!
+//! - Constructors and every copy read the IRQL and return [`Error::IrqlTooHigh`] above
+//!   `APC_LEVEL` before the kernel or user memory is touched. The first flagged secure looks
+//!   `MmSecureVirtualMemoryEx` up, which needs `PASSIVE_LEVEL`; call [`secure_ex_available`] from
+//!   `DriverEntry` to have that done once.
+//! - A region holds a reference on its process object (`ObfReferenceObject`), so its `PEPROCESS`
+//!   cannot be freed and reused by another process while it stands; copies compare it with the
+//!   current process ([`Error::WrongProcess`]).
+//! - Drop unsecures only in that process's context at `APC_LEVEL` or below. Anywhere else it does
+//!   not call the kernel: the secure stays until the process exits, and
+//!   [`abandoned_secures`] counts it. Drop never panics.
+//! - A [`RawRegion`] (for a pended IRP) is owned and cannot be copied, so a secure is rebuilt,
+//!   and unsecured, at most once; [`SecureRegion::from_raw`] checks the context first and hands
+//!   the raw region back on failure.
+//!
+//! Why checks at run time and not lifetimes (a region borrowing an attach guard): most regions
+//! are made and dropped in the requester's own context, where there is no guard to borrow; the
+//! attach and the IRQL belong to other code (wdk's spin locks, the caller's own
+//! `KeStackAttachProcess`) that this crate cannot make hand out guards; and a region kept across
+//! a pended IRP must outlive the call that made it. The checks cost a CR8 read and an
+//! `IoGetCurrentProcess` per operation (see `docs/performance.md`).
+//!
 //! # Rules for the caller
 //!
-//! - Create and drop regions at IRQL <= `APC_LEVEL` (debug builds assert it).
-//! - Drop a region in the context of the process that secured it (debug builds assert it), before
-//!   that process exits; from another thread, attach first (`KeStackAttachProcess`).
+//! - Create, copy and drop at IRQL <= `APC_LEVEL`, in the context of the process that secured the
+//!   range; from another thread, attach first (`KeStackAttachProcess`). Outside that, calls fail
+//!   with an error and a drop leaves the secure to the process's exit: no crash, but a bug.
 //! - `MmSecureVirtualMemoryEx` (any non-empty [`SecureFlags`]) needs Windows 10 1809 or later; it
 //!   is looked up at run time, and [`secure_ex_available`] tells in advance.
 //!

@@ -11,8 +11,8 @@ use core::ffi::c_void;
 use core::ptr;
 
 use mmsecure_sys::{
-    call_guarded, copy_guarded, copy_unguarded, MmSecureVirtualMemory, MmUnsecureVirtualMemory,
-    HANDLE, PAGE_READONLY, PAGE_READWRITE, SIZE_T,
+    call_guarded, copy_guarded, copy_unguarded, MmUnsecureVirtualMemory, HANDLE, PAGE_READONLY,
+    PAGE_READWRITE, SIZE_T,
 };
 
 use crate::ntoskrnl::PAGE_NOACCESS;
@@ -42,21 +42,49 @@ pub fn copy_from_no_access_page(buffer: &UserBuffer) {
     report::number("GuardedCopyRestored", status as u32);
 }
 
-/// What [`secure_in_guard`] works on: the range, and the handle it got.
+/// What [`sample_secure_in_guard`] works on: the range, and the handle it got. `#[repr(C)]`:
+/// the assembly reads it at offsets 0, 8 and 16.
+#[repr(C)]
 struct SecureCall {
     address: *mut c_void,
     len: SIZE_T,
     handle: HANDLE,
 }
 
-/// Secures the range in `context` (a `SecureCall`) with `MmSecureVirtualMemory`, which is a stub
-/// that raises `EXCEPTION_WINE_STUB` under Wine 8. Small on purpose: when it raises, its frame
-/// is unwound and nothing after the call runs.
-unsafe extern "C" fn secure_in_guard(context: *mut c_void) {
-    let call = context.cast::<SecureCall>();
-    // SAFETY: `call_guarded`'s caller passes a live `SecureCall`, which nothing else touches
-    // during the call; the routine validates the range itself.
-    unsafe { (*call).handle = MmSecureVirtualMemory((*call).address, (*call).len, PAGE_READONLY) };
+// Secures the range in the `SecureCall` that RCX points to with `MmSecureVirtualMemory`
+// (`PAGE_READONLY`), which is a stub that raises `EXCEPTION_WINE_STUB` under Wine 8, and stores
+// the handle. Assembly, not Rust: an exception that unwinds a Rust `extern "C"` frame is
+// undefined behaviour (see `call_guarded`'s contract), and the unwinder needs the frame
+// described, hence the SEH directives. RBX keeps the context across the call; 32 bytes of home
+// space plus the push keep RSP 16-aligned at the call.
+core::arch::global_asm!(
+    ".text",
+    ".p2align 4",
+    ".globl sample_secure_in_guard",
+    "sample_secure_in_guard:",
+    ".seh_proc sample_secure_in_guard",
+    "    push rbx",
+    ".seh_pushreg rbx",
+    "    sub rsp, 32",
+    ".seh_stackalloc 32",
+    ".seh_endprologue",
+    "    mov rbx, rcx",
+    "    mov rdx, [rcx + 8]",
+    // PAGE_READONLY (const operands in asm need Rust 1.82; a static assertion below pins it).
+    "    mov r8d, 2",
+    "    mov rcx, [rcx]",
+    "    call MmSecureVirtualMemory",
+    "    mov [rbx + 16], rax",
+    "    add rsp, 32",
+    "    pop rbx",
+    "    ret",
+    ".seh_endproc",
+);
+const _: () = assert!(PAGE_READONLY == 2);
+
+extern "C" {
+    /// The assembly above: `context` is a `*mut SecureCall`.
+    fn sample_secure_in_guard(context: *mut c_void);
 }
 
 /// Calls `MmSecureVirtualMemory` on `buffer` under `call_guarded` and reports the status as
@@ -68,8 +96,10 @@ pub fn call_raising_stub(buffer: &UserBuffer) {
         len: buffer.len() as SIZE_T,
         handle: ptr::null_mut(),
     };
-    // SAFETY: `secure_in_guard` gets a live `SecureCall`; its frame owns nothing to drop.
-    let status = unsafe { call_guarded(secure_in_guard, (&mut call as *mut SecureCall).cast()) };
+    // SAFETY: `sample_secure_in_guard` is assembly with unwind data (an exception may pass
+    // through it) and gets a live `SecureCall`.
+    let status =
+        unsafe { call_guarded(sample_secure_in_guard, (&mut call as *mut SecureCall).cast()) };
     report::number("GuardedSecureCall", status as u32);
     if status == 0 && !call.handle.is_null() {
         // SAFETY: a live handle from the secure just made, in this process context.
