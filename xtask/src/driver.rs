@@ -18,7 +18,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cross::{self, run_checked, Stopwatch, TARGET};
+use crate::command::{run_checked, stdout_of};
+use crate::cross::{self, Stopwatch, TARGET};
 use crate::{debian, pe};
 
 /// The service name the sample reports under, and the file's stem.
@@ -219,15 +220,7 @@ fn def_exports(def: &str) -> Vec<String> {
 
 /// The routines an import library defines, read with mingw-w64's nm.
 fn library_exports(lib: &Path) -> crate::Result<BTreeSet<String>> {
-    let output = Command::new(NM)
-        .arg("--defined-only")
-        .arg(lib)
-        .output()
-        .map_err(|e| format!("cannot run {NM}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("`{NM} --defined-only {}` failed", lib.display()).into());
-    }
-    Ok(String::from_utf8_lossy(&output.stdout)
+    Ok(stdout_of(Command::new(NM).arg("--defined-only").arg(lib))?
         .lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace().rev();
@@ -268,16 +261,6 @@ fn rust_lld() -> crate::Result<PathBuf> {
         )
         .into())
     }
-}
-
-fn stdout_of(cmd: &mut Command) -> crate::Result<String> {
-    let output = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", cross::display(cmd)))?;
-    if !output.status.success() {
-        return Err(format!("`{}` failed", cross::display(cmd)).into());
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The RVA of `symbol` in an MSVC-style map file (as `lld-link /map` writes it).

@@ -5,6 +5,7 @@
 
 mod bench;
 mod codegen;
+mod command;
 mod cross;
 mod debian;
 mod diff;
