@@ -13,6 +13,7 @@ mod driver;
 mod package;
 mod pe;
 mod wine;
+mod x86;
 
 use std::process::ExitCode;
 
