@@ -60,10 +60,20 @@ mod tests {
     #[test]
     fn commands_display_as_words_a_shell_splits_back() {
         let mut cmd = Command::new("/usr/bin/cargo");
-        let args = ["build", "--config", r#"a="b c""#, "it's", "", "/plain/path_1.2"];
+        let args = [
+            "build",
+            "--config",
+            r#"a="b c""#,
+            "it's",
+            "",
+            "/plain/path_1.2",
+        ];
         cmd.args(args);
         let shown = display(&cmd);
-        assert!(shown.starts_with("/usr/bin/cargo build --config "), "{shown}");
+        assert!(
+            shown.starts_with("/usr/bin/cargo build --config "),
+            "{shown}"
+        );
         assert!(shown.ends_with(" /plain/path_1.2"), "{shown}");
         let words = shlex::split(&shown).unwrap();
         assert_eq!(words[0], "/usr/bin/cargo");

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use object::pe::{ImageNtHeaders64, IMAGE_SCN_MEM_EXECUTE};
-use object::read::pe::{Import as ObjectImport, ImageNtHeaders, ImageOptionalHeader, PeFile64};
+use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, Import as ObjectImport, PeFile64};
 use object::{FileKind, LittleEndian as LE};
 
 /// Where the optional header's `CheckSum` is, from the optional header's start.
