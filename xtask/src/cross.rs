@@ -129,6 +129,14 @@ pub fn debian_cargo(root: &Path, subcommand: &str) -> Command {
         .env("RUSTDOC", DEBIAN_RUSTDOC)
         .env("CARGO_TARGET_DIR", cargo_target_dir(root));
     // `cargo xtask` runs under rustup's cargo, whose settings must not leak into cargo 1.65.
+    clear_cargo_settings(&mut cmd);
+    cmd
+}
+
+/// Removes from `cmd`'s environment what the cargo running this task set for its own build
+/// (flags, wrappers, target, jobserver), so that a cargo started by the task builds as if run
+/// from a shell.
+pub fn clear_cargo_settings(cmd: &mut Command) {
     for var in [
         "CARGO",
         "RUSTFLAGS",
@@ -143,7 +151,6 @@ pub fn debian_cargo(root: &Path, subcommand: &str) -> Command {
     ] {
         cmd.env_remove(var);
     }
-    cmd
 }
 
 /// Vendors the sample workspace's dependencies with rustup's cargo into `samples/driver/vendor/`,

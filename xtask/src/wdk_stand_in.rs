@@ -104,18 +104,7 @@ impl Toolchain {
             .args(["--target", TARGET, "--locked"])
             .env("RUSTC", &self.rustc)
             .env("CARGO_TARGET_DIR", root.join("target").join("wdk-stand-in"));
-        // This task's own cargo settings must not reach the check's build.
-        for var in [
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "RUSTDOCFLAGS",
-            "CARGO_ENCODED_RUSTDOCFLAGS",
-            "RUSTC_WRAPPER",
-            "RUSTC_WORKSPACE_WRAPPER",
-            "CARGO_BUILD_TARGET",
-        ] {
-            cmd.env_remove(var);
-        }
+        cross::clear_cargo_settings(&mut cmd);
         cmd
     }
 }

@@ -226,10 +226,19 @@ fn target_of(insn: &Instruction) -> Target {
     }
 }
 
-/// The instruction in Intel syntax, as a person reads a listing.
+/// The instruction in Intel syntax, numbers as objdump writes them (`0x140001000`).
 fn text_of(insn: &Instruction) -> String {
+    let mut formatter = IntelFormatter::new();
+    let options = formatter.options_mut();
+    options.set_hex_prefix("0x");
+    options.set_hex_suffix("");
+    options.set_uppercase_hex(false);
+    options.set_leading_zeros(false);
+    options.set_branch_leading_zeros(false);
+    options.set_show_branch_size(false);
+    options.set_space_after_operand_separator(true);
     let mut text = String::new();
-    IntelFormatter::new().format(insn, &mut text);
+    formatter.format(insn, &mut text);
     text
 }
 
@@ -893,21 +902,23 @@ mod tests {
         assert!(fails_with(&report, "nothing to check"));
     }
 
+    /// A secure whose handle goes to `rbx`, then `between`, then the NULL test on `rbx` and a
+    /// `je` to the exit, then the unsecure: a leak unless `rbx` still holds the handle there.
+    fn tested_in_rbx_after(between: impl FnOnce(Asm) -> Asm) -> Report {
+        let code = between(Asm::new().call(SECURE_THUNK).raw(MOV_RBX_RAX))
+            .raw(TEST_RBX_RBX)
+            .je(EXIT)
+            .unsecure_and_exit();
+        run(&code)
+    }
+
     /// Issue #15's false negative: `mov ebx, eax` replaces all of `rbx` (the handle) with the
     /// call's result, so `test rbx, rbx` no longer tests the handle and the `je` to a return
     /// leaks it. The text-based check took `ebx` for another register than `rbx` and called
     /// that path a NULL handle.
     #[test]
     fn a_32_bit_write_over_the_handle_register_leaks_the_secure() {
-        let code = Asm::new()
-            .call(SECURE_THUNK)
-            .raw(MOV_RBX_RAX)
-            .call(PROCESS_THUNK)
-            .raw(MOV_EBX_EAX)
-            .raw(TEST_RBX_RBX)
-            .je(EXIT)
-            .unsecure_and_exit();
-        let report = run(&code);
+        let report = tested_in_rbx_after(|a| a.call(PROCESS_THUNK).raw(MOV_EBX_EAX));
         assert!(
             fails_with(&report, "leaves the function"),
             "{:?}\n{}",
@@ -919,29 +930,14 @@ mod tests {
     /// The same function without the overwrite passes: what fails above is the overwrite.
     #[test]
     fn a_handle_kept_in_rbx_across_a_call_is_still_tested() {
-        let code = Asm::new()
-            .call(SECURE_THUNK)
-            .raw(MOV_RBX_RAX)
-            .call(PROCESS_THUNK)
-            .raw(TEST_RBX_RBX)
-            .je(EXIT)
-            .unsecure_and_exit();
-        let report = run(&code);
+        let report = tested_in_rbx_after(|a| a.call(PROCESS_THUNK));
         assert!(report.failures.is_empty(), "{:?}", report.failures);
     }
 
     /// `pop rbx` writes `rbx`: after `push rcx; pop rbx` it holds `rcx`'s value, not the handle.
     #[test]
     fn a_pop_over_the_handle_register_leaks_the_secure() {
-        let code = Asm::new()
-            .call(SECURE_THUNK)
-            .raw(MOV_RBX_RAX)
-            .raw(PUSH_RCX)
-            .raw(POP_RBX)
-            .raw(TEST_RBX_RBX)
-            .je(EXIT)
-            .unsecure_and_exit();
-        let report = run(&code);
+        let report = tested_in_rbx_after(|a| a.raw(PUSH_RCX).raw(POP_RBX));
         assert!(
             fails_with(&report, "leaves the function"),
             "{:?}",
@@ -952,15 +948,7 @@ mod tests {
     /// A handle saved with `push rax` across a call and restored with `pop rbx` is the handle.
     #[test]
     fn a_handle_pushed_and_popped_around_a_call_is_still_tested() {
-        let code = Asm::new()
-            .call(SECURE_THUNK)
-            .raw(PUSH_RAX)
-            .call(PROCESS_THUNK)
-            .raw(POP_RBX)
-            .raw(TEST_RBX_RBX)
-            .je(EXIT)
-            .unsecure_and_exit();
-        let report = run(&code);
+        let report = tested_in_rbx_after(|a| a.raw(PUSH_RAX).call(PROCESS_THUNK).raw(POP_RBX));
         assert!(report.failures.is_empty(), "{:?}", report.failures);
         assert!(report.text.contains("NULL handle"), "{}", report.text);
     }
@@ -979,6 +967,14 @@ mod tests {
         let report = run(&code);
         assert!(report.failures.is_empty(), "{:?}", report.failures);
         assert!(report.text.contains("unsecured"), "{}", report.text);
+    }
+
+    #[test]
+    fn instructions_print_as_in_a_listing() {
+        let code = Asm::new().call(PROCESS_THUNK).raw(MOV_EBX_EAX);
+        let insns = x86::decode(&[(CALLER, &code.0)]);
+        assert_eq!(text_of(&insns[0]), "call 0x140001210");
+        assert_eq!(text_of(&insns[1]), "mov ebx, eax");
     }
 
     #[test]
