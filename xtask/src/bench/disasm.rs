@@ -73,6 +73,9 @@ fn allowed_while_secured(routine: &str) -> bool {
 /// unsecures. Their call sites are listed and skipped: the check is about the wrapper.
 const RAW_CALLERS: &[&str] = &["secure_in_guard"];
 
+/// How many paths from one secure the check follows before it gives up, and fails.
+const MAX_PATHS: usize = 4096;
+
 /// Import names that allocate kernel memory.
 const ALLOCATOR_IMPORTS: &[&str] = &["ExAllocate", "MmAllocate"];
 
@@ -255,6 +258,8 @@ enum End {
     SecondSecure(u64),
     /// A jump or call the check cannot follow, or bytes that are no instruction.
     Unfollowable(u64),
+    /// Where the walk stopped at [`MAX_PATHS`], with paths left to follow.
+    TooManyPaths,
 }
 
 impl fmt::Display for End {
@@ -265,6 +270,7 @@ impl fmt::Display for End {
             End::Leaked(at) => write!(f, "left at {at:#x}"),
             End::SecondSecure(at) => write!(f, "second secure at {at:#x}"),
             End::Unfollowable(at) => write!(f, "unfollowable at {at:#x}"),
+            End::TooManyPaths => write!(f, "not followed"),
         }
     }
 }
@@ -391,6 +397,9 @@ fn analyse(insns: &[Instruction], symbols: &Symbols) -> Report {
                 )),
                 End::Unfollowable(there) => report.failures.push(format!(
                     "{at}, a jump or call at {there:#x} the check cannot follow"
+                )),
+                End::TooManyPaths => report.failures.push(format!(
+                    "{at}, more than {MAX_PATHS} paths: the rest were not followed"
                 )),
             }
         }
@@ -538,7 +547,6 @@ fn follow(code: &Code<'_>, from: usize, range: (u64, u64)) -> Vec<Path_> {
             }
         }
     }
-    const MAX_PATHS: usize = 4096;
     let mut info = InstructionInfoFactory::new();
     let mut done = Vec::new();
     let mut stack = vec![State {
@@ -550,6 +558,8 @@ fn follow(code: &Code<'_>, from: usize, range: (u64, u64)) -> Vec<Path_> {
     }];
     while let Some(mut state) = stack.pop() {
         if done.len() >= MAX_PATHS {
+            // The paths not followed could leak: say so rather than pass on what was seen.
+            done.push(state.end(End::TooManyPaths));
             break;
         }
         loop {
@@ -734,7 +744,7 @@ mod tests {
     const ALLOCATE_THUNK: u64 = 0x1_4000_1218;
     const UNSECURE_SLOT: u64 = 0x1_4000_3010;
     /// Where the tests' functions return 0 from (a refused secure, or a bad argument).
-    const EXIT: u64 = 0x40;
+    const EXIT: u64 = 0xc0;
 
     // Instructions without a displacement, as a compiler encodes them.
     const TEST_RDX_RDX: &[u8] = &[0x48, 0x85, 0xd2];
@@ -967,6 +977,22 @@ mod tests {
         let report = run(&code);
         assert!(report.failures.is_empty(), "{:?}", report.failures);
         assert!(report.text.contains("unsecured"), "{}", report.text);
+    }
+
+    /// Thirteen branches in a row, each to the next instruction, make 8192 paths: more than the
+    /// check follows, which must fail it rather than pass on the paths it saw.
+    #[test]
+    fn a_secure_with_more_paths_than_the_limit_fails() {
+        let mut code = Asm::new().call(SECURE_THUNK).raw(MOV_RBX_RAX);
+        for _ in 0..13 {
+            code = code.raw(TEST_RDX_RDX).raw(&[0x0f, 0x85, 0, 0, 0, 0]); // jne to the next
+        }
+        let report = run(&code.unsecure_and_exit());
+        assert!(
+            fails_with(&report, "more than 4096 paths"),
+            "{:?}",
+            report.failures
+        );
     }
 
     #[test]
