@@ -32,8 +32,8 @@ pub fn routine_name(name: wdk_sys::UNICODE_STRING) -> mmsecure_sys::UNICODE_STRI
 pub fn generated_items_are_untouched() {
     let _: mmsecure_sys::PWSTR = core::ptr::null_mut::<mmsecure_sys::wchar_t>();
     let _: mmsecure_sys::PEPROCESS = core::ptr::null_mut::<mmsecure_sys::_EPROCESS>();
-    let _: *mut mmsecure_sys::_UNICODE_STRING = core::ptr::null_mut::<mmsecure_sys::UNICODE_STRING>();
+    let _: *mut mmsecure_sys::_UNICODE_STRING =
+        core::ptr::null_mut::<mmsecure_sys::UNICODE_STRING>();
     // The safe crate builds in the same graph and hands out mmsecure-sys's own PEPROCESS.
-    let _: fn(&mmsecure::SecureRegion) -> mmsecure_sys::PEPROCESS =
-        mmsecure::SecureRegion::process;
+    let _: fn(&mmsecure::SecureRegion) -> mmsecure_sys::PEPROCESS = mmsecure::SecureRegion::process;
 }
