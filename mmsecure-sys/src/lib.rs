@@ -51,12 +51,19 @@
 //!
 //! # Feature `wdk-sys` (Windows targets only, off by default)
 //!
-//! Takes the C types (`HANDLE`, `UNICODE_STRING`, `PEPROCESS`, …) from windows-drivers-rs'
-//! `wdk-sys` crate instead of the generated ones, so that a driver built on it has one type of
-//! each; compile-time assertions check that the two declarations agree. It does nothing off
-//! Windows, and it cannot be built on Linux or docs.rs: wdk-sys generates its bindings from an
-//! installed WDK, and its build script refuses non-Windows hosts. These pages therefore show the
-//! generated types.
+//! Adds the module `wdk_types`: conversions between windows-drivers-rs' `wdk-sys` types and
+//! this crate's (`PEPROCESS`, `UNICODE_STRING`, `PUNICODE_STRING`), with compile-time checks that
+//! their layouts agree, and the same checks that `HANDLE`, `PVOID`, `SIZE_T` and the integer
+//! types are the very same Rust types on both sides. It never removes or changes an item: every
+//! type on these pages is this crate's own whether it is on or off, so turning it on in one crate
+//! of a build breaks no other. It does nothing off Windows.
+//!
+//! What wdk-sys itself needs, and this crate does not: a Windows host with the WDK installed
+//! (wdk-sys generates its bindings while it builds, and wdk-build refuses other hosts), Rust 1.85
+//! or newer (wdk-sys 0.5 is edition 2024; wdk-build 0.6 declares 1.91), and a driver package
+//! with `[package.metadata.wdk.driver-model]`, without which wdk-sys exports nothing. docs.rs has
+//! none of these, so the module is not on these pages; this repository compiles it against a
+//! stand-in for wdk-sys (`cargo xtask wdk-stand-in`).
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 // docs.rs (`--cfg docsrs`, nightly): badges for items that exist on some targets only.
@@ -79,10 +86,7 @@ use core::ffi::c_void;
 /// ```
 pub mod ctypes;
 
-// The C types the declarations use: generated from ntddk.h, or, with the `wdk-sys` feature on a
-// Windows target, wdk-sys's own, so that a driver built on windows-drivers-rs has one
-// UNICODE_STRING and one PEPROCESS. `bindings` names them through `crate::types` either way.
-#[cfg(not(all(windows, feature = "wdk-sys")))]
+// The C types the declarations use, generated from ntddk.h: the same in every configuration.
 #[allow(
     non_camel_case_types,
     non_snake_case,
@@ -93,13 +97,12 @@ pub mod ctypes;
     clippy::multiple_unsafe_ops_per_block
 )]
 mod types;
-#[cfg(all(windows, feature = "wdk-sys"))]
-#[path = "wdk_types.rs"]
-mod types;
-// `auto_cfg = false`: these types exist in every configuration (from `types.rs` or from wdk-sys),
-// so the `cfg` on the generated module must not turn into a badge.
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::*;
+
+// Feature `wdk-sys`: conversions to and from wdk-sys's types, which the feature adds beside
+// these; it changes none of them.
+#[cfg(all(windows, feature = "wdk-sys"))]
+pub mod wdk_types;
 
 // The C types the declarations name, documented here for the same reason as the routines below
 // (`types.rs` is generated). The glob above brings the rest.
@@ -111,7 +114,6 @@ pub use types::*;
 /// ```
 /// assert_eq!(core::mem::size_of::<mmsecure_sys::HANDLE>(), core::mem::size_of::<usize>());
 /// ```
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::HANDLE;
 
 /// `PVOID`: C `void *`.
@@ -120,7 +122,6 @@ pub use types::HANDLE;
 /// let address: mmsecure_sys::PVOID = core::ptr::null_mut();
 /// assert!(address.is_null());
 /// ```
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::PVOID;
 
 /// `SIZE_T`: an unsigned, pointer-sized byte count (`u64` on 64-bit Windows). Convert with
@@ -131,7 +132,6 @@ pub use types::PVOID;
 /// let size = len as mmsecure_sys::SIZE_T;
 /// assert_eq!(size, 4096);
 /// ```
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::SIZE_T;
 
 /// `ULONG_PTR`: an unsigned integer as wide as a pointer (`u64` on 64-bit Windows).
@@ -139,7 +139,6 @@ pub use types::SIZE_T;
 /// ```
 /// assert_eq!(core::mem::size_of::<mmsecure_sys::ULONG_PTR>(), 8);
 /// ```
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::ULONG_PTR;
 
 /// `ULONG`: C `unsigned long`, which is 32 bits on every Windows target (LLP64), and so it is
@@ -148,7 +147,6 @@ pub use types::ULONG_PTR;
 /// ```
 /// assert_eq!(core::mem::size_of::<mmsecure_sys::ULONG>(), 4);
 /// ```
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::ULONG;
 
 /// `USHORT`: C `unsigned short`, 16 bits.
@@ -156,7 +154,6 @@ pub use types::ULONG;
 /// ```
 /// assert_eq!(core::mem::size_of::<mmsecure_sys::USHORT>(), 2);
 /// ```
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::USHORT;
 
 /// `UCHAR`: C `unsigned char`, 8 bits.
@@ -164,7 +161,6 @@ pub use types::USHORT;
 /// ```
 /// assert_eq!(core::mem::size_of::<mmsecure_sys::UCHAR>(), 1);
 /// ```
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::UCHAR;
 
 /// `WCHAR`: one UTF-16 code unit.
@@ -173,7 +169,6 @@ pub use types::UCHAR;
 /// let a: mmsecure_sys::WCHAR = 'A' as u16;
 /// assert_eq!(a, 0x41);
 /// ```
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::WCHAR;
 
 /// `KIRQL`: an interrupt request level, as [`KeGetCurrentIrql`] returns it.
@@ -185,7 +180,6 @@ pub use types::WCHAR;
 /// let irql: KIRQL = unsafe { KeGetCurrentIrql() };
 /// assert_eq!(irql, 0);
 /// ```
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::KIRQL;
 
 /// `UNICODE_STRING`: a counted UTF-16 string, as [`MmGetSystemRoutineAddress`] takes its name.
@@ -202,7 +196,6 @@ pub use types::KIRQL;
 /// };
 /// assert_eq!(string.Length, 42);
 /// ```
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::UNICODE_STRING;
 
 /// `PUNICODE_STRING`: a pointer to a [`UNICODE_STRING`].
@@ -211,7 +204,6 @@ pub use types::UNICODE_STRING;
 /// let string: mmsecure_sys::PUNICODE_STRING = core::ptr::null_mut();
 /// assert!(string.is_null());
 /// ```
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::PUNICODE_STRING;
 
 /// `PEPROCESS`: an opaque pointer to a process object, as [`IoGetCurrentProcess`] returns it.
@@ -229,7 +221,6 @@ pub use types::PUNICODE_STRING;
 /// assert_eq!(current, a.eprocess());
 /// assert_ne!(current, b.eprocess());
 /// ```
-#[cfg_attr(docsrs, doc(auto_cfg = false))]
 pub use types::PEPROCESS;
 
 /// `LONG_PTR`: a signed integer as wide as a pointer, what [`ObfReferenceObject`] returns.

@@ -24,6 +24,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::command::{display, stdout_of};
 use crate::cross::{self, Stopwatch};
 
 /// The bench target in `mmsecure/Cargo.toml`.
@@ -80,15 +81,8 @@ fn bench(root: &Path, options: &Options, watch: &mut Stopwatch) -> crate::Result
         wall.push("--quick".to_owned());
     }
     println!("[bench] wall time: {} {}", binary.display(), wall.join(" "));
-    let output = Command::new(&binary)
-        .args(&wall)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-    if !output.status.success() {
-        return Err(format!("{} failed: {}", binary.display(), output.status).into());
-    }
-    let rows = parse_tsv(&String::from_utf8_lossy(&output.stdout))?;
+    let tsv = stdout_of(Command::new(&binary).args(&wall).stderr(Stdio::inherit()))?;
+    let rows = parse_tsv(&tsv)?;
     watch.lap("wall time");
 
     let counts = if options.no_callgrind {
@@ -138,15 +132,8 @@ fn build_bench(root: &Path) -> crate::Result<PathBuf> {
         "--no-run",
         "--message-format=json-render-diagnostics",
     ]);
-    println!("[bench] $ {}", cross::display(&cmd));
-    let output = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("`{}` failed: {}", cross::display(&cmd), output.status).into());
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("[bench] $ {}", display(&cmd));
+    let stdout = stdout_of(cmd.stderr(Stdio::inherit()))?;
     stdout
         .lines()
         .filter(|line| line.contains(r#""reason":"compiler-artifact""#))
@@ -337,19 +324,8 @@ fn callgrind(
     .arg(format!("--callgrind-out-file={}", out.display()))
     .arg(binary)
     .args(["--op", op, "--iters", &iters.to_string()]);
-    println!("[bench] $ {}", cross::display(&cmd));
-    let output = cmd
-        .output()
-        .map_err(|e| format!("cannot run valgrind: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "`{}` failed: {}\n{}",
-            cross::display(&cmd),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
+    println!("[bench] $ {}", display(&cmd));
+    stdout_of(&mut cmd)?;
     let profile =
         fs::read_to_string(&out).map_err(|e| format!("cannot read {}: {e}", out.display()))?;
     callgrind_total(&profile)

@@ -11,12 +11,12 @@
 //! and Debian's cargo builds from the vendor folder. This module also holds what `driver` and
 //! `wine` share: the paths, the vendoring, the Debian cargo command and a stopwatch.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::command::run_checked;
 use crate::debian;
 
 /// The Windows target, whose `core`, `alloc` and `std` Debian's `libstd-rust-dev-windows` ships.
@@ -129,6 +129,14 @@ pub fn debian_cargo(root: &Path, subcommand: &str) -> Command {
         .env("RUSTDOC", DEBIAN_RUSTDOC)
         .env("CARGO_TARGET_DIR", cargo_target_dir(root));
     // `cargo xtask` runs under rustup's cargo, whose settings must not leak into cargo 1.65.
+    clear_cargo_settings(&mut cmd);
+    cmd
+}
+
+/// Removes from `cmd`'s environment what the cargo running this task set for its own build
+/// (flags, wrappers, target, jobserver), so that a cargo started by the task builds as if run
+/// from a shell.
+pub fn clear_cargo_settings(cmd: &mut Command) {
     for var in [
         "CARGO",
         "RUSTFLAGS",
@@ -143,7 +151,6 @@ pub fn debian_cargo(root: &Path, subcommand: &str) -> Command {
     ] {
         cmd.env_remove(var);
     }
-    cmd
 }
 
 /// Vendors the sample workspace's dependencies with rustup's cargo into `samples/driver/vendor/`,
@@ -232,39 +239,6 @@ fn toml_string(text: &str) -> String {
     out
 }
 
-/// Prints the command, runs it with inherited output, and fails unless it exits with 0.
-pub fn run_checked(cmd: &mut Command) -> crate::Result {
-    println!("  $ {}", display(cmd));
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {}: {e}", cmd.get_program().to_string_lossy()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{}` failed: {status}", display(cmd)).into())
-    }
-}
-
-/// A command as a person would type it (program and arguments, not the environment).
-pub fn display(cmd: &Command) -> String {
-    let mut parts = vec![shell_word(cmd.get_program())];
-    parts.extend(cmd.get_args().map(shell_word));
-    parts.join(" ")
-}
-
-fn shell_word(word: &OsStr) -> String {
-    let word = word.to_string_lossy();
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
-    if plain {
-        word.into_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
 /// Times the steps of a task and prints them at the end.
 pub struct Stopwatch {
     task: &'static str,
@@ -313,15 +287,5 @@ mod tests {
     fn toml_strings_escape_quotes_and_backslashes() {
         assert_eq!(toml_string("/a b/c"), r#""/a b/c""#);
         assert_eq!(toml_string(r#"C:\x"y"#), r#""C:\\x\"y""#);
-    }
-
-    #[test]
-    fn commands_display_as_shell_words() {
-        let mut cmd = Command::new("/usr/bin/cargo");
-        cmd.args(["build", "--config", r#"a="b c""#, "it's"]);
-        assert_eq!(
-            display(&cmd),
-            r#"/usr/bin/cargo build --config 'a="b c"' 'it'\''s'"#
-        );
     }
 }

@@ -18,8 +18,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cross::{self, run_checked, Stopwatch, TARGET};
-use crate::{debian, pe};
+use crate::command::{run_checked, stdout_of};
+use crate::cross::{self, Stopwatch, TARGET};
+use object::pe::{
+    IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE, IMAGE_DLLCHARACTERISTICS_NX_COMPAT, IMAGE_FILE_DLL,
+    IMAGE_FILE_EXECUTABLE_IMAGE, IMAGE_FILE_MACHINE_AMD64, IMAGE_NT_OPTIONAL_HDR64_MAGIC,
+    IMAGE_SUBSYSTEM_NATIVE,
+};
+
+use crate::{debian, pe, x86};
 
 /// The service name the sample reports under, and the file's stem.
 pub const SERVICE: &str = "mmsecure_sample";
@@ -224,15 +231,7 @@ fn def_exports(def: &str) -> Vec<String> {
 
 /// The routines an import library defines, read with mingw-w64's nm.
 fn library_exports(lib: &Path) -> crate::Result<BTreeSet<String>> {
-    let output = Command::new(NM)
-        .arg("--defined-only")
-        .arg(lib)
-        .output()
-        .map_err(|e| format!("cannot run {NM}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("`{NM} --defined-only {}` failed", lib.display()).into());
-    }
-    Ok(String::from_utf8_lossy(&output.stdout)
+    Ok(stdout_of(Command::new(NM).arg("--defined-only").arg(lib))?
         .lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace().rev();
@@ -273,16 +272,6 @@ fn rust_lld() -> crate::Result<PathBuf> {
         )
         .into())
     }
-}
-
-fn stdout_of(cmd: &mut Command) -> crate::Result<String> {
-    let output = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", cross::display(cmd)))?;
-    if !output.status.success() {
-        return Err(format!("`{}` failed", cross::display(cmd)).into());
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The RVA of `symbol` in an MSVC-style map file (as `lld-link /map` writes it).
@@ -351,31 +340,31 @@ pub fn verify(built: &Built) -> crate::Result {
     };
 
     checks.record(
-        pe.magic == pe::MAGIC_PE32_PLUS,
+        pe.magic == IMAGE_NT_OPTIONAL_HDR64_MAGIC,
         "PE32+",
         format!("optional header magic {:#x}", pe.magic),
     );
     checks.record(
-        pe.machine == pe::MACHINE_AMD64,
+        pe.machine == IMAGE_FILE_MACHINE_AMD64,
         "machine x86-64",
         format!("{:#06x}", pe.machine),
     );
     checks.record(
-        pe.subsystem == pe::SUBSYSTEM_NATIVE,
+        pe.subsystem == IMAGE_SUBSYSTEM_NATIVE,
         "subsystem native (1)",
         format!("subsystem {}", pe.subsystem),
     );
     checks.record(
-        pe.characteristics & pe::FILE_EXECUTABLE_IMAGE != 0,
+        pe.characteristics & IMAGE_FILE_EXECUTABLE_IMAGE != 0,
         "executable image",
         format!("characteristics {:#06x}", pe.characteristics),
     );
     checks.record(
-        pe.characteristics & pe::FILE_DLL == 0,
+        pe.characteristics & IMAGE_FILE_DLL == 0,
         "not a DLL (IMAGE_FILE_DLL clear)",
         format!("characteristics {:#06x}", pe.characteristics),
     );
-    let wanted = pe::DLLCHARACTERISTICS_DYNAMIC_BASE | pe::DLLCHARACTERISTICS_NX_COMPAT;
+    let wanted = IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE | IMAGE_DLLCHARACTERISTICS_NX_COMPAT;
     checks.record(
         pe.dll_characteristics & wanted == wanted,
         "relocatable and NX-compatible (DYNAMIC_BASE, NX_COMPAT)",
@@ -424,14 +413,16 @@ pub fn verify(built: &Built) -> crate::Result {
         &format!("does not import {MUST_NOT_IMPORT} (looked up at run time)"),
         "ntoskrnl.exe",
     );
-    let cr8 = pe.cr8_accesses(&file);
+    // Reading CR8 is how Windows' KeGetCurrentIrql works, and mmsecure's IRQL checks read it;
+    // writing it changes the IRQL, which nothing in the sample or mmsecure may do.
+    let cr8 = x86::cr8_moves(&x86::decode(&pe.code(&file)));
     checks.record(
-        cr8.is_empty(),
-        "no CR8 access in code (release: mmsecure's IRQL debug assertions compiled out)",
-        if cr8.is_empty() {
-            "none".to_owned()
+        cr8.writes.is_empty(),
+        "no CR8 write in code (mov cr8, reg: neither mmsecure nor the sample changes the IRQL)",
+        if cr8.writes.is_empty() {
+            format!("none; {} CR8 read(s), which are allowed", cr8.reads.len())
         } else {
-            format!("at RVAs {cr8:x?}")
+            format!("at {:x?}", cr8.writes)
         },
     );
 

@@ -5,13 +5,16 @@
 
 mod bench;
 mod codegen;
+mod command;
 mod cross;
 mod debian;
 mod diff;
 mod driver;
 mod package;
 mod pe;
+mod wdk_stand_in;
 mod wine;
+mod x86;
 
 use std::process::ExitCode;
 
@@ -34,6 +37,8 @@ tasks:
                                   (--check: verify it as a PE kernel driver)
   package [--no-verify]           cargo package both crates, list what each would publish and
                                   check it against their allow-lists
+  wdk-stand-in                    check, lint and document mmsecure-sys's wdk-sys feature for
+                                  x86_64 Windows against a stand-in shaped like wdk-sys
   wine                            load the sample driver under Wine and check its reports";
 
 fn main() -> ExitCode {
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
         "cross" => cross::run(rest),
         "driver" => driver::run(rest),
         "package" => package::run(rest),
+        "wdk-stand-in" => wdk_stand_in::run(rest),
         "wine" => wine::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");

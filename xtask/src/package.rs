@@ -26,7 +26,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cross::{display, run_checked, workspace_root};
+use crate::command::{run_checked, stdout_of};
+use crate::cross::workspace_root;
 
 /// The published crates, in packaging order (the sys crate first: `mmsecure` depends on it).
 const CRATES: [Crate; 2] = [
@@ -170,21 +171,8 @@ fn cargo(root: &Path) -> Command {
 fn list(root: &Path, name: &str) -> crate::Result<Vec<String>> {
     let mut cmd = cargo(root);
     cmd.args(["package", "--list", "--allow-dirty", "-p", name]);
-    println!("  $ {}", display(&cmd));
-    let output = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", display(&cmd)))?;
-    if !output.status.success() {
-        return Err(format!(
-            "`{}` failed: {}\n{}",
-            display(&cmd),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    let stdout = String::from_utf8(output.stdout)
-        .map_err(|_| format!("`{}` printed a path that is not UTF-8", display(&cmd)))?;
+    println!("  $ {}", crate::command::display(&cmd));
+    let stdout = stdout_of(&mut cmd)?;
     Ok(stdout
         .lines()
         .map(str::trim)
@@ -274,24 +262,6 @@ fn check_archive(root: &Path, archive: &Path, stem: &str, listed: &[String]) -> 
         }
     }
     Ok(())
-}
-
-/// Runs `cmd` and returns what it printed, or an error naming it.
-fn stdout_of(cmd: &mut Command) -> crate::Result<String> {
-    let output = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", display(cmd)))?;
-    if !output.status.success() {
-        return Err(format!(
-            "`{}` failed: {}\n{}",
-            display(cmd),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    String::from_utf8(output.stdout)
-        .map_err(|_| format!("`{}` printed something that is not UTF-8", display(cmd)).into())
 }
 
 /// `version` under `[workspace.package]` in the root manifest, which both crates inherit.

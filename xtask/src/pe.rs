@@ -1,35 +1,14 @@
-//! Just enough of the PE/COFF format to check a driver: the headers, the sections and the import
-//! table of a PE32+ image.
-//!
-//! Hand-written rather than taken from a crate (`object` or `goblin` would do): the checks need a
-//! dozen fields and the import names, which is a hundred lines of bounds-checked reads, and it
-//! keeps xtask's dependency list (and the workspace's lockfile, shared with the codegen task)
-//! unchanged. Every read is bounds-checked; a malformed file is an error, never a panic.
-//! Field offsets follow Microsoft's "PE Format" specification.
+//! What the driver checks read from a PE32+ image: the headers, the sections and the import
+//! table, read with `object`, and the PE checksum, which `object` does not compute.
 
 use std::fmt;
 
-/// `IMAGE_FILE_MACHINE_AMD64`.
-pub const MACHINE_AMD64: u16 = 0x8664;
-/// The optional header's magic for PE32+ (64-bit) images.
-pub const MAGIC_PE32_PLUS: u16 = 0x20b;
-/// `IMAGE_SUBSYSTEM_NATIVE`: drivers and native applications.
-pub const SUBSYSTEM_NATIVE: u16 = 1;
-/// `IMAGE_FILE_EXECUTABLE_IMAGE`.
-pub const FILE_EXECUTABLE_IMAGE: u16 = 0x0002;
-/// `IMAGE_FILE_DLL`.
-pub const FILE_DLL: u16 = 0x2000;
-/// `IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE`: relocatable, as the kernel loads drivers anywhere.
-pub const DLLCHARACTERISTICS_DYNAMIC_BASE: u16 = 0x0040;
-/// `IMAGE_DLLCHARACTERISTICS_NX_COMPAT`: data is not executable (needed under HVCI).
-pub const DLLCHARACTERISTICS_NX_COMPAT: u16 = 0x0100;
-/// `IMAGE_SCN_MEM_EXECUTE`.
-pub const SCN_MEM_EXECUTE: u32 = 0x2000_0000;
+use object::pe::{ImageNtHeaders64, IMAGE_SCN_MEM_EXECUTE};
+use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, Import as ObjectImport, PeFile64};
+use object::{FileKind, LittleEndian as LE};
 
 /// Where the optional header's `CheckSum` is, from the optional header's start.
 const CHECKSUM_OFFSET: usize = 64;
-/// The import table's index among the data directories.
-const IMPORT_DIRECTORY: usize = 1;
 
 /// A parsed PE32+ image.
 #[derive(Debug)]
@@ -40,6 +19,8 @@ pub struct Image {
     pub characteristics: u16,
     /// Optional header `Magic`.
     pub magic: u16,
+    /// `ImageBase`: the address the RVAs count from when the image loads where it prefers.
+    pub image_base: u64,
     /// `AddressOfEntryPoint` (an RVA).
     pub entry_point: u32,
     /// `CheckSum` as stored.
@@ -59,8 +40,6 @@ pub struct Image {
 /// One section header.
 #[derive(Debug, Clone)]
 pub struct Section {
-    /// The name, up to 8 bytes.
-    pub name: String,
     /// `VirtualAddress`.
     pub virtual_address: u32,
     /// `VirtualSize`.
@@ -94,180 +73,74 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-fn err<T>(message: impl Into<String>) -> Result<T, Error> {
-    Err(Error(message.into()))
-}
-
-/// Little-endian reads that fail instead of panicking past the end.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn slice(&self, at: usize, len: usize, what: &str) -> Result<&[u8], Error> {
-        at.checked_add(len)
-            .and_then(|end| self.0.get(at..end))
-            .map_or_else(
-                || {
-                    err(format!(
-                        "{what} at offset {at:#x} lies past the end of the file"
-                    ))
-                },
-                Ok,
-            )
-    }
-
-    fn u16(&self, at: usize, what: &str) -> Result<u16, Error> {
-        let b = self.slice(at, 2, what)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&self, at: usize, what: &str) -> Result<u32, Error> {
-        let b = self.slice(at, 4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&self, at: usize, what: &str) -> Result<u64, Error> {
-        let b = self.slice(at, 8, what)?;
-        let mut word = [0u8; 8];
-        word.copy_from_slice(b);
-        Ok(u64::from_le_bytes(word))
-    }
-
-    /// A NUL-terminated ASCII string starting at `at`.
-    fn c_string(&self, at: usize, what: &str) -> Result<String, Error> {
-        let rest = self.0.get(at..).map_or_else(
-            || {
-                err(format!(
-                    "{what} at offset {at:#x} lies past the end of the file"
-                ))
-            },
-            Ok,
-        )?;
-        let len = rest.iter().position(|b| *b == 0).map_or_else(
-            || err(format!("{what} at {at:#x} has no terminating NUL")),
-            Ok,
-        )?;
-        Ok(String::from_utf8_lossy(&rest[..len]).into_owned())
+impl From<object::Error> for Error {
+    fn from(e: object::Error) -> Error {
+        Error(e.to_string())
     }
 }
 
-/// Parses a PE32+ image.
+/// Parses a PE32+ image, its import table included: a malformed file is an error, never a
+/// panic.
 pub fn parse(file: &[u8]) -> Result<Image, Error> {
-    let bytes = Bytes(file);
-    if bytes.slice(0, 2, "DOS signature")? != b"MZ" {
-        return err("no MZ signature: not a PE file");
+    match FileKind::parse(file)? {
+        FileKind::Pe64 => {}
+        FileKind::Pe32 => return Err(Error("a PE32 image, not PE32+".to_owned())),
+        other => return Err(Error(format!("a {other:?} file, not a PE32+ image"))),
     }
-    let nt = bytes.u32(0x3c, "e_lfanew")? as usize;
-    if bytes.slice(nt, 4, "PE signature")? != b"PE\0\0" {
-        return err(format!("no PE signature at {nt:#x}"));
-    }
-    let coff = nt + 4;
-    let machine = bytes.u16(coff, "Machine")?;
-    let section_count = bytes.u16(coff + 2, "NumberOfSections")? as usize;
-    let optional_size = bytes.u16(coff + 16, "SizeOfOptionalHeader")? as usize;
-    let characteristics = bytes.u16(coff + 18, "Characteristics")?;
-
-    let opt = coff + 20;
-    let magic = bytes.u16(opt, "optional header Magic")?;
-    if magic != MAGIC_PE32_PLUS {
-        return err(format!(
-            "optional header magic {magic:#x} is not PE32+ ({MAGIC_PE32_PLUS:#x})"
-        ));
-    }
-    let entry_point = bytes.u32(opt + 16, "AddressOfEntryPoint")?;
-    let checksum = bytes.u32(opt + CHECKSUM_OFFSET, "CheckSum")?;
-    let subsystem = bytes.u16(opt + 68, "Subsystem")?;
-    let dll_characteristics = bytes.u16(opt + 70, "DllCharacteristics")?;
-    let directory_count = bytes.u32(opt + 108, "NumberOfRvaAndSizes")? as usize;
-    let import_rva = if directory_count > IMPORT_DIRECTORY {
-        bytes.u32(opt + 112 + 8 * IMPORT_DIRECTORY, "import directory")?
-    } else {
-        0
-    };
-
-    let mut sections = Vec::with_capacity(section_count);
-    let table = opt + optional_size;
-    for i in 0..section_count {
-        let at = table + 40 * i;
-        let raw_name = bytes.slice(at, 8, "section name")?;
-        let name_len = raw_name.iter().position(|b| *b == 0).unwrap_or(8);
-        sections.push(Section {
-            name: String::from_utf8_lossy(&raw_name[..name_len]).into_owned(),
-            virtual_size: bytes.u32(at + 8, "VirtualSize")?,
-            virtual_address: bytes.u32(at + 12, "VirtualAddress")?,
-            raw_size: bytes.u32(at + 16, "SizeOfRawData")?,
-            raw_offset: bytes.u32(at + 20, "PointerToRawData")?,
-            characteristics: bytes.u32(at + 36, "section Characteristics")?,
-        });
-    }
-
-    let imports = if import_rva == 0 {
-        Vec::new()
-    } else {
-        read_imports(&bytes, &sections, import_rva)?
-    };
-
+    let pe = PeFile64::parse(file)?;
+    let nt = pe.nt_headers();
+    let header = nt.file_header();
+    let optional = nt.optional_header();
+    let sections = pe
+        .section_table()
+        .iter()
+        .map(|s| Section {
+            virtual_address: s.virtual_address.get(LE),
+            virtual_size: s.virtual_size.get(LE),
+            raw_offset: s.pointer_to_raw_data.get(LE),
+            raw_size: s.size_of_raw_data.get(LE),
+            characteristics: s.characteristics.get(LE),
+        })
+        .collect();
+    let optional_at = pe.dos_header().nt_headers_offset() as usize
+        + 4
+        + std::mem::size_of::<object::pe::ImageFileHeader>();
     Ok(Image {
-        machine,
-        characteristics,
-        magic,
-        entry_point,
-        checksum,
-        computed_checksum: checksum_of(file, opt + CHECKSUM_OFFSET),
-        subsystem,
-        dll_characteristics,
+        machine: header.machine.get(LE),
+        characteristics: header.characteristics.get(LE),
+        magic: optional.magic(),
+        image_base: optional.image_base(),
+        entry_point: optional.address_of_entry_point(),
+        checksum: optional.check_sum(),
+        computed_checksum: checksum_of(file, optional_at + CHECKSUM_OFFSET),
+        subsystem: optional.subsystem(),
+        dll_characteristics: optional.dll_characteristics(),
         sections,
-        imports,
+        imports: read_imports(&pe)?,
     })
 }
 
-/// The file offset of an RVA, through the section that holds it.
-fn file_offset(sections: &[Section], rva: u32, what: &str) -> Result<usize, Error> {
-    for s in sections {
-        let start = s.virtual_address;
-        let len = s.virtual_size.max(s.raw_size);
-        if rva >= start && rva - start < len {
-            let into = rva - start;
-            if into >= s.raw_size {
-                return err(format!(
-                    "{what} (RVA {rva:#x}) is in {}'s zero-filled tail",
-                    s.name
-                ));
-            }
-            return Ok(s.raw_offset as usize + into as usize);
-        }
-    }
-    err(format!("{what} (RVA {rva:#x}) is in no section"))
-}
-
-fn read_imports(bytes: &Bytes<'_>, sections: &[Section], rva: u32) -> Result<Vec<Import>, Error> {
-    let table = file_offset(sections, rva, "import table")?;
+fn read_imports(pe: &PeFile64<'_>) -> Result<Vec<Import>, Error> {
+    let Some(table) = pe.import_table()? else {
+        return Ok(Vec::new());
+    };
     let mut imports = Vec::new();
-    for i in 0.. {
-        let at = table + 20 * i;
-        let lookup = bytes.u32(at, "OriginalFirstThunk")?;
-        let name_rva = bytes.u32(at + 12, "import DLL name")?;
-        let address_table = bytes.u32(at + 16, "FirstThunk")?;
-        if lookup == 0 && name_rva == 0 && address_table == 0 {
-            break;
-        }
-        let dll = bytes.c_string(file_offset(sections, name_rva, "DLL name")?, "DLL name")?;
+    let mut descriptors = table.descriptors()?;
+    while let Some(descriptor) = descriptors.next()? {
+        let dll = String::from_utf8_lossy(table.name(descriptor.name.get(LE))?).into_owned();
         // The lookup table, or the address table in images that have none (both hold the same
         // entries before binding).
-        let thunks = if lookup != 0 { lookup } else { address_table };
-        let mut at = file_offset(sections, thunks, "import lookup table")?;
+        let thunks = match descriptor.original_first_thunk.get(LE) {
+            0 => descriptor.first_thunk.get(LE),
+            lookup => lookup,
+        };
+        let mut thunks = table.thunks(thunks)?;
         let mut names = Vec::new();
-        loop {
-            let entry = bytes.u64(at, "import lookup entry")?;
-            if entry == 0 {
-                break;
-            }
-            if entry & (1 << 63) != 0 {
-                names.push(format!("#{}", entry & 0xffff));
-            } else {
-                let hint_name = file_offset(sections, (entry & 0x7fff_ffff) as u32, "hint/name")?;
-                names.push(bytes.c_string(hint_name + 2, "import name")?);
-            }
-            at += 8;
+        while let Some(thunk) = thunks.next::<ImageNtHeaders64>()? {
+            names.push(match table.import::<ImageNtHeaders64>(thunk)? {
+                ObjectImport::Ordinal(ordinal) => format!("#{ordinal}"),
+                ObjectImport::Name(_hint, name) => String::from_utf8_lossy(name).into_owned(),
+            });
         }
         imports.push(Import { dll, names });
     }
@@ -301,44 +174,32 @@ impl Image {
             .collect()
     }
 
-    /// Where `mov` to or from CR8 appears in executable sections, by RVA.
-    ///
-    /// The pattern is a REX prefix with its R bit (CR8 needs it), `0F 20` (read) or `0F 22`
-    /// (write), and a ModRM byte naming register operand 0 (`mod` = 3, `reg` = 0). A byte
-    /// pattern, not a disassembly: it could in principle match inside another instruction's
-    /// immediate, which would show up as a false alarm, never as a miss.
-    pub fn cr8_accesses(&self, file: &[u8]) -> Vec<u32> {
-        let mut found = Vec::new();
-        for s in self
-            .sections
+    /// The bytes of each executable section with the address they load at (`ImageBase` + RVA),
+    /// without the file-alignment padding past the section's virtual size.
+    pub fn code<'f>(&self, file: &'f [u8]) -> Vec<(u64, &'f [u8])> {
+        self.sections
             .iter()
-            .filter(|s| s.characteristics & SCN_MEM_EXECUTE != 0)
-        {
-            let start = s.raw_offset as usize;
-            // Raw data past the virtual size is file-alignment padding, not code.
-            let len = match s.virtual_size {
-                0 => s.raw_size,
-                size => s.raw_size.min(size),
-            } as usize;
-            let Some(code) = file.get(start..start.saturating_add(len)) else {
-                continue;
-            };
-            for (i, w) in code.windows(4).enumerate() {
-                let rex_r = w[0] & 0xf4 == 0x44;
-                let mov_cr = w[1] == 0x0f && (w[2] == 0x20 || w[2] == 0x22);
-                let cr8 = w[3] & 0xf8 == 0xc0;
-                if rex_r && mov_cr && cr8 {
-                    found.push(s.virtual_address + i as u32);
-                }
-            }
-        }
-        found
+            .filter(|s| s.characteristics & IMAGE_SCN_MEM_EXECUTE != 0)
+            .filter_map(|s| {
+                let start = s.raw_offset as usize;
+                let len = match s.virtual_size {
+                    0 => s.raw_size,
+                    size => s.raw_size.min(size),
+                } as usize;
+                let bytes = file.get(start..start.saturating_add(len))?;
+                Some((self.image_base + u64::from(s.virtual_address), bytes))
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object::pe::{
+        IMAGE_FILE_DLL, IMAGE_FILE_MACHINE_AMD64, IMAGE_NT_OPTIONAL_HDR64_MAGIC,
+        IMAGE_SUBSYSTEM_NATIVE,
+    };
 
     /// Builds a small PE32+ driver image: headers, one code section holding `code` at RVA
     /// 0x1000, one data section at RVA 0x2000 holding an import table for `imports`.
@@ -348,15 +209,15 @@ mod tests {
         file[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
         file[0x80..0x84].copy_from_slice(b"PE\0\0");
         let coff = 0x84;
-        put16(&mut file, coff, MACHINE_AMD64);
+        put16(&mut file, coff, IMAGE_FILE_MACHINE_AMD64);
         put16(&mut file, coff + 2, 2);
         put16(&mut file, coff + 16, 240);
         put16(&mut file, coff + 18, 0x22);
         let opt = coff + 20;
-        put16(&mut file, opt, MAGIC_PE32_PLUS);
+        put16(&mut file, opt, IMAGE_NT_OPTIONAL_HDR64_MAGIC);
         put32(&mut file, opt + 16, 0x1010);
         file[opt + 24..opt + 32].copy_from_slice(&0x1_4000_0000u64.to_le_bytes());
-        put16(&mut file, opt + 68, SUBSYSTEM_NATIVE);
+        put16(&mut file, opt + 68, IMAGE_SUBSYSTEM_NATIVE);
         put16(&mut file, opt + 70, 0x0160);
         put32(&mut file, opt + 108, 16);
         put32(&mut file, opt + 112 + 8, 0x2000);
@@ -434,10 +295,10 @@ mod tests {
             ],
         );
         let pe = parse(&file).unwrap();
-        assert_eq!(pe.machine, MACHINE_AMD64);
-        assert_eq!(pe.magic, MAGIC_PE32_PLUS);
-        assert_eq!(pe.subsystem, SUBSYSTEM_NATIVE);
-        assert_eq!(pe.characteristics & FILE_DLL, 0);
+        assert_eq!(pe.machine, IMAGE_FILE_MACHINE_AMD64);
+        assert_eq!(pe.magic, IMAGE_NT_OPTIONAL_HDR64_MAGIC);
+        assert_eq!(pe.subsystem, IMAGE_SUBSYSTEM_NATIVE);
+        assert_eq!(pe.characteristics & IMAGE_FILE_DLL, 0);
         assert_eq!(pe.entry_point, 0x1010);
         assert_eq!(pe.dll_characteristics, 0x0160);
         assert_eq!(pe.checksum, pe.computed_checksum);
@@ -470,16 +331,14 @@ mod tests {
     }
 
     #[test]
-    fn finds_cr8_reads_and_writes_but_not_other_control_registers() {
-        let code = [
-            0x44, 0x0f, 0x20, 0xc0, // mov rax, cr8
-            0x0f, 0x20, 0xc0, // mov rax, cr0
-            0x48, 0x0f, 0x20, 0xd8, // mov rax, cr3
-            0x45, 0x0f, 0x22, 0xc1, // mov cr8, r9
-            0xc3,
-        ];
-        let file = image(&code, &[]);
+    fn code_is_the_executable_sections_at_their_load_address() {
+        let file = image(&[0x90, 0xc3], &[]);
         let pe = parse(&file).unwrap();
-        assert_eq!(pe.cr8_accesses(&file), [0x1000, 0x100b]);
+        assert_eq!(pe.image_base, 0x1_4000_0000);
+        let code = pe.code(&file);
+        assert_eq!(code.len(), 1, "only .text is executable");
+        assert_eq!(code[0].0, 0x1_4000_1000);
+        assert_eq!(code[0].1.len(), 0x200);
+        assert_eq!(code[0].1[..2], [0x90, 0xc3]);
     }
 }

@@ -224,7 +224,7 @@ impl Wine {
             .append(true)
             .create(true)
             .open(&log_path)?;
-        let shown = cross::display(&cmd);
+        let shown = crate::command::display(&cmd);
         println!("  $ {shown}");
         let mut child = cmd
             .stdout(out.try_clone()?)
@@ -254,7 +254,7 @@ impl Wine {
 
     /// As [`Wine::run`], and the command must exit with 0.
     fn run_ok(&self, cmd: Command, log: &str, timeout: Duration) -> crate::Result {
-        let shown = cross::display(&cmd);
+        let shown = crate::command::display(&cmd);
         let status = self.run(cmd, log, timeout)?;
         if status.success() {
             Ok(())

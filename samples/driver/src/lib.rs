@@ -82,8 +82,8 @@
 //!   and the read faults; Wine's ntoskrnl.exe catches the fault in a vectored exception handler
 //!   and emulates `mov reg, cr8` as 0 (`PASSIVE_LEVEL`), so a debug build happens to survive
 //!   there (seen with `WINEDEBUG=trace+int`: `emulate_instruction mov cr8,rax`). Release builds
-//!   compile the assertions out; `cargo xtask driver --check` verifies that the driver contains
-//!   no CR8 access at all.
+//!   compile the assertions out. `cargo xtask driver --check` decodes the driver's code and
+//!   verifies that nothing in it writes CR8 (changes the IRQL); reads it counts, and allows.
 //! - Debian's precompiled `core` is built to unwind, and without LTO its unwind tables name
 //!   `rust_eh_personality`, which a `panic = "abort"` driver does not define: a debug build does
 //!   not link as it stands. The release profile's LTO drops those tables.

@@ -1,19 +1,25 @@
-//! What a secure + drop compiles to in the sample driver, read from its disassembly
-//! (`x86_64-w64-mingw32-objdump -d`), and the check that it stays that way.
+//! What a secure + drop compiles to in the sample driver, decoded from its code sections, and the
+//! check that it stays that way.
 //!
 //! A driver built with LTO inlines `SecureRegion::new` and its `Drop` into the caller, so there is
 //! no wrapper function to look at: the check starts from every call to the
 //! `MmSecureVirtualMemory` import, wherever the compiler put it, and follows every path from there
 //! through the function's jumps:
 //!
-//! - the path on which the returned handle is NULL (the `test rax, rax` and the branch that
-//!   follows it) is the refused secure, and must reach no `MmUnsecureVirtualMemory`;
+//! - the path on which the returned handle is NULL (a `test` of a register that still holds the
+//!   handle, and the branch on its result) is the refused secure, and must reach no
+//!   `MmUnsecureVirtualMemory`;
 //! - every other path must call `MmUnsecureVirtualMemory` exactly once, and before that call no
-//!   routine but `IoGetCurrentProcess` (the region records its process, and each copy checks
-//!   it) and the guarded copy of the sample's read: no second secure, no allocator, no other
+//!   routine but those of [`ALLOWED_WHILE_SECURED`]: no second secure, no allocator, no other
 //!   call;
 //! - and nowhere in the driver may there be a pool allocator import (`ExAllocate*`,
 //!   `MmAllocate*`) or a Rust allocator symbol: `mmsecure` allocates nothing.
+//!
+//! The instructions come from iced-x86 (see [`crate::x86`]), not from a listing's text: the handle
+//! is followed by full register (`mov ebx, eax` replaces all of `rbx`), through every register an
+//! instruction writes and through `push`/`pop`, and a call through an import slot is named by the
+//! slot's decoded address. Losing the handle is always the safe side: a branch that no longer
+//! tests it is followed both ways, so a leak shows as a path that leaves without an unsecure.
 //!
 //! The driver helper's `cargo xtask driver --check` can call [`check_driver`] too.
 
@@ -21,38 +27,65 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-use crate::pe;
+use iced_x86::{
+    ConditionCode, FlowControl, Formatter as _, Instruction, InstructionInfoFactory,
+    IntelFormatter, Mnemonic, OpAccess, OpKind, Register,
+};
 
-const OBJDUMP: &str = "x86_64-w64-mingw32-objdump";
+use crate::{pe, x86};
 
 const SECURE: &str = "MmSecureVirtualMemory";
 const UNSECURE: &str = "MmUnsecureVirtualMemory";
 
-/// The only routines a secured path may call before the unsecure: the region records its process
-/// and every copy and the drop check it (`IoGetCurrentProcess`); the region holds a reference on
-/// that process from the secure on (`ObfReferenceObject`, issue #12: without it, a freed and
-/// reused EPROCESS would pass the process check); the sample copies its request out before the
-/// drop, and on x86_64 Windows that copy is mmsecure-sys's guarded `rep movsb`, an assembly
-/// function with an exception handler that cannot be inlined. The IRQL checks read CR8 inline and
-/// call nothing.
-const ALLOWED_WHILE_SECURED: &[&str] = &[
-    "IoGetCurrentProcess",
-    "ObfReferenceObject",
-    "mmsecure_sys_copy_guarded",
+/// A routine a secured path may call before its unsecure, and why it may.
+pub struct Allowed {
+    /// The routine's name: an import, or a function of the driver named in its link map.
+    pub routine: &'static str,
+    /// Why a call to it cannot release, re-secure or allocate.
+    pub why: &'static str,
+}
+
+/// The only routines a path may call between a secure and its unsecure. A new call that
+/// mmsecure makes while a region stands (reading the IRQL is no call; taking a reference on the
+/// process is) belongs here, with the reason.
+pub const ALLOWED_WHILE_SECURED: &[Allowed] = &[
+    Allowed {
+        routine: "IoGetCurrentProcess",
+        why: "the region records its process, and every copy checks that it runs in it",
+    },
+    Allowed {
+        routine: "ObfReferenceObject",
+        why: "the region holds a reference on its process from the secure on (issue #12), so \
+              that a freed and reused EPROCESS can never pass the process check; it only \
+              increments the object's count",
+    },
+    Allowed {
+        routine: "mmsecure_sys_copy_guarded",
+        why: "the sample copies its request out before the drop; on x86_64 Windows that copy is \
+              mmsecure-sys's guarded `rep movsb`, an assembly function with an exception \
+              handler that cannot be inlined",
+    },
 ];
+
+/// Whether `routine` is one of [`ALLOWED_WHILE_SECURED`].
+fn allowed_while_secured(routine: &str) -> bool {
+    ALLOWED_WHILE_SECURED.iter().any(|a| a.routine == routine)
+}
 
 /// The one function that may end a secured path instead of the unsecure: a region dropped in
 /// another process context or above `APC_LEVEL` leaves its secure standing (issue #12) and says
-/// so through it (demangled name).
+/// so through it, out of line and cold (matched on the demangled name).
 const ABANDON: &str = "mmsecure::context::abandon";
 
 /// Functions of the sample that call `MmSecureVirtualMemory` raw, not through `mmsecure`, on
-/// purpose, matched against the link map's (mangled) names: `guard::secure_in_guard` secures
+/// purpose, matched against the link map's (demangled) names: `guard::secure_in_guard` secures
 /// under `call_guarded` to show the guard catching Wine's raising stub (issue #9), and its caller
 /// unsecures. Their call sites are listed and skipped: the check is about the wrapper.
 const RAW_CALLERS: &[&str] = &["secure_in_guard"];
+
+/// How many paths from one secure the check follows before it gives up, and fails.
+const MAX_PATHS: usize = 4096;
 
 /// Import names that allocate kernel memory.
 const ALLOCATOR_IMPORTS: &[&str] = &["ExAllocate", "MmAllocate"];
@@ -68,8 +101,8 @@ const ALLOCATOR_SYMBOLS: &[&str] = &[
 ];
 
 /// Checks the sample driver `sys` with its link map `map`, printing what a secure + drop compiles
-/// to; fails if a path after a secure does anything but check the process and unsecure once, or
-/// if anything in the driver allocates.
+/// to; fails if a path after a secure does anything but what [`ALLOWED_WHILE_SECURED`] allows
+/// and unsecure once, or if anything in the driver allocates.
 pub fn check_driver(sys: &Path, map: &Path) -> crate::Result {
     println!("[disasm] {}", sys.display());
     let map_text =
@@ -77,8 +110,7 @@ pub fn check_driver(sys: &Path, map: &Path) -> crate::Result {
     let symbols = Symbols::from_map(&map_text);
     let file = fs::read(sys).map_err(|e| format!("cannot read {}: {e}", sys.display()))?;
     let image = pe::parse(&file).map_err(|e| format!("{}: {e}", sys.display()))?;
-    let listing = objdump(sys)?;
-    let code = parse_listing(&listing);
+    let code = x86::decode(&image.code(&file));
     let report = analyse(&code, &symbols);
 
     let mut failures = Vec::new();
@@ -92,16 +124,24 @@ pub fn check_driver(sys: &Path, map: &Path) -> crate::Result {
             failures.push(format!("the driver contains the allocator symbol {name}"));
         }
     }
+    for allowed in ALLOWED_WHILE_SECURED {
+        println!(
+            "[disasm] allowed while secured: {} ({})",
+            allowed.routine, allowed.why
+        );
+    }
     print!("{}", report.text);
     failures.extend(report.failures);
     if failures.is_empty() {
+        let allowed: Vec<&str> = ALLOWED_WHILE_SECURED.iter().map(|a| a.routine).collect();
         println!(
             "[disasm] ok: {} secure call site(s) checked ({} raw one(s) of the sample skipped); \
-             after each, one {UNSECURE} on every path where the handle is not NULL, nothing \
-             called in between but {}; no allocator anywhere",
+             after each, one {UNSECURE} (or {ABANDON}, for a drop in the wrong context) on \
+             every path where the handle is not NULL, and one at least; nothing called in \
+             between but {}; no allocator anywhere",
             report.sites,
             report.skipped,
-            ALLOWED_WHILE_SECURED.join(", ")
+            allowed.join(", ")
         );
         Ok(())
     } else {
@@ -111,20 +151,6 @@ pub fn check_driver(sys: &Path, map: &Path) -> crate::Result {
         )
         .into())
     }
-}
-
-fn objdump(sys: &Path) -> crate::Result<String> {
-    let output = Command::new(OBJDUMP)
-        .args(["-d", "--no-show-raw-insn", "-M", "intel"])
-        .arg(sys)
-        .output()
-        .map_err(|e| {
-            format!("cannot run {OBJDUMP} (Debian package binutils-mingw-w64-x86-64): {e}")
-        })?;
-    if !output.status.success() {
-        return Err(format!("`{OBJDUMP} -d {}` failed: {}", sys.display(), output.status).into());
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The link map's symbols by address (`Rva+Base`), and the functions in `.text`.
@@ -187,97 +213,48 @@ impl Symbols {
     }
 }
 
-/// A Rust legacy-mangled name (`_ZN15mmsecure_sample11secure_copy17h…E`) as a path
-/// (`mmsecure_sample::secure_copy`), without the hash; any other name as it is.
+/// A link-map name as a Rust path without its hash (legacy or v0 mangling); any other name as it
+/// is.
 fn demangle(name: &str) -> String {
-    let Some(mut rest) = name.strip_prefix("_ZN") else {
-        return name.to_owned();
-    };
-    let mut parts = Vec::new();
-    while !rest.starts_with('E') {
-        let digits = rest.chars().take_while(char::is_ascii_digit).count();
-        let Ok(len) = rest[..digits].parse::<usize>() else {
-            return name.to_owned();
-        };
-        let Some(part) = rest.get(digits..digits + len) else {
-            return name.to_owned();
-        };
-        parts.push(part);
-        rest = &rest[digits + len..];
-    }
-    if parts.last().is_some_and(|last| {
-        last.len() == 17
-            && last.starts_with('h')
-            && last[1..].chars().all(|c| c.is_ascii_hexdigit())
-    }) {
-        parts.pop();
-    }
-    parts.join("::")
-}
-
-/// One instruction of the listing.
-#[derive(Debug, Clone, PartialEq)]
-struct Insn {
-    address: u64,
-    mnemonic: String,
-    operands: String,
-    /// The address objdump's `# 0x…` comment names (RIP-relative operands), if any.
-    comment_target: Option<u64>,
-}
-
-/// Parses `objdump -d --no-show-raw-insn -M intel` output: `   140001f80:\tpush   r15`.
-fn parse_listing(listing: &str) -> Vec<Insn> {
-    let mut code = Vec::new();
-    for line in listing.lines() {
-        let Some((address, rest)) = line.split_once(":\t") else {
-            continue;
-        };
-        let Ok(address) = u64::from_str_radix(address.trim(), 16) else {
-            continue;
-        };
-        let (insn, comment) = match rest.split_once('#') {
-            Some((insn, comment)) => (insn, Some(comment)),
-            None => (rest, None),
-        };
-        let mut parts = insn.trim().splitn(2, char::is_whitespace);
-        let mnemonic = parts.next().unwrap_or("").to_owned();
-        let operands = parts.next().unwrap_or("").trim().to_owned();
-        let comment_target = comment.and_then(|c| parse_hex(c.split_whitespace().next()?));
-        code.push(Insn {
-            address,
-            mnemonic,
-            operands,
-            comment_target,
-        });
-    }
-    code
-}
-
-fn parse_hex(text: &str) -> Option<u64> {
-    u64::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
+    format!("{:#}", rustc_demangle::demangle(name))
 }
 
 /// Where a control transfer goes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Target {
     Direct(u64),
-    /// Through a memory slot whose address is known (an import's `__imp_` slot).
+    /// Through a memory slot whose address is known (an import's `__imp_` slot, RIP-relative).
     Slot(u64),
-    /// Through a register or an unknown slot.
+    /// Through a register or a slot whose address depends on one.
     Unknown,
 }
 
-fn target_of(insn: &Insn) -> Target {
-    let operands = insn.operands.split_whitespace().next().unwrap_or("");
-    if let Some(address) = parse_hex(operands).filter(|_| operands.starts_with("0x")) {
-        return Target::Direct(address);
-    }
-    if insn.operands.contains("[rip") {
-        if let Some(slot) = insn.comment_target {
-            return Target::Slot(slot);
+fn target_of(insn: &Instruction) -> Target {
+    match insn.op0_kind() {
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+            Target::Direct(insn.near_branch_target())
         }
+        OpKind::Memory if insn.is_ip_rel_memory_operand() => {
+            Target::Slot(insn.ip_rel_memory_address())
+        }
+        _ => Target::Unknown,
     }
-    Target::Unknown
+}
+
+/// The instruction in Intel syntax, numbers as objdump writes them (`0x140001000`).
+fn text_of(insn: &Instruction) -> String {
+    let mut formatter = IntelFormatter::new();
+    let options = formatter.options_mut();
+    options.set_hex_prefix("0x");
+    options.set_hex_suffix("");
+    options.set_uppercase_hex(false);
+    options.set_leading_zeros(false);
+    options.set_branch_leading_zeros(false);
+    options.set_show_branch_size(false);
+    options.set_space_after_operand_separator(true);
+    let mut text = String::new();
+    formatter.format(insn, &mut text);
+    text
 }
 
 /// How a path after a secure ended.
@@ -293,8 +270,10 @@ enum End {
     Leaked(u64),
     /// A second secure before the unsecure.
     SecondSecure(u64),
-    /// A jump or call the check cannot follow.
+    /// A jump or call the check cannot follow, or bytes that are no instruction.
     Unfollowable(u64),
+    /// Where the walk stopped at [`MAX_PATHS`], with paths left to follow.
+    TooManyPaths,
 }
 
 impl fmt::Display for End {
@@ -306,6 +285,7 @@ impl fmt::Display for End {
             End::Leaked(at) => write!(f, "left at {at:#x}"),
             End::SecondSecure(at) => write!(f, "second secure at {at:#x}"),
             End::Unfollowable(at) => write!(f, "unfollowable at {at:#x}"),
+            End::TooManyPaths => write!(f, "not followed"),
         }
     }
 }
@@ -329,19 +309,42 @@ struct Report {
     text: String,
 }
 
-fn analyse(code: &[Insn], symbols: &Symbols) -> Report {
-    let index: BTreeMap<u64, usize> = code
-        .iter()
-        .enumerate()
-        .map(|(i, insn)| (insn.address, i))
-        .collect();
-    let name_of = |insn: &Insn| -> String {
+/// The decoded code with an index by address, and the map's names for call targets.
+struct Code<'a> {
+    insns: &'a [Instruction],
+    index: BTreeMap<u64, usize>,
+    symbols: &'a Symbols,
+}
+
+impl Code<'_> {
+    /// The routine a call or jump goes to: its map name, else its address, else its operand.
+    fn name_of(&self, insn: &Instruction) -> String {
         match target_of(insn) {
-            Target::Direct(a) | Target::Slot(a) => symbols
+            Target::Direct(a) | Target::Slot(a) => self
+                .symbols
                 .routine_at(a)
                 .map_or_else(|| format!("{a:#x}"), str::to_owned),
-            Target::Unknown => format!("[{}]", insn.operands),
+            Target::Unknown => format!("[{}]", text_of(insn)),
         }
+    }
+}
+
+fn is_call(insn: &Instruction) -> bool {
+    matches!(
+        insn.flow_control(),
+        FlowControl::Call | FlowControl::IndirectCall
+    )
+}
+
+fn analyse(insns: &[Instruction], symbols: &Symbols) -> Report {
+    let code = Code {
+        insns,
+        index: insns
+            .iter()
+            .enumerate()
+            .map(|(i, insn)| (insn.ip(), i))
+            .collect(),
+        symbols,
     };
     let mut report = Report {
         sites: 0,
@@ -349,10 +352,10 @@ fn analyse(code: &[Insn], symbols: &Symbols) -> Report {
         failures: Vec::new(),
         text: String::new(),
     };
-    let sites: Vec<usize> = code
+    let sites: Vec<usize> = insns
         .iter()
         .enumerate()
-        .filter(|(_, insn)| is_call(insn) && name_of(insn) == SECURE)
+        .filter(|(_, insn)| is_call(insn) && code.name_of(insn) == SECURE)
         .map(|(i, _)| i)
         .collect();
     if sites.is_empty() {
@@ -362,11 +365,10 @@ fn analyse(code: &[Insn], symbols: &Symbols) -> Report {
         return report;
     }
     for &site in &sites {
-        let call = &code[site];
-        let Some((start, end)) = symbols.function_of(call.address) else {
+        let call = insns[site].ip();
+        let Some((start, end)) = symbols.function_of(call) else {
             report.failures.push(format!(
-                "the {SECURE} call at {:#x} is in no function of the map",
-                call.address
+                "the {SECURE} call at {call:#x} is in no function of the map"
             ));
             continue;
         };
@@ -378,65 +380,52 @@ fn analyse(code: &[Insn], symbols: &Symbols) -> Report {
             report.skipped += 1;
             let _ = writeln!(
                 report.text,
-                "[disasm] {SECURE} called at {:#x} in {function}: the sample's own raw call, \
-                 skipped",
-                call.address
+                "[disasm] {SECURE} called at {call:#x} in {function}: the sample's own raw call, \
+                 skipped"
             );
             continue;
         }
         report.sites += 1;
-        let paths = follow(code, &index, site + 1, (start, end), &name_of);
+        let paths = follow(&code, site + 1, (start, end));
         let mut unsecured = 0;
+        let at = format!("after the {SECURE} call at {call:#x} ({function})");
         for path in &paths {
             let stray: Vec<&String> = path
                 .calls
                 .iter()
-                .filter(|c| !ALLOWED_WHILE_SECURED.contains(&c.as_str()))
+                .filter(|c| !allowed_while_secured(c))
                 .collect();
             if !stray.is_empty() && path.end != End::Refused {
-                report.failures.push(format!(
-                    "after the {SECURE} call at {:#x} ({function}), {stray:?} called before \
-                     {UNSECURE}",
-                    call.address
-                ));
+                report
+                    .failures
+                    .push(format!("{at}, {stray:?} called before {UNSECURE}"));
             }
             match path.end {
                 End::Unsecured => unsecured += 1,
                 End::Refused | End::Abandoned => {}
-                End::Leaked(at) => report.failures.push(format!(
-                    "after the {SECURE} call at {:#x} ({function}), a path with a non-NULL \
-                     handle leaves the function at {at:#x} without {UNSECURE}",
-                    call.address
+                End::Leaked(left) => report.failures.push(format!(
+                    "{at}, a path with a non-NULL handle leaves the function at {left:#x} \
+                     without {UNSECURE}"
                 )),
-                End::SecondSecure(at) => report.failures.push(format!(
-                    "after the {SECURE} call at {:#x} ({function}), a second {SECURE} at {at:#x} \
-                     before {UNSECURE}",
-                    call.address
+                End::SecondSecure(second) => report.failures.push(format!(
+                    "{at}, a second {SECURE} at {second:#x} before {UNSECURE}"
                 )),
-                End::Unfollowable(at) => report.failures.push(format!(
-                    "after the {SECURE} call at {:#x} ({function}), an indirect jump or call at \
-                     {at:#x} the check cannot follow",
-                    call.address
+                End::Unfollowable(there) => report.failures.push(format!(
+                    "{at}, a jump or call at {there:#x} the check cannot follow"
+                )),
+                End::TooManyPaths => report.failures.push(format!(
+                    "{at}, more than {MAX_PATHS} paths: the rest were not followed"
                 )),
             }
         }
         if unsecured == 0 {
-            report.failures.push(format!(
-                "after the {SECURE} call at {:#x} ({function}), no path reaches {UNSECURE}",
-                call.address
-            ));
+            report
+                .failures
+                .push(format!("{at}, no path reaches {UNSECURE}"));
         }
-        describe(
-            &mut report.text,
-            code,
-            &index,
-            site,
-            &function,
-            &paths,
-            &name_of,
-        );
+        describe(&mut report.text, &code, site, &function, &paths);
     }
-    if report.sites == 0 && !sites.is_empty() {
+    if report.sites == 0 {
         report.failures.push(format!(
             "every {SECURE} call is one of the sample's raw calls: no secure through mmsecure \
              to check"
@@ -445,147 +434,239 @@ fn analyse(code: &[Insn], symbols: &Symbols) -> Report {
     report
 }
 
-fn is_call(insn: &Insn) -> bool {
-    insn.mnemonic == "call"
+/// Where the handle is on a path: the full registers holding it, and for each value the path
+/// pushed (innermost last) whether it was the handle.
+#[derive(Debug, Clone, Default)]
+struct Handle {
+    registers: Vec<Register>,
+    pushed: Vec<bool>,
+    /// Set by `test r64, r64` on a handle register, until the flags change: a `je`/`jne` now
+    /// branches on a NULL handle.
+    null_test: bool,
 }
 
-fn is_jump(insn: &Insn) -> bool {
-    insn.mnemonic.starts_with('j')
+impl Handle {
+    fn in_rax() -> Handle {
+        Handle {
+            registers: vec![Register::RAX],
+            ..Handle::default()
+        }
+    }
+
+    fn holds(&self, register: Register) -> bool {
+        register.is_gpr64() && self.registers.contains(&register)
+    }
+
+    fn set(&mut self, register: Register, holds: bool) {
+        let full = register.full_register();
+        self.registers.retain(|r| *r != full);
+        if holds {
+            self.registers.push(full);
+        }
+    }
+
+    /// What a call leaves: the handle only in registers a Windows x64 callee must preserve, the
+    /// flags unknown.
+    fn after_call(&mut self) {
+        self.registers.retain(|r| is_callee_saved(*r));
+        self.null_test = false;
+    }
+
+    /// Follows the handle through one instruction that is no call or jump.
+    fn step(&mut self, insn: &Instruction, info: &mut InstructionInfoFactory) {
+        let register = |operand: u32| {
+            (operand < insn.op_count() && insn.op_kind(operand) == OpKind::Register)
+                .then(|| insn.op_register(operand))
+        };
+        let (dst, src) = (register(0), register(1));
+        if insn.mnemonic() == Mnemonic::Test && dst == src && dst.is_some_and(|r| self.holds(r)) {
+            self.null_test = true;
+            return;
+        }
+        // What the instruction leaves in the registers it names, decided before they are
+        // overwritten: a 64-bit copy of the handle, or what a pop takes off the stack.
+        let copies = insn.mnemonic() == Mnemonic::Mov
+            && dst.is_some_and(Register::is_gpr64)
+            && src.is_some_and(|r| self.holds(r));
+        let popped = match insn.mnemonic() {
+            Mnemonic::Push => {
+                let pushed = dst.is_some_and(|r| self.holds(r));
+                self.pushed.push(pushed);
+                None
+            }
+            // A pop past what this path pushed restores a caller's value, not the handle.
+            Mnemonic::Pop => Some(self.pushed.pop().unwrap_or(false)),
+            _ => None,
+        };
+        // Any write to a register, of any width, replaces the handle there.
+        for used in info.info(insn).used_registers() {
+            let writes = matches!(
+                used.access(),
+                OpAccess::Write
+                    | OpAccess::CondWrite
+                    | OpAccess::ReadWrite
+                    | OpAccess::ReadCondWrite
+            );
+            if writes {
+                self.set(used.register(), false);
+            }
+        }
+        if let Some(dst) = dst {
+            if copies {
+                self.set(dst, true);
+            }
+            if let Some(popped) = popped {
+                self.set(dst, popped && dst.is_gpr64());
+            }
+        }
+        if insn.rflags_modified() != 0 {
+            self.null_test = false;
+        }
+    }
 }
 
-fn ends_path(insn: &Insn) -> bool {
-    matches!(insn.mnemonic.as_str(), "ret" | "int3" | "ud2" | "hlt")
+/// Registers a Windows x64 callee must preserve.
+fn is_callee_saved(register: Register) -> bool {
+    matches!(
+        register,
+        Register::RBX
+            | Register::RBP
+            | Register::RDI
+            | Register::RSI
+            | Register::R12
+            | Register::R13
+            | Register::R14
+            | Register::R15
+    )
 }
 
 /// Walks every path from instruction `from` (just after a secure call) inside the function
-/// `range`, tracking which registers hold the handle so that the branch on a NULL handle is
-/// known, until each path unsecures, leaves the function or meets something it cannot follow.
-fn follow(
-    code: &[Insn],
-    index: &BTreeMap<u64, usize>,
-    from: usize,
-    range: (u64, u64),
-    name_of: &dyn Fn(&Insn) -> String,
-) -> Vec<Path_> {
+/// `range`, tracking where the handle is so that the branch on a NULL handle is known, until each
+/// path unsecures, leaves the function or meets something it cannot follow.
+fn follow(code: &Code<'_>, from: usize, range: (u64, u64)) -> Vec<Path_> {
     /// A path being walked: where it is, what it has seen.
+    #[derive(Clone)]
     struct State {
         at: usize,
         calls: Vec<String>,
         trail: Vec<u64>,
         visited: HashSet<u64>,
-        /// Registers holding the handle (64-bit names); emptied once a call may clobber them.
-        handle_in: Vec<String>,
-        /// Set by `test r, r` on a handle register: the next conditional jump tests NULL.
-        null_test: bool,
+        handle: Handle,
     }
-    const MAX_PATHS: usize = 4096;
+    impl State {
+        fn end(self, end: End) -> Path_ {
+            Path_ {
+                calls: self.calls,
+                end,
+                trail: self.trail,
+            }
+        }
+    }
+    let mut info = InstructionInfoFactory::new();
     let mut done = Vec::new();
     let mut stack = vec![State {
         at: from,
         calls: Vec::new(),
         trail: Vec::new(),
         visited: HashSet::new(),
-        handle_in: vec!["rax".to_owned()],
-        null_test: false,
+        handle: Handle::in_rax(),
     }];
     while let Some(mut state) = stack.pop() {
         if done.len() >= MAX_PATHS {
+            // The paths not followed could leak: say so rather than pass on what was seen.
+            done.push(state.end(End::TooManyPaths));
             break;
         }
         loop {
-            let Some(insn) = code.get(state.at) else {
-                done.push(Path_ {
-                    calls: state.calls,
-                    end: End::Unfollowable(0),
-                    trail: state.trail,
-                });
+            let Some(insn) = code.insns.get(state.at) else {
+                done.push(state.end(End::Unfollowable(0)));
                 break;
             };
-            if !state.visited.insert(insn.address) {
+            let ip = insn.ip();
+            if !state.visited.insert(ip) {
                 // A loop back to an instruction this path has run: its calls are counted once.
                 break;
             }
-            state.trail.push(insn.address);
-            let leave = |state: State, end: End, done: &mut Vec<Path_>| {
-                done.push(Path_ {
-                    calls: state.calls,
-                    end,
-                    trail: state.trail,
-                });
-            };
-            if ends_path(insn) {
-                leave(state, End::Leaked(insn.address), &mut done);
+            state.trail.push(ip);
+            if insn.is_invalid() {
+                done.push(state.end(End::Unfollowable(ip)));
                 break;
             }
-            if is_call(insn) {
-                let name = name_of(insn);
-                if name == UNSECURE {
-                    leave(state, End::Unsecured, &mut done);
-                    break;
-                }
-                if demangle(&name).contains(ABANDON) {
-                    leave(state, End::Abandoned, &mut done);
-                    break;
-                }
-                if name == SECURE {
-                    leave(state, End::SecondSecure(insn.address), &mut done);
-                    break;
-                }
-                if target_of(insn) == Target::Unknown {
-                    leave(state, End::Unfollowable(insn.address), &mut done);
-                    break;
-                }
-                state.calls.push(name);
-                // Calls clobber the volatile registers; the handle survives only in
-                // callee-saved ones.
-                state.handle_in.retain(|r| is_callee_saved(r));
-                state.null_test = false;
-                state.at += 1;
-                continue;
-            }
-            if is_jump(insn) {
-                let conditional = insn.mnemonic != "jmp";
-                let Target::Direct(target) = target_of(insn) else {
-                    leave(state, End::Unfollowable(insn.address), &mut done);
-                    break;
-                };
-                let null_test = std::mem::take(&mut state.null_test);
-                // Where the jump goes: an instruction of this function, or out of it (a tail
-                // jump, which leaves the handle secured unless it jumps to the unsecure).
-                let destination = if target >= range.0 && target < range.1 {
-                    match index.get(&target) {
-                        Some(&at) => Ok(at),
-                        None => Err(End::Unfollowable(insn.address)),
+            match insn.flow_control() {
+                FlowControl::Next => {
+                    if insn.mnemonic() == Mnemonic::Hlt {
+                        done.push(state.end(End::Leaked(ip)));
+                        break;
                     }
-                } else if name_of(insn) == UNSECURE {
-                    Err(End::Unsecured)
-                } else {
-                    Err(End::Leaked(insn.address))
-                };
-                let (taken_is_null, fallthrough_is_null) = match insn.mnemonic.as_str() {
-                    "je" if null_test => (true, false),
-                    "jne" if null_test => (false, true),
-                    _ => (false, false),
-                };
-                if !conditional {
-                    match destination {
-                        Ok(at) => state.at = at,
-                        Err(end) => {
-                            leave(state, end, &mut done);
-                            break;
+                    state.handle.step(insn, &mut info);
+                    state.at += 1;
+                }
+                FlowControl::Return | FlowControl::Interrupt | FlowControl::Exception => {
+                    done.push(state.end(End::Leaked(ip)));
+                    break;
+                }
+                FlowControl::XbeginXabortXend => {
+                    done.push(state.end(End::Unfollowable(ip)));
+                    break;
+                }
+                FlowControl::Call | FlowControl::IndirectCall => {
+                    let name = code.name_of(insn);
+                    let end = if name == UNSECURE {
+                        Some(End::Unsecured)
+                    } else if demangle(&name).contains(ABANDON) {
+                        Some(End::Abandoned)
+                    } else if name == SECURE {
+                        Some(End::SecondSecure(ip))
+                    } else if target_of(insn) == Target::Unknown {
+                        Some(End::Unfollowable(ip))
+                    } else {
+                        None
+                    };
+                    if let Some(end) = end {
+                        done.push(state.end(end));
+                        break;
+                    }
+                    state.calls.push(name);
+                    state.handle.after_call();
+                    state.at += 1;
+                }
+                FlowControl::UnconditionalBranch
+                | FlowControl::IndirectBranch
+                | FlowControl::ConditionalBranch => {
+                    // Where the jump goes: an instruction of this function, or out of it (a tail
+                    // jump, which leaves the handle secured unless it jumps to the unsecure).
+                    let destination = match target_of(insn) {
+                        Target::Direct(t) if t >= range.0 && t < range.1 => {
+                            code.index.get(&t).copied().ok_or(End::Unfollowable(ip))
                         }
+                        Target::Unknown => Err(End::Unfollowable(ip)),
+                        _ if code.name_of(insn) == UNSECURE => Err(End::Unsecured),
+                        _ => Err(End::Leaked(ip)),
+                    };
+                    if insn.flow_control() != FlowControl::ConditionalBranch {
+                        match destination {
+                            Ok(at) => state.at = at,
+                            Err(end) => {
+                                done.push(state.end(end));
+                                break;
+                            }
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                if taken_is_null || fallthrough_is_null {
-                    // The branch on a NULL handle: the refused secure, nothing to unsecure.
-                    done.push(Path_ {
-                        calls: state.calls.clone(),
-                        end: End::Refused,
-                        trail: state.trail.clone(),
-                    });
-                }
-                if !taken_is_null {
+                    let null_test = std::mem::take(&mut state.handle.null_test);
+                    let (taken_is_null, fallthrough_is_null) = match insn.condition_code() {
+                        ConditionCode::e if null_test => (true, false),
+                        ConditionCode::ne if null_test => (false, true),
+                        _ => (false, false),
+                    };
+                    if taken_is_null || fallthrough_is_null {
+                        // The branch on a NULL handle: the refused secure, nothing to unsecure.
+                        done.push(state.clone().end(End::Refused));
+                    }
+                    if taken_is_null {
+                        state.at += 1;
+                        continue;
+                    }
                     match destination {
                         Ok(at) if fallthrough_is_null => {
                             state.at = at;
@@ -593,89 +674,30 @@ fn follow(
                         }
                         Ok(at) => stack.push(State {
                             at,
-                            calls: state.calls.clone(),
-                            trail: state.trail.clone(),
-                            visited: state.visited.clone(),
-                            handle_in: state.handle_in.clone(),
-                            null_test: false,
+                            ..state.clone()
                         }),
-                        Err(end) => done.push(Path_ {
-                            calls: state.calls.clone(),
-                            end,
-                            trail: state.trail.clone(),
-                        }),
+                        Err(end) if fallthrough_is_null => {
+                            done.push(state.end(end));
+                            break;
+                        }
+                        Err(end) => done.push(state.clone().end(end)),
                     }
-                    if fallthrough_is_null {
-                        break;
-                    }
+                    state.at += 1;
                 }
-                state.at += 1;
-                continue;
             }
-            track_handle(insn, &mut state.handle_in, &mut state.null_test);
-            state.at += 1;
         }
     }
     done
 }
 
-/// Follows the handle through `mov reg, reg` and notes `test reg, reg` on it.
-fn track_handle(insn: &Insn, handle_in: &mut Vec<String>, null_test: &mut bool) {
-    let operands: Vec<&str> = insn.operands.split(',').map(str::trim).collect();
-    let [dst, src] = operands.as_slice() else {
-        *null_test = false;
-        return;
-    };
-    match insn.mnemonic.as_str() {
-        "test" if dst == src && handle_in.iter().any(|r| r == dst) => {
-            *null_test = true;
-            return;
-        }
-        "mov" if handle_in.iter().any(|r| r == src) && is_register(dst) => {
-            if !handle_in.iter().any(|r| r == dst) {
-                handle_in.push((*dst).to_owned());
-            }
-        }
-        _ => {
-            // Anything else written to a handle register replaces the handle there.
-            handle_in.retain(|r| r != dst);
-        }
-    }
-    *null_test = false;
-}
-
-fn is_register(operand: &str) -> bool {
-    const REGISTERS: &[&str] = &[
-        "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13",
-        "r14", "r15",
-    ];
-    REGISTERS.contains(&operand)
-}
-
-/// Registers a Windows x64 callee must preserve.
-fn is_callee_saved(register: &str) -> bool {
-    matches!(
-        register,
-        "rbx" | "rbp" | "rdi" | "rsi" | "r12" | "r13" | "r14" | "r15"
-    )
-}
-
 /// Prints each secure call site: its function, its paths, and the instructions of the path that
 /// unsecures.
-fn describe(
-    out: &mut String,
-    code: &[Insn],
-    index: &BTreeMap<u64, usize>,
-    site: usize,
-    function: &str,
-    paths: &[Path_],
-    name_of: &dyn Fn(&Insn) -> String,
-) {
-    let call = &code[site];
+fn describe(out: &mut String, code: &Code<'_>, site: usize, function: &str, paths: &[Path_]) {
+    let call = &code.insns[site];
     let _ = writeln!(
         out,
         "[disasm] {SECURE} called at {:#x} in {function}; {} path(s) from there:",
-        call.address,
+        call.ip(),
         paths.len()
     );
     for path in paths {
@@ -703,19 +725,15 @@ fn describe(
         out,
         "  the secured path that does the most, from secure to unsecure:"
     );
-    let listing = std::iter::once(call.address).chain(longest.trail.iter().copied());
+    let listing = std::iter::once(call.ip()).chain(longest.trail.iter().copied());
     for address in listing {
-        if let Some(insn) = index.get(&address).map(|&i| &code[i]) {
+        if let Some(insn) = code.index.get(&address).map(|&i| &code.insns[i]) {
             let note = if is_call(insn) {
-                format!("  ; {}", name_of(insn))
+                format!("  ; {}", code.name_of(insn))
             } else {
                 String::new()
             };
-            let _ = writeln!(
-                out,
-                "    {:x}:  {:<6} {}{note}",
-                insn.address, insn.mnemonic, insn.operands
-            );
+            let _ = writeln!(out, "    {address:x}:  {}{note}", text_of(insn));
         }
     }
 }
@@ -735,39 +753,115 @@ mod tests {
  0002:00000010       __imp_MmUnsecureVirtualMemory 0000000140003010  libntoskrnl:x.o
 ";
 
-    /// A listing in objdump's form, from `(offset, instruction)` pairs inside `caller`.
-    fn listing(lines: &[(u64, &str)]) -> String {
-        lines
-            .iter()
-            .map(|(offset, insn)| format!("   {:x}:\t{insn}\n", 0x1_4000_1000 + offset))
-            .collect()
+    /// Where `caller` starts, and the map's thunks and import slot.
+    const CALLER: u64 = 0x1_4000_1000;
+    const UNSECURE_THUNK: u64 = 0x1_4000_1200;
+    const SECURE_THUNK: u64 = 0x1_4000_1208;
+    const PROCESS_THUNK: u64 = 0x1_4000_1210;
+    const ALLOCATE_THUNK: u64 = 0x1_4000_1218;
+    const UNSECURE_SLOT: u64 = 0x1_4000_3010;
+    /// Where the tests' functions return 0 from (a refused secure, or a bad argument).
+    const EXIT: u64 = 0xc0;
+
+    // Instructions without a displacement, as a compiler encodes them.
+    const TEST_RDX_RDX: &[u8] = &[0x48, 0x85, 0xd2];
+    const TEST_RAX_RAX: &[u8] = &[0x48, 0x85, 0xc0];
+    const TEST_RBX_RBX: &[u8] = &[0x48, 0x85, 0xdb];
+    const MOV_RBX_RAX: &[u8] = &[0x48, 0x89, 0xc3];
+    const MOV_RCX_RBX: &[u8] = &[0x48, 0x89, 0xd9];
+    const MOV_EBX_EAX: &[u8] = &[0x89, 0xc3];
+    const MOV_R8D_2: &[u8] = &[0x41, 0xb8, 0x02, 0x00, 0x00, 0x00];
+    const XOR_EAX_EAX: &[u8] = &[0x31, 0xc0];
+    const PUSH_RAX: &[u8] = &[0x50];
+    const PUSH_RCX: &[u8] = &[0x51];
+    const POP_RBX: &[u8] = &[0x5b];
+    const RET: &[u8] = &[0xc3];
+
+    /// Machine code for `caller`, assembled by hand: raw bytes, and the branches whose rel32 it
+    /// works out from absolute targets.
+    struct Asm(Vec<u8>);
+
+    impl Asm {
+        fn new() -> Asm {
+            Asm(Vec::new())
+        }
+
+        fn here(&self) -> u64 {
+            CALLER + self.0.len() as u64
+        }
+
+        fn raw(mut self, bytes: &[u8]) -> Asm {
+            self.0.extend_from_slice(bytes);
+            self
+        }
+
+        /// An instruction of `opcode` bytes and a rel32 to `target` (relative to its end).
+        fn rel32(self, opcode: &[u8], target: u64) -> Asm {
+            let end = self.here() + opcode.len() as u64 + 4;
+            let rel = i32::try_from(target.wrapping_sub(end) as i64).unwrap();
+            self.raw(opcode).raw(&rel.to_le_bytes())
+        }
+
+        fn call(self, target: u64) -> Asm {
+            self.rel32(&[0xe8], target)
+        }
+
+        /// `call qword ptr [rip+disp32]`: a call through an import slot.
+        fn call_slot(self, slot: u64) -> Asm {
+            self.rel32(&[0xff, 0x15], slot)
+        }
+
+        fn jmp(self, offset: u64) -> Asm {
+            self.rel32(&[0xe9], CALLER + offset)
+        }
+
+        fn je(self, offset: u64) -> Asm {
+            self.rel32(&[0x0f, 0x84], CALLER + offset)
+        }
+
+        /// `int3` up to `offset` into `caller`.
+        fn org(mut self, offset: u64) -> Asm {
+            assert!(self.here() <= CALLER + offset, "code overlaps {offset:#x}");
+            self.0.resize(offset as usize, 0xcc);
+            self
+        }
+
+        /// Ends the secured part: the unsecure through its slot, then the exit at `EXIT`.
+        fn unsecure_and_exit(self) -> Asm {
+            self.raw(MOV_RCX_RBX)
+                .call_slot(UNSECURE_SLOT)
+                .raw(RET)
+                .org(EXIT)
+                .raw(XOR_EAX_EAX)
+                .raw(RET)
+        }
     }
 
-    /// What the sample driver's secure + drop looks like: checks, secure, NULL test, process,
-    /// unsecure.
-    const GOOD: &[(u64, &str)] = &[
-        (0x00, "test   rdx,rdx"),
-        (0x03, "je     0x140001040"),
-        (0x05, "mov    r8d,0x2"),
-        (0x0b, "call   0x140001208"),
-        (0x10, "test   rax,rax"),
-        (0x13, "je     0x140001040"),
-        (0x15, "mov    rbx,rax"),
-        (0x18, "call   0x140001210"),
-        (0x1d, "mov    rcx,rbx"),
-        (0x20, "call   QWORD PTR [rip+0x1fe9]        # 0x140003010"),
-        (0x26, "ret"),
-        (0x40, "xor    eax,eax"),
-        (0x42, "ret"),
-    ];
+    /// A secure + drop shaped like the sample driver's: the argument check, the secure, the NULL
+    /// test, the handle kept in `rbx`, then `body`, then the unsecure.
+    fn secured(body: impl FnOnce(Asm) -> Asm) -> Asm {
+        let head = Asm::new()
+            .raw(TEST_RDX_RDX)
+            .je(EXIT)
+            .raw(MOV_R8D_2)
+            .call(SECURE_THUNK)
+            .raw(TEST_RAX_RAX)
+            .je(EXIT)
+            .raw(MOV_RBX_RAX);
+        body(head).unsecure_and_exit()
+    }
 
-    fn run(lines: &[(u64, &str)]) -> Report {
-        let symbols = Symbols::from_map(MAP);
-        analyse(&parse_listing(&listing(lines)), &symbols)
+    fn run(code: &Asm) -> Report {
+        let insns = x86::decode(&[(CALLER, &code.0)]);
+        analyse(&insns, &Symbols::from_map(MAP))
+    }
+
+    fn fails_with(report: &Report, what: &str) -> bool {
+        report.failures.iter().any(|f| f.contains(what))
     }
 
     #[test]
-    fn legacy_rust_names_demangle_without_their_hash() {
+    fn rust_names_demangle_without_their_hash() {
         assert_eq!(
             demangle("_ZN15mmsecure_sample11secure_copy17hc5f4b9e9c814a6d0E"),
             "mmsecure_sample::secure_copy"
@@ -779,70 +873,159 @@ mod tests {
     #[test]
     fn map_symbols_and_functions_are_read() {
         let symbols = Symbols::from_map(MAP);
-        assert_eq!(symbols.routine_at(0x1_4000_3010), Some(UNSECURE));
-        assert_eq!(symbols.routine_at(0x1_4000_1218), Some("ExAllocatePool2"));
+        assert_eq!(symbols.routine_at(UNSECURE_SLOT), Some(UNSECURE));
+        assert_eq!(symbols.routine_at(ALLOCATE_THUNK), Some("ExAllocatePool2"));
         assert_eq!(
             symbols.function_of(0x1_4000_1020),
-            Some((0x1_4000_1000, 0x1_4000_1100))
+            Some((CALLER, 0x1_4000_1100))
         );
         assert_eq!(symbols.function_of(0x1_3000_0000), None);
     }
 
     #[test]
-    fn objdump_lines_parse_with_their_rip_targets() {
-        let code = parse_listing(
-            "   140001020:\tcall   QWORD PTR [rip+0x1fe9]        # 0x140003010\n\
-             \n140001000 <.text>:\n   140001026:\tret\n",
-        );
-        assert_eq!(code.len(), 2);
-        assert_eq!(code[0].mnemonic, "call");
-        assert_eq!(target_of(&code[0]), Target::Slot(0x1_4000_3010));
-        assert_eq!(code[1].mnemonic, "ret");
+    fn calls_are_named_by_their_decoded_target_or_slot() {
+        let code = Asm::new().call(PROCESS_THUNK).call_slot(UNSECURE_SLOT);
+        let insns = x86::decode(&[(CALLER, &code.0)]);
+        assert_eq!(target_of(&insns[0]), Target::Direct(PROCESS_THUNK));
+        assert_eq!(target_of(&insns[1]), Target::Slot(UNSECURE_SLOT));
+        let symbols = Symbols::from_map(MAP);
+        let code = Code {
+            insns: &insns,
+            index: BTreeMap::new(),
+            symbols: &symbols,
+        };
+        assert_eq!(code.name_of(&insns[1]), UNSECURE);
     }
 
     #[test]
     fn a_secure_then_process_check_then_unsecure_passes() {
-        let report = run(GOOD);
+        let report = run(&secured(|a| a.call(PROCESS_THUNK)));
         assert_eq!(report.sites, 1);
         assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert!(report.text.contains("NULL handle"), "{}", report.text);
     }
 
     #[test]
     fn a_second_secure_before_the_unsecure_fails() {
-        let mut lines = GOOD.to_vec();
-        lines[7] = (0x18, "call   0x140001208");
-        let report = run(&lines);
-        assert!(report
-            .failures
-            .iter()
-            .any(|f| f.contains("second MmSecureVirtualMemory")));
+        let report = run(&secured(|a| a.call(SECURE_THUNK)));
+        assert!(fails_with(&report, "second MmSecureVirtualMemory"));
     }
 
     #[test]
     fn an_allocation_while_secured_fails() {
-        let mut lines = GOOD.to_vec();
-        lines[7] = (0x18, "call   0x140001218");
-        let report = run(&lines);
-        assert!(report
-            .failures
-            .iter()
-            .any(|f| f.contains("ExAllocatePool2")));
+        let report = run(&secured(|a| a.call(ALLOCATE_THUNK)));
+        assert!(fails_with(&report, "ExAllocatePool2"));
     }
 
     #[test]
     fn a_path_that_returns_without_unsecuring_fails() {
-        let mut lines = GOOD.to_vec();
-        lines[8] = (0x1d, "jmp    0x140001040");
-        let report = run(&lines);
-        assert!(report.failures.iter().any(|f| f.contains("without")));
+        let report = run(&secured(|a| a.call(PROCESS_THUNK).jmp(EXIT)));
+        assert!(fails_with(&report, "without"), "{:?}", report.failures);
     }
 
     #[test]
     fn a_driver_that_never_secures_fails() {
-        let report = run(&[(0x00, "ret")]);
-        assert!(report
-            .failures
-            .iter()
-            .any(|f| f.contains("nothing to check")));
+        let report = run(&Asm::new().raw(RET));
+        assert!(fails_with(&report, "nothing to check"));
+    }
+
+    /// A secure whose handle goes to `rbx`, then `between`, then the NULL test on `rbx` and a
+    /// `je` to the exit, then the unsecure: a leak unless `rbx` still holds the handle there.
+    fn tested_in_rbx_after(between: impl FnOnce(Asm) -> Asm) -> Report {
+        let code = between(Asm::new().call(SECURE_THUNK).raw(MOV_RBX_RAX))
+            .raw(TEST_RBX_RBX)
+            .je(EXIT)
+            .unsecure_and_exit();
+        run(&code)
+    }
+
+    /// Issue #15's false negative: `mov ebx, eax` replaces all of `rbx` (the handle) with the
+    /// call's result, so `test rbx, rbx` no longer tests the handle and the `je` to a return
+    /// leaks it. The text-based check took `ebx` for another register than `rbx` and called
+    /// that path a NULL handle.
+    #[test]
+    fn a_32_bit_write_over_the_handle_register_leaks_the_secure() {
+        let report = tested_in_rbx_after(|a| a.call(PROCESS_THUNK).raw(MOV_EBX_EAX));
+        assert!(
+            fails_with(&report, "leaves the function"),
+            "{:?}\n{}",
+            report.failures,
+            report.text
+        );
+    }
+
+    /// The same function without the overwrite passes: what fails above is the overwrite.
+    #[test]
+    fn a_handle_kept_in_rbx_across_a_call_is_still_tested() {
+        let report = tested_in_rbx_after(|a| a.call(PROCESS_THUNK));
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+    }
+
+    /// `pop rbx` writes `rbx`: after `push rcx; pop rbx` it holds `rcx`'s value, not the handle.
+    #[test]
+    fn a_pop_over_the_handle_register_leaks_the_secure() {
+        let report = tested_in_rbx_after(|a| a.raw(PUSH_RCX).raw(POP_RBX));
+        assert!(
+            fails_with(&report, "leaves the function"),
+            "{:?}",
+            report.failures
+        );
+    }
+
+    /// A handle saved with `push rax` across a call and restored with `pop rbx` is the handle.
+    #[test]
+    fn a_handle_pushed_and_popped_around_a_call_is_still_tested() {
+        let report = tested_in_rbx_after(|a| a.raw(PUSH_RAX).call(PROCESS_THUNK).raw(POP_RBX));
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert!(report.text.contains("NULL handle"), "{}", report.text);
+    }
+
+    #[test]
+    fn a_tail_jump_to_the_unsecure_thunk_unsecures() {
+        let code = Asm::new()
+            .call(SECURE_THUNK)
+            .raw(TEST_RAX_RAX)
+            .je(EXIT)
+            .raw(&[0x48, 0x89, 0xc1]) // mov rcx, rax
+            .rel32(&[0xe9], UNSECURE_THUNK)
+            .org(EXIT)
+            .raw(XOR_EAX_EAX)
+            .raw(RET);
+        let report = run(&code);
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert!(report.text.contains("unsecured"), "{}", report.text);
+    }
+
+    /// Thirteen branches in a row, each to the next instruction, make 8192 paths: more than the
+    /// check follows, which must fail it rather than pass on the paths it saw.
+    #[test]
+    fn a_secure_with_more_paths_than_the_limit_fails() {
+        let mut code = Asm::new().call(SECURE_THUNK).raw(MOV_RBX_RAX);
+        for _ in 0..13 {
+            code = code.raw(TEST_RDX_RDX).raw(&[0x0f, 0x85, 0, 0, 0, 0]); // jne to the next
+        }
+        let report = run(&code.unsecure_and_exit());
+        assert!(
+            fails_with(&report, "more than 4096 paths"),
+            "{:?}",
+            report.failures
+        );
+    }
+
+    #[test]
+    fn instructions_print_as_in_a_listing() {
+        let code = Asm::new().call(PROCESS_THUNK).raw(MOV_EBX_EAX);
+        let insns = x86::decode(&[(CALLER, &code.0)]);
+        assert_eq!(text_of(&insns[0]), "call 0x140001210");
+        assert_eq!(text_of(&insns[1]), "mov ebx, eax");
+    }
+
+    #[test]
+    fn every_allowed_routine_says_why() {
+        assert!(allowed_while_secured("IoGetCurrentProcess"));
+        assert!(!allowed_while_secured(SECURE));
+        for allowed in ALLOWED_WHILE_SECURED {
+            assert!(!allowed.why.trim().is_empty(), "{}", allowed.routine);
+        }
     }
 }
