@@ -16,11 +16,14 @@
 //! - the user-mode operations a driver races against ([`Process::protect`],
 //!   [`Process::decommit`], [`Process::free`], [`Process::unmap_view`], [`Process::fork`],
 //!   [`Process::exit`], ...), which is where a secure's refusals show;
+//! - process objects: `EPROCESS` values reference counted (`ObfReferenceObject`,
+//!   `ObfDereferenceObject`, every [`Process`] value) and reused once freed;
 //! - a record of misuse ([`Misuse`]) that the kernel would tolerate silently;
 //! - the Windows build ([`set_windows_build`]) `MmGetSystemRoutineAddress` answers by;
-//! - faults a test injects into pages ([`Process::inject_fault`]), which the guarded copy
-//!   ([`copy_guarded`](crate::copy_guarded)) returns as the Windows one returns an exception's
-//!   code, and raises ([`raise_exception`]) that [`call_guarded`](crate::call_guarded) catches.
+//! - a guarded copy ([`copy_guarded`](crate::copy_guarded)) that checks the current process's
+//!   pages as the MMU would and returns the exception's code as the Windows one does, faults a
+//!   test injects into pages ([`Process::inject_fault`]), and raises ([`raise_exception`]) that
+//!   [`call_guarded`](crate::call_guarded) catches.
 //!
 //! ```
 //! use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE, PAGE_SIZE};
@@ -77,27 +80,30 @@
 //! | 12 | `MM_SECURE_NO_INHERIT`: a forked child's copy of the allocation is not secured; without it, the child's copy stays secured until the child exits. | DOCS | WRK strips every secure on fork; modern DOCS imply inheritance: the model **inherits** without the flag. |
 //! | 13 | One allocation holds any number of secures, each independent: unsecuring one leaves the others in force. | WRK | — |
 //! | 14 | `MmUnsecureVirtualMemory` in the securing process restores everything its secure refused. | DOCS | — |
-//! | 15 | In another process, after the process exited, with no process, or with a handle that names nothing, `MmUnsecureVirtualMemory` does nothing (and the model records a [`Misuse`]; strict mode stops the binary). | DOCS, DECOMP | WRK would corrupt state (ASSERTs only): the model does nothing, as modern builds do, and records it. |
+//! | 15 | `MmUnsecureVirtualMemory` with a handle that names no live secure of the current process (another process's handle, one unsecured already, a made-up value) or in the System process stops the caller as the bug check `MEMORY_MANAGEMENT` (0x1A) would. In a process that has exited it returns, and the model records a [`Misuse`] (`AfterExit`; strict mode stops the binary). | DOCS, DECOMP, WRK | Modern builds bug check (DECOMP, weak provenance); WRK dereferences the handle under the wrong lock and frees a pool entry (a double unsecure is a double free): both fatal, so the model bug checks. *Changed in issue #12*: before, the model did nothing and recorded a misuse, kinder than either kernel. |
 //! | 16 | Process exit drops all of its secures and refuses nothing. | WRK, DOCS | — |
-//! | 17 | Handles are opaque, never NULL, never an address (bits 52..64 are `0x5EC`, which no canonical address has), scrambled with a per-process cookie: meaningless in another process. | DECOMP | — |
+//! | 17 | Handles are opaque, never NULL, never an address (bits 52..64 are `0x5EC`, which no canonical address has), scrambled with a per-process cookie: meaningless in another process, where unsecuring one is rule 15's bug check. | DECOMP | — |
 //! | 18 | Above `APC_LEVEL`, the secure routines stop the caller as the bug check `IRQL_NOT_LESS_OR_EQUAL` (0xA) would; `MmGetSystemRoutineAddress` does so above `PASSIVE_LEVEL`. | HEADER (`_IRQL_requires_max_`), DOCS | — |
 //! | 19 | `MmGetSystemRoutineAddress` finds the routines the model defines by their UTF-16 name (case-sensitive); before build 17763 (Windows 10 1809) not `MmSecureVirtualMemoryEx`. | HEADER (`NTDDI_WIN10_RS5`), DOCS | — |
 //! | 20 | Securing stops no user write to the bytes, makes nothing resident. | DOCS | — |
+//! | 21 | An `EPROCESS` is a counted object: every [`Process`] value and every `ObfReferenceObject` count; `ObfDereferenceObject` without a reference, or either routine on a pointer that names no live process object, stops the caller as `REFERENCE_BY_POINTER` (0x18) would; both need IRQL <= `DISPATCH_LEVEL`. When the last reference of both kinds is gone the object is freed, and the next new process gets its value, the most recently freed first: a pointer kept without a reference then names another process. No two live objects share a value. | WRK (object manager), DOCS (`ObReferenceObject`) | Windows reuses the pool memory of a freed object at some point; the model reuses it at once, the stricter reading. *New in issue #12*: before, values were never reused. |
+//! | 22 | The guarded copy checks each side that lies in the model's memory (user memory of any process, live or freed) against the **current** process, page by page in order: a byte not committed there with the access (read for the source, write for the destination) raises `STATUS_ACCESS_VIOLATION` (no-access, decommitted, freed, another process's, any in System or an exited process); a guard page raises `STATUS_GUARD_PAGE_VIOLATION` once and loses its guard; injected faults raise their code. The bytes before the first faulting byte are copied. The driver's own memory is not checked. | DOCS (`VirtualProtect`, guard pages), WRK | *New in issue #12*: before, the copy faulted only where a test injected a fault. |
+//! | 23 | A guarded copy that touches user memory at IRQL >= `DISPATCH_LEVEL` stops the caller as `IRQL_NOT_LESS_OR_EQUAL` (0xA) would. | DOCS (paged memory at `DISPATCH_LEVEL`) | Windows bug checks only when the page is not resident; a user can make it so at will: the model treats every user page as not resident. *New in issue #12*. |
 //!
 //! # Limits of the model
 //!
 //! - **Bug checks abort.** The routines are `extern "C"` and cannot unwind, so where the kernel
-//!   would bug check (rule 18, strict-mode misuse, calling the Ex routine on a build without
-//!   it), the model prints a message naming the bug check and aborts the binary. A test that
-//!   expects one runs the code in a child process (see `tests/host_irql.rs`).
+//!   would bug check (rules 15, 18, 21, 23, strict-mode misuse, calling the Ex routine on a
+//!   build without it), the model prints a message naming the bug check and aborts the binary.
+//!   A test that expects one runs the code in a child process (see `tests/host_irql.rs`).
 //! - **Fork shares bytes.** The host cannot map two copies at one address: a forked child's
 //!   allocations are at the parent's addresses over the parent's bytes. Its allocations,
 //!   protections and secures are its own.
 //! - **Memory is never returned early.** Freed allocations and an exited process' memory stay
 //!   owned by the model until the last handle to every process mapping them is dropped, so a
-//!   driver that copies from freed user memory reads stale bytes instead of host memory in other
-//!   use. Nothing faults by itself: the model checks protections in its own operations, not on
-//!   raw pointer accesses. Faults in a guarded copy are injected ([`Process::inject_fault`]).
+//!   driver that copies from freed user memory with a raw pointer reads stale bytes instead of
+//!   host memory in other use. The guarded copy checks pages (rule 22); a raw pointer access
+//!   outside it is not checked against the model's protections: the host has no MMU to ask.
 //! - **A raise returns.** [`raise_exception`] cannot unwind the `extern "C"` function that calls
 //!   it; it records the code for the enclosing [`call_guarded`](crate::call_guarded) and returns.
 //! - Large pages, AWE, working sets and paging are not modelled; in-page errors only as injected
