@@ -188,3 +188,40 @@ fn user_memory_at_dispatch_level_is_irql_not_less_or_equal() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_fault_stops_the_copy_before_anything_later_is_touched() {
+    // A forward copy stops at its first faulting byte: a guard page later in the copy, on
+    // either side, keeps its guard, and nothing after the fault is written.
+    let (process, source) = process_with(1, 7);
+    let destination = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    for (protect_source, expected) in [
+        (PAGE_READWRITE | PAGE_GUARD, STATUS_GUARD_PAGE_VIOLATION),
+        (PAGE_NOACCESS, STATUS_ACCESS_VIOLATION),
+    ] {
+        process
+            .protect(source, PAGE, protect_source, AccessMode::User)
+            .unwrap();
+        process
+            .protect(
+                destination,
+                PAGE,
+                PAGE_READWRITE | PAGE_GUARD,
+                AccessMode::User,
+            )
+            .unwrap();
+        let _in = process.attach();
+        // SAFETY: both are user memory of the attached process, which may fault: the guarded
+        // copy reports it.
+        let status = unsafe { copy_guarded(destination, source, 16) };
+        assert_eq!(status, expected);
+        assert_eq!(
+            process.protection(destination),
+            Some(PAGE_READWRITE | PAGE_GUARD),
+            "the destination was never reached"
+        );
+        process
+            .protect(source, PAGE, PAGE_READWRITE, AccessMode::User)
+            .unwrap();
+    }
+}

@@ -147,22 +147,17 @@ pub(crate) unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> N
         generation: memory::generation(),
         pid: current_pid(),
     };
-    let mut fault = match (
-        check(Side::Read, src as usize, len, seen),
-        check(Side::Write, dst as usize, len, seen),
-    ) {
-        (None, None) => None,
-        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
-        (a, b) => a.or(b),
-    };
-    if INJECTED.load(Ordering::Relaxed) != 0 {
-        if let Some(injected) = faulting_prefix(dst, src, len) {
-            if fault.map_or(true, |found| injected.0 < found.0) {
-                fault = Some(injected);
-            }
-        }
+    let fast = len == 0
+        || (INJECTED.load(Ordering::Relaxed) == 0
+            && hit(Side::Read, src as usize, len, seen)
+            && hit(Side::Write, dst as usize, len, seen));
+    if fast {
+        // SAFETY: the caller vouches for both ranges, and the model checked them (this thread,
+        // this process, nothing changed anywhere since) and found nothing that faults.
+        unsafe { copy_unguarded(dst, src, len) };
+        return 0;
     }
-    match fault {
+    match check(dst as usize, src as usize, len, seen) {
         Some((done, status)) => {
             // SAFETY: the caller vouches for `len` bytes of both ranges; `done <= len`, and the
             // bytes before `done` passed the model's checks.
@@ -228,51 +223,65 @@ impl Side {
             Side::Write => &WRITE,
         }
     }
+
+    fn remember(self, checked: Checked) {
+        let _ = self.last().try_with(|cell| cell.set(checked));
+    }
 }
 
-/// Where one side of a copy first faults, if it does: how many bytes come before it, and the
-/// code.
+/// Whether this side of a copy is covered by its last successful check, with nothing changed
+/// since; for user memory, also stops the caller above `APC_LEVEL` as the slow path would.
 #[inline]
-fn check(side: Side, start: usize, len: usize, seen: Seen) -> Option<(usize, NTSTATUS)> {
-    if len == 0 {
-        return None;
-    }
+fn hit(side: Side, start: usize, len: usize, seen: Seen) -> bool {
     let last = side.last().try_with(Cell::get).unwrap_or(UNCHECKED);
     let hit = last.generation == seen.generation
         && last.start <= start
         && start.saturating_add(len) <= last.end
         && (!last.user || last.pid == seen.pid);
-    if hit {
-        if last.user {
-            require_irql_for_user_memory(start, len);
-        }
-        return None;
+    if hit && last.user {
+        require_irql_for_user_memory(start, len);
     }
-    check_slow(side, start, len, seen)
+    hit
 }
 
+/// The slow path: where the copy first faults, if it does (how many bytes come before it, and
+/// the code), with what the copy did up to there applied to the current process's pages.
 #[cold]
-fn check_slow(side: Side, start: usize, len: usize, seen: Seen) -> Option<(usize, NTSTATUS)> {
-    let write = side == Side::Write;
-    let user = memory::is_model_memory(start, len);
-    let fault = if user {
-        require_irql_for_user_memory(start, len);
-        match current_process() {
-            Some(process) => process.first_fault(start, len, write),
-            None => Some((0, STATUS_ACCESS_VIOLATION)),
-        }
-    } else {
-        None
+fn check(dst: usize, src: usize, len: usize, seen: Seen) -> Option<(usize, NTSTATUS)> {
+    let src_user = memory::is_model_memory(src, len);
+    let dst_user = memory::is_model_memory(dst, len);
+    if src_user {
+        require_irql_for_user_memory(src, len);
+    }
+    if dst_user {
+        require_irql_for_user_memory(dst, len);
+    }
+    let process = current_process();
+    let injected = process
+        .as_ref()
+        .and_then(|process| process.first_fault_injected(dst, src, len))
+        .filter(|_| INJECTED.load(Ordering::Relaxed) != 0);
+    let fault = match &process {
+        Some(process) if src_user || dst_user => process.copy_faults(
+            src_user.then_some(src),
+            dst_user.then_some(dst),
+            len,
+            injected,
+        ),
+        Some(_) => injected,
+        None if src_user || dst_user => Some((0, STATUS_ACCESS_VIOLATION)),
+        None => None,
     };
     if fault.is_none() {
-        let checked = Checked {
-            generation: seen.generation,
-            pid: seen.pid,
-            start,
-            end: start + len,
-            user,
-        };
-        let _ = side.last().try_with(|cell| cell.set(checked));
+        for (side, start, user) in [(Side::Read, src, src_user), (Side::Write, dst, dst_user)] {
+            side.remember(Checked {
+                generation: seen.generation,
+                pid: seen.pid,
+                start,
+                end: start + len,
+                user,
+            });
+        }
     }
     fault
 }
@@ -289,13 +298,6 @@ fn require_irql_for_user_memory(start: usize, len: usize) {
              not resident)"
         ));
     }
-}
-
-/// The current process' first injected fault in the copy, if any (the slow path).
-#[cold]
-fn faulting_prefix(dst: *mut u8, src: *const u8, len: usize) -> Option<(usize, NTSTATUS)> {
-    let process = current_process()?;
-    process.first_fault_injected(dst as usize, src as usize, len)
 }
 
 std::thread_local! {

@@ -124,7 +124,8 @@ pub(crate) fn reference(object: PEPROCESS) -> usize {
     let current = current_fast();
     if current.eprocess == object as usize && !current.inner.is_null() {
         // SAFETY: `current.inner` is the `Arc` pointer of the process this thread is attached
-        // to, which the thread's `Attach` keeps alive for the whole call.
+        // to: `FAST` names it only while the thread's `CURRENT` holds that `Process` (see
+        // `thread::Current`), which nothing can take away during this call.
         unsafe { Arc::increment_strong_count(current.inner) };
         // SAFETY: as above: the process is alive, and is now kept so by the new count.
         let inner = unsafe { &*current.inner };
@@ -167,7 +168,7 @@ pub(crate) fn dereference(object: PEPROCESS) -> usize {
         }
     };
     // SAFETY: `inner` points to a live process: the current one (kept by the thread's
-    // `Attach`) or the one in `found`.
+    // `CURRENT`) or the one in `found`.
     let process = unsafe { &*inner };
     let left = match process.driver_refs.fetch_sub(1, Ordering::Relaxed) {
         // No reference stood: the binary stops, the count as it was.
@@ -178,8 +179,8 @@ pub(crate) fn dereference(object: PEPROCESS) -> usize {
         refs => refs - 1,
     };
     // SAFETY: a driver reference stood (the count above was positive): it is a strong count on
-    // this `Arc`, taken by `reference`, given up here, once. `found` or the `Attach` still holds
-    // another, so this does not free the process; dropping `found` afterwards may.
+    // this `Arc`, taken by `reference`, given up here, once. `found` or the thread's `CURRENT`
+    // still holds another, so this does not free the process; dropping `found` afterwards may.
     unsafe { Arc::decrement_strong_count(inner) };
     drop(found);
     left

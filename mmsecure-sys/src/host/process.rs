@@ -410,21 +410,51 @@ impl Process {
         state.space.protection(addr as usize)
     }
 
-    /// Where a driver's access of `len` bytes at `address` in this process's context first
-    /// faults, if it does (see `AddressSpace::first_fault`): everything faults in an exited
-    /// process, which has no address space.
-    pub(crate) fn first_fault(
+    /// Where a driver's copy of `len` bytes, reading the user memory at `src` and writing the
+    /// user memory at `dst` (`None`: that side is the driver's own memory), first faults in this
+    /// process's context, with `injected` the first injected fault the copy meets. Then applies
+    /// what the copy did up to there, and no further, as a forward `rep movsb` stops at its first
+    /// faulting byte: the copy-on-write pages written become read-write, and a guard page that
+    /// raised loses its guard. At the same offset the read comes first. Everything faults in an
+    /// exited process, which has no address space.
+    pub(crate) fn copy_faults(
         &self,
-        address: usize,
+        src: Option<usize>,
+        dst: Option<usize>,
         len: usize,
-        write: bool,
+        injected: Option<(usize, crate::NTSTATUS)>,
     ) -> Option<(usize, crate::NTSTATUS)> {
         let mut state = self.state();
         if state.exited {
             return Some((0, super::status::STATUS_ACCESS_VIOLATION));
         }
-        let fault = state.space.first_fault(address, len, write);
-        fault.map(|(at, status)| (at, status.0))
+        let read = src.and_then(|at| state.space.probe(at, len, false));
+        let write = dst.and_then(|at| state.space.probe(at, len, true));
+        // The earliest fault; on a tie the read (the copy reads a byte before it writes it),
+        // then the page's own fault before an injected one.
+        let mut first: Option<(usize, crate::NTSTATUS, Option<usize>)> = None;
+        for (fault, base) in [(read, src), (write, dst)] {
+            if let Some((at, status)) = fault {
+                if first.map_or(true, |(done, _, _)| at < done) {
+                    first = Some((at, status.0, base));
+                }
+            }
+        }
+        if let Some((at, status)) = injected {
+            if first.map_or(true, |(done, _, _)| at < done) {
+                first = Some((at, status, None));
+            }
+        }
+        let done = first.map_or(len, |(at, _, _)| at);
+        if let Some(dst) = dst {
+            state.space.written(dst, done);
+        }
+        if let Some((at, status, Some(base))) = first {
+            if status == super::status::STATUS_GUARD_PAGE_VIOLATION {
+                state.space.clear_guard(base + at);
+            }
+        }
+        first.map(|(at, status, _)| (at, status))
     }
 
     /// How many secures stand in this process (including ones inherited from a fork).

@@ -12,7 +12,7 @@ use crate::{APC_LEVEL, DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL, PEPROCESS};
 
 std::thread_local! {
     /// The process whose address space this thread is in; `None` is the System process.
-    static CURRENT: RefCell<Option<Process>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Current> = const { RefCell::new(Current(None)) };
     /// What the hot paths (`IoGetCurrentProcess`, every guarded copy, every process reference)
     /// read of `CURRENT`, kept beside it as plain values: no borrow, no destructor to register.
     static FAST: Cell<Fast> = const { Cell::new(SYSTEM) };
@@ -47,6 +47,35 @@ fn fast_of(process: Option<&Process>) -> Fast {
     }
 }
 
+/// What `CURRENT` holds: the process, whose `Arc` keeps alive what `FAST.inner` points to. `FAST`
+/// is only ever set from inside a `CURRENT` access, and this type's `Drop` (at thread exit,
+/// when the slot's value is destroyed) resets it to System before the `Process` goes: so `FAST`
+/// never points to a process `CURRENT` does not hold, even while the thread's locals are torn
+/// down in any order.
+struct Current(Option<Process>);
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        let _ = FAST.try_with(|fast| fast.set(SYSTEM));
+    }
+}
+
+/// Puts `process` in `CURRENT` and mirrors it in `FAST`; returns what was there. When the slot is
+/// gone (thread exit), nothing changes (`FAST` is System then) and `process` is handed back.
+fn set_current(process: Option<Process>) -> Option<Process> {
+    let mut process = Some(process);
+    let previous = CURRENT.try_with(|current| {
+        let new = process.take().flatten();
+        let _ = FAST.try_with(|fast| fast.set(fast_of(new.as_ref())));
+        core::mem::replace(&mut current.borrow_mut().0, new)
+    });
+    match previous {
+        Ok(previous) => previous,
+        // Not set: give the value back for the caller to drop, here, after every borrow.
+        Err(_) => process.flatten(),
+    }
+}
+
 /// The current process, as plain values (see [`Fast`]).
 #[inline]
 pub(crate) fn current_fast() -> Fast {
@@ -56,7 +85,7 @@ pub(crate) fn current_fast() -> Fast {
 /// The process this thread is attached to, if any.
 pub(crate) fn current_process() -> Option<Process> {
     CURRENT
-        .try_with(|current| current.borrow().clone())
+        .try_with(|current| current.borrow().0.clone())
         .ok()
         .flatten()
 }
@@ -91,11 +120,7 @@ pub struct Attach {
 
 impl Attach {
     pub(crate) fn new(process: &Process) -> Attach {
-        let previous = CURRENT
-            .try_with(|current| current.replace(Some(process.clone())))
-            .ok()
-            .flatten();
-        let _ = FAST.try_with(|fast| fast.set(fast_of(Some(process))));
+        let previous = set_current(Some(process.clone()));
         Attach {
             previous,
             _thread: PhantomData,
@@ -105,10 +130,9 @@ impl Attach {
 
 impl Drop for Attach {
     fn drop(&mut self) {
-        let previous = self.previous.take();
-        // At thread exit the slot may be gone already; there is nothing to restore then.
-        let _ = FAST.try_with(|fast| fast.set(fast_of(previous.as_ref())));
-        let _ = CURRENT.try_with(|current| current.replace(previous));
+        // At thread exit the slot may be gone already; there is nothing to restore then. The
+        // process replaced (or handed back) is dropped here, after `FAST` no longer names it.
+        drop(set_current(self.previous.take()));
     }
 }
 

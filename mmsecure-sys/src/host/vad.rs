@@ -407,7 +407,8 @@ impl AddressSpace {
     }
 
     /// Checks that a user thread may read (or write) `len` bytes at `address`, all inside one
-    /// allocation, as [`first_fault`](Self::first_fault) touches them. On success returns the
+    /// allocation, as [`probe`](Self::probe) does; a guard page that faults loses its guard. On
+    /// success a write turns the copy-on-write pages read-write, and this returns the
     /// allocation's backing and the offset of `address` in it.
     pub(crate) fn access(
         &mut self,
@@ -415,7 +416,10 @@ impl AddressSpace {
         len: usize,
         write: bool,
     ) -> Result<(Arc<Backing>, usize), Status> {
-        if let Some((_, status)) = self.first_fault(address, len, write) {
+        if let Some((at, status)) = self.probe(address, len, write) {
+            if status.0 == STATUS_GUARD_PAGE_VIOLATION {
+                self.clear_guard(address + at);
+            }
             return Err(status);
         }
         let vad = self
@@ -424,21 +428,21 @@ impl AddressSpace {
         if address + len > vad.end() {
             return Err(Status(STATUS_ACCESS_VIOLATION));
         }
-        Ok((Arc::clone(&vad.backing), address - vad.base()))
+        let found = (Arc::clone(&vad.backing), address - vad.base());
+        if write {
+            self.written(address, len);
+        }
+        Ok(found)
     }
 
-    /// Where an access of `len` bytes at `address` (a read, or a write) first faults, touching
-    /// the pages in order as a forward copy does: the offset of the first faulting byte, and the
-    /// status the access raises there. A guard page raises `STATUS_GUARD_PAGE_VIOLATION` and
-    /// loses its guard (so the next access passes it, as on Windows); a byte in no allocation,
-    /// in a page not committed, or in a page without the access raises
-    /// `STATUS_ACCESS_VIOLATION`. A write turns the copy-on-write pages it passes read-write.
-    pub(crate) fn first_fault(
-        &mut self,
-        address: usize,
-        len: usize,
-        write: bool,
-    ) -> Option<(usize, Status)> {
+    /// Where an access of `len` bytes at `address` (a read, or a write) would first fault,
+    /// touching the pages in order as a forward copy does: the offset of the first faulting byte
+    /// and the status raised there. A guard page raises `STATUS_GUARD_PAGE_VIOLATION`; a byte in
+    /// no allocation, in a page not committed, or in a page without the access raises
+    /// `STATUS_ACCESS_VIOLATION`. Changes nothing: the caller applies what the access did
+    /// ([`clear_guard`](Self::clear_guard), [`written`](Self::written)) once it knows how far it
+    /// got.
+    pub(crate) fn probe(&self, address: usize, len: usize, write: bool) -> Option<(usize, Status)> {
         let violation = Status(STATUS_ACCESS_VIOLATION);
         let end = match address.checked_add(len) {
             Some(end) => end,
@@ -447,28 +451,20 @@ impl AddressSpace {
         let mut page = address & !(PAGE_SIZE - 1);
         while page < end {
             let at = page.max(address) - address;
-            let vad = match self.vad_at_mut(page) {
-                Some(vad) => vad,
+            let protect = match self.vad_at(page) {
+                Some(vad) => vad.pages[(page - vad.base()) / PAGE_SIZE],
                 None => return Some((at, violation)),
             };
-            let index = (page - vad.base()) / PAGE_SIZE;
-            let protect = &mut vad.pages[index];
-            if *protect & PAGE_GUARD != 0 {
-                *protect &= !PAGE_GUARD;
-                changed();
+            if protect & PAGE_GUARD != 0 {
                 return Some((at, Status(STATUS_GUARD_PAGE_VIOLATION)));
             }
             let allowed = if write {
-                is_writable(*protect)
+                is_writable(protect)
             } else {
-                is_readable(*protect)
+                is_readable(protect)
             };
             if !allowed {
                 return Some((at, violation));
-            }
-            if write && after_write(*protect) != *protect {
-                *protect = after_write(*protect);
-                changed();
             }
             page = match page.checked_add(PAGE_SIZE) {
                 Some(next) => next,
@@ -476,6 +472,36 @@ impl AddressSpace {
             };
         }
         None
+    }
+
+    /// The guard page holding `address` was touched: it loses its guard, as on Windows.
+    pub(crate) fn clear_guard(&mut self, address: usize) {
+        if let Some(vad) = self.vad_at_mut(address) {
+            let index = (address - vad.base()) / PAGE_SIZE;
+            vad.pages[index] &= !PAGE_GUARD;
+            changed();
+        }
+    }
+
+    /// `len` bytes at `address` were written: the copy-on-write pages among them become
+    /// read-write.
+    pub(crate) fn written(&mut self, address: usize, len: usize) {
+        let end = address.saturating_add(len);
+        let mut page = address & !(PAGE_SIZE - 1);
+        while page < end {
+            if let Some(vad) = self.vad_at_mut(page) {
+                let index = (page - vad.base()) / PAGE_SIZE;
+                let protect = vad.pages[index];
+                if after_write(protect) != protect {
+                    vad.pages[index] = after_write(protect);
+                    changed();
+                }
+            }
+            page = match page.checked_add(PAGE_SIZE) {
+                Some(next) => next,
+                None => break,
+            };
+        }
     }
 
     /// Deletes the address space (process exit): every allocation goes, secures and all, and
