@@ -30,7 +30,7 @@ const MAX_OPS: usize = 96;
 /// fields.
 fn op(u: &mut Unstructured<'_>) -> Result<Op> {
     let kind: u8 = u.arbitrary()?;
-    Ok(match kind % 40 {
+    Ok(match kind % 42 {
         0..=7 => Op::Secure {
             driver: u.arbitrary()?,
             process: u.arbitrary()?,
@@ -133,7 +133,14 @@ fn op(u: &mut Unstructured<'_>) -> Result<Op> {
         37 | 38 => Op::Release {
             process: u.arbitrary()?,
         },
-        _ => Op::Create,
+        39 => Op::Create,
+        _ => Op::Kernel {
+            pick: u.arbitrary()?,
+            page: u.arbitrary()?,
+            pages: u.arbitrary()?,
+            protect: u.arbitrary()?,
+            what: u.arbitrary()?,
+        },
     })
 }
 

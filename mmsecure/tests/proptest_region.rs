@@ -1,7 +1,9 @@
 //! Property test of the safe API on the host backend: random interleavings of a driver's secures
-//! (plain and with flags), drops, reads, writes and hand-offs, from two driver threads, with a
-//! user's protection changes, guard pages, commits, decommits, frees, writes, forks and exits,
-//! across two processes (and their forked children).
+//! (plain and with flags), drops, reads, writes and hand-offs, from two driver threads that attach
+//! to other processes (and System) and raise the IRQL to `APC_LEVEL` and `DISPATCH_LEVEL` while
+//! their regions stand, with a user's protection changes, guard pages, commits, decommits, frees,
+//! writes, forks, exits (with regions dropped, forgotten or kept), releases of exited processes
+//! and new processes, and another driver's kernel-mode changes past `USER_MODE_ONLY` secures.
 //!
 //! # The invariants
 //!
@@ -10,20 +12,32 @@
 //! 1. no secured range is freed, decommitted, or made more restrictive than its secure allows
 //!    (no access, read-only under a read-write secure, guard pages; any change at all under
 //!    `NO_CHANGE`), and a user's free of an allocation with nothing secured on it succeeds;
-//! 2. every successful secure is unsecured exactly once: by dropping its region, or by the exit
-//!    of its process (the model's `secure_count` agrees with the regions standing after every
-//!    step, and nothing stays secured at the end);
-//! 3. the model records no misuse (wrong process, after exit, unknown or double unsecure);
+//! 2. every successful secure is unsecured exactly once, and only where the kernel allows: by
+//!    dropping its region in its process at `APC_LEVEL` or below, or by the exit of its process;
+//!    a drop anywhere else leaves it standing until the exit (the model's `secure_count` agrees
+//!    with the secures standing after every step, each region holds exactly one reference on its
+//!    process, and nothing stays secured at the end);
+//! 3. no unsecure runs in a wrong context: the model records exactly the predicted misuses
+//!    (`Abandoned` for each drop that could not unsecure, `AfterExit` for each drop in an exited
+//!    process), and `abandoned_secures()` grows by exactly the abandoned drops; a bug check (an
+//!    unsecure in the wrong process, a secure or copy above `APC_LEVEL`, a double unsecure)
+//!    aborts the binary;
 //! 4. the bytes a driver reads are the bytes last written there, by the driver or the user, since
-//!    the steps run one at a time; a commit's fresh pages read as zero.
+//!    the steps run one at a time; a commit's fresh pages read as zero;
+//! 5. a new process never gets the `EPROCESS` value of a process still held (by a `Process`
+//!    value, a region, an attach), and gets the most recently freed one back once the harness
+//!    has let go of it.
 //!
 //! Every outcome of the safe API is predicted, too: which secures succeed and which error each
-//! failure is, which copies are out of bounds, not writable or in the wrong process.
+//! failure is; which copies are out of bounds, not writable, above `APC_LEVEL`
+//! (`IrqlTooHigh`), in the wrong process (`WrongProcess`), or fault (an access violation in an
+//! exited process or where a kernel-mode change went past a `USER_MODE_ONLY` secure, a guard page
+//! once), with the bytes before the fault written; which `from_raw` calls are refused.
 //!
 //! # Cost
 //!
 //! `PROPTEST_CASES` cases (default 512), each of up to 48 operations on real driver threads
-//! (three cases in four) or on the test's own thread: about 2 s in a debug build. A failure
+//! (three cases in four) or on the test's own thread: about 3 s in a debug build. A failure
 //! prints the shrunk sequence and the step that broke; nothing is written to the source tree.
 
 mod scenario;
@@ -89,6 +103,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => index().prop_map(|process| Op::Fork { process }),
         2 => (index(), prop_oneof![1 => Just(0u8), 1 => Just(1), 2 => Just(2)]).prop_map(|(process, how)| Op::Exit { process, how }),
         2 => index().prop_map(|process| Op::Release { process }),
+        2 => (index(), index(), index(), index(), index()).prop_map(|(pick, page, pages, protect, what)| {
+            Op::Kernel { pick, page, pages, protect, what }
+        }),
         1 => Just(Op::Create),
     ]
 }
@@ -165,6 +182,10 @@ fn random_interleavings_keep_every_secure_and_unsecure_it_exactly_once() {
             ("freed process objects", total.freed),
             ("EPROCESS values reused", total.reused),
             ("processes created", total.created),
+            (
+                "kernel-mode changes past USER_MODE_ONLY",
+                total.kernel_bypasses,
+            ),
         ] {
             assert!(count > 0, "no {what} in {} cases", config.cases);
         }
@@ -186,6 +207,13 @@ fn a_sequence_that_does_everything_holds() {
         read_write,
         flags,
         apc: false,
+    };
+    let kernel = |pick, page, what| Kernel {
+        pick,
+        page,
+        pages: 0,
+        protect: 0,
+        what,
     };
     let read = |driver, pick| Read {
         driver,
@@ -404,23 +432,49 @@ fn a_sequence_that_does_everything_holds() {
         }, // AfterExit; process 2's object is freed
         Fork { process: 3 }, // in place of process 2, with its EPROCESS
         Detach { driver: 1 },
+        // Kernel-mode changes past a USER_MODE_ONLY secure: copies fault where the pages deny.
+        secure(1, 4, 0, 0, 8192, true, 0x4),
+        kernel(1, 0, 0), // a guard page on the region's first page
+        read(1, 0),      // the guard page, once
+        read(1, 0),
+        kernel(1, 1, 2), // decommit its second page
+        Write {
+            driver: 1,
+            pick: 0,
+            offset: 4000,
+            len: 200,
+            byte: 9,
+        }, // an access violation 96 bytes in, which are written
+        Read {
+            driver: 1,
+            pick: 0,
+            offset: 3990,
+            len: 106,
+        }, // those 96 bytes
+        kernel(1, 0, 3), // free the allocation: the secure goes with it
+        read(1, 0),      // an access violation
+        Drop {
+            driver: 1,
+            pick: 0,
+            apc: false,
+        }, // unsecures nothing, no misuse
     ];
     let stats = scenario::run(&ops, true).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         stats,
         Stats {
-            secured: 7,
+            secured: 8,
             refused: 3,
             rejected: 3,
-            copied: 5,
-            copy_errors: 8,
+            copied: 7,
+            copy_errors: 11,
             handed_off: 4,
             user_refused: 6,
             forks: 2,
             exits: 4,
             wrong_process: 3,
             irql_too_high: 3,
-            access_violations: 1,
+            access_violations: 3,
             raw_refused: 1,
             abandoned: 2,
             after_exit: 1,
@@ -430,6 +484,8 @@ fn a_sequence_that_does_everything_holds() {
             freed: 2,
             reused: 2,
             created: 3,
+            kernel_bypasses: 3,
+            guard_faults: 1,
         }
     );
 }
