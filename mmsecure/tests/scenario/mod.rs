@@ -134,11 +134,13 @@ pub const PROTECTIONS: [u32; 8] = [
 /// ([`Op::Kernel`]): the user's protections less the ones that can be read but not written
 /// (`PAGE_READONLY`, `PAGE_EXECUTE_READ`, and a read-only guard page, which becomes
 /// `PAGE_READONLY` once it has faulted). A driver's write to such a page should be an access
-/// violation, but the host model's guarded copy checks the destination of a copy for reading
-/// only (`mmsecure-sys/src/host/guard.rs`, `check_slow`: `core::ptr::eq(side, &WRITE)` compares
-/// two addresses of a `thread_local!` key, which is a `const` item, so it is never true), and
-/// the write succeeds. Until the model is fixed the harness does not make such pages under a
-/// region it writes; the prediction (an access violation) is already in place.
+/// violation, but the host model's guarded copy checks a copy's destination for reading only,
+/// and the write succeeds: `check_slow` in `mmsecure-sys/src/host/guard.rs` tells the sides
+/// apart with `core::ptr::eq(side, &WRITE)`, and `thread_local!` makes `WRITE` a `const` item,
+/// whose address is not unique: the `#[inline]` `check` that passes `&WRITE` is instantiated in
+/// the calling crate, with its own promoted copy, so the comparison is false there. Until the
+/// model is fixed the harness makes no such pages; the prediction (an access violation) is
+/// already in place.
 const KERNEL_PROTECTIONS: [u32; 5] = [
     PAGE_NOACCESS,
     PAGE_READWRITE,
