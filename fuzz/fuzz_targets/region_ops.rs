@@ -2,8 +2,12 @@
 //! host backend, run through the safe API by the same harness as `tests/proptest_region.rs`
 //! (`mmsecure/tests/scenario/mod.rs`), which checks its invariants after every step: no secured
 //! range freed or made more restrictive than its secure allows, every secure unsecured exactly
-//! once, no misuse recorded, the bytes read equal to the bytes last written, and every outcome as
-//! predicted. A broken invariant panics, which libFuzzer reports as a crash with the input.
+//! once and only where the kernel allows, no misuse recorded but the predicted ones (abandoned
+//! secures, drops after exit), the bytes read equal to the bytes last written, `EPROCESS` values
+//! reused only once the object is gone (and then the most recently freed), and every outcome as
+//! predicted, in the wrong process and at `APC_LEVEL` and `DISPATCH_LEVEL` too. A broken
+//! invariant panics, and a model bug check aborts; libFuzzer reports either as a crash with the
+//! input.
 //!
 //! Input layout: the first byte picks real driver threads (below 32) or the fuzzer's own thread
 //! (faster; the rest of the run is the same); then each operation is a kind byte and its fields
@@ -22,10 +26,11 @@ use scenario::Op;
 const MAX_OPS: usize = 96;
 
 /// One operation: the kind byte (weighted like the property test's: secures most, then copies,
-/// protection changes, drops) and its fields.
+/// protection changes, drops, attaches; then exits, releases and new processes) and its
+/// fields.
 fn op(u: &mut Unstructured<'_>) -> Result<Op> {
     let kind: u8 = u.arbitrary()?;
-    Ok(match kind % 32 {
+    Ok(match kind % 42 {
         0..=7 => Op::Secure {
             driver: u.arbitrary()?,
             process: u.arbitrary()?,
@@ -67,6 +72,7 @@ fn op(u: &mut Unstructured<'_>) -> Result<Op> {
         19 => Op::HandOff {
             driver: u.arbitrary()?,
             pick: u.arbitrary()?,
+            retry: u.arbitrary()?,
         },
         20..=23 => Op::Protect {
             process: u.arbitrary()?,
@@ -106,9 +112,34 @@ fn op(u: &mut Unstructured<'_>) -> Result<Op> {
         30 => Op::Fork {
             process: u.arbitrary()?,
         },
-        _ => Op::Exit {
+        31 => Op::Exit {
             process: u.arbitrary()?,
-            notify: u.arbitrary()?,
+            how: u.arbitrary()?,
+        },
+        32 | 33 => Op::Attach {
+            driver: u.arbitrary()?,
+            process: u.arbitrary()?,
+        },
+        34 => Op::Detach {
+            driver: u.arbitrary()?,
+        },
+        35 => Op::Raise {
+            driver: u.arbitrary()?,
+            dispatch: u.arbitrary()?,
+        },
+        36 => Op::Lower {
+            driver: u.arbitrary()?,
+        },
+        37 | 38 => Op::Release {
+            process: u.arbitrary()?,
+        },
+        39 => Op::Create,
+        _ => Op::Kernel {
+            pick: u.arbitrary()?,
+            page: u.arbitrary()?,
+            pages: u.arbitrary()?,
+            protect: u.arbitrary()?,
+            what: u.arbitrary()?,
         },
     })
 }

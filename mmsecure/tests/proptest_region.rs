@@ -1,7 +1,9 @@
 //! Property test of the safe API on the host backend: random interleavings of a driver's secures
-//! (plain and with flags), drops, reads, writes and hand-offs, from two driver threads, with a
-//! user's protection changes, guard pages, commits, decommits, frees, writes, forks and exits,
-//! across two processes (and their forked children).
+//! (plain and with flags), drops, reads, writes and hand-offs, from two driver threads that attach
+//! to other processes (and System) and raise the IRQL to `APC_LEVEL` and `DISPATCH_LEVEL` while
+//! their regions stand, with a user's protection changes, guard pages, commits, decommits, frees,
+//! writes, forks, exits (with regions dropped, forgotten or kept), releases of exited processes
+//! and new processes, and another driver's kernel-mode changes past `USER_MODE_ONLY` secures.
 //!
 //! # The invariants
 //!
@@ -10,25 +12,38 @@
 //! 1. no secured range is freed, decommitted, or made more restrictive than its secure allows
 //!    (no access, read-only under a read-write secure, guard pages; any change at all under
 //!    `NO_CHANGE`), and a user's free of an allocation with nothing secured on it succeeds;
-//! 2. every successful secure is unsecured exactly once: by dropping its region, or by the exit
-//!    of its process (the model's `secure_count` agrees with the regions standing after every
-//!    step, and nothing stays secured at the end);
-//! 3. the model records no misuse (wrong process, after exit, unknown or double unsecure);
+//! 2. every successful secure is unsecured exactly once, and only where the kernel allows: by
+//!    dropping its region in its process at `APC_LEVEL` or below, or by the exit of its process;
+//!    a drop anywhere else leaves it standing until the exit (the model's `secure_count` agrees
+//!    with the secures standing after every step, each region holds exactly one reference on its
+//!    process, and nothing stays secured at the end);
+//! 3. no unsecure runs in a wrong context: the model records exactly the predicted misuses
+//!    (`Abandoned` for each drop that could not unsecure, `AfterExit` for each drop in an exited
+//!    process), and `abandoned_secures()` grows by exactly the abandoned drops; a bug check (an
+//!    unsecure in the wrong process, a secure or copy above `APC_LEVEL`, a double unsecure)
+//!    aborts the binary;
 //! 4. the bytes a driver reads are the bytes last written there, by the driver or the user, since
-//!    the steps run one at a time; a commit's fresh pages read as zero.
+//!    the steps run one at a time; a commit's fresh pages read as zero;
+//! 5. a new process never gets the `EPROCESS` value of a process still held (by a `Process`
+//!    value, a region, an attach), and gets the most recently freed one back once the harness
+//!    has let go of it.
 //!
 //! Every outcome of the safe API is predicted, too: which secures succeed and which error each
-//! failure is, which copies are out of bounds, not writable or in the wrong process.
+//! failure is; which copies are out of bounds, not writable, above `APC_LEVEL`
+//! (`IrqlTooHigh`), in the wrong process (`WrongProcess`), or fault (an access violation in an
+//! exited process or where a kernel-mode change went past a `USER_MODE_ONLY` secure, a guard page
+//! once), with the bytes before the fault written; which `from_raw` calls are refused.
 //!
 //! # Cost
 //!
 //! `PROPTEST_CASES` cases (default 512), each of up to 48 operations on real driver threads
-//! (three cases in four) or on the test's own thread: about 2 s in a debug build. A failure
+//! (three cases in four) or on the test's own thread: about 3 s in a debug build. A failure
 //! prints the shrunk sequence and the step that broke; nothing is written to the source tree.
 
 mod scenario;
 
 use std::cell::RefCell;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use proptest::prelude::*;
@@ -66,7 +81,11 @@ fn op() -> impl Strategy<Value = Op> {
             Op::Write { driver, pick, offset, len, byte }
         }),
         1 => (index(), index(), index()).prop_map(|(driver, pick, process)| Op::ReadElsewhere { driver, pick, process }),
-        1 => (index(), index()).prop_map(|(driver, pick)| Op::HandOff { driver, pick }),
+        1 => (index(), index(), any::<bool>()).prop_map(|(driver, pick, retry)| Op::HandOff { driver, pick, retry }),
+        2 => (index(), index()).prop_map(|(driver, process)| Op::Attach { driver, process }),
+        2 => index().prop_map(|driver| Op::Detach { driver }),
+        2 => (index(), any::<bool>()).prop_map(|(driver, dispatch)| Op::Raise { driver, dispatch }),
+        2 => index().prop_map(|driver| Op::Lower { driver }),
         5 => (index(), index(), index(), index(), index()).prop_map(|(process, slot, page, pages, protect)| {
             Op::Protect { process, slot, page, pages, protect }
         }),
@@ -82,7 +101,12 @@ fn op() -> impl Strategy<Value = Op> {
             Op::UserWrite { process, slot, offset, len, byte }
         }),
         1 => index().prop_map(|process| Op::Fork { process }),
-        1 => (index(), any::<bool>()).prop_map(|(process, notify)| Op::Exit { process, notify }),
+        2 => (index(), prop_oneof![1 => Just(0u8), 1 => Just(1), 2 => Just(2)]).prop_map(|(process, how)| Op::Exit { process, how }),
+        2 => index().prop_map(|process| Op::Release { process }),
+        2 => (index(), index(), index(), index(), index()).prop_map(|(pick, page, pages, protect, what)| {
+            Op::Kernel { pick, page, pages, protect, what }
+        }),
+        1 => Just(Op::Create),
     ]
 }
 
@@ -93,8 +117,19 @@ fn cases() -> u32 {
         .unwrap_or(512)
 }
 
+/// The harness predicts which `EPROCESS` value each new process gets and counts the model's
+/// global misuse record: the tests of this binary take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn random_interleavings_keep_every_secure_and_unsecure_it_exactly_once() {
+    let _turn = one_at_a_time();
     let config = Config {
         cases: cases(),
         // A failure is printed, shrunk; no regression file is written into the source tree.
@@ -123,7 +158,7 @@ fn random_interleavings_keep_every_secure_and_unsecure_it_exactly_once() {
         started.elapsed()
     );
     // The cases did what they are for: each kind of outcome happened (with the default number of
-    // cases, each of these is in the hundreds).
+    // cases, each of these is in the tens at least).
     if config.cases >= 100 {
         for (what, count) in [
             ("successful secures", total.secured),
@@ -135,6 +170,22 @@ fn random_interleavings_keep_every_secure_and_unsecure_it_exactly_once() {
             ("user operations refused by a secure", total.user_refused),
             ("forks", total.forks),
             ("exits", total.exits),
+            ("WrongProcess refusals", total.wrong_process),
+            ("IrqlTooHigh refusals", total.irql_too_high),
+            ("access violations", total.access_violations),
+            ("from_raw refusals", total.raw_refused),
+            ("abandoned drops", total.abandoned),
+            ("drops after exit", total.after_exit),
+            ("attaches", total.attaches),
+            ("raises to DISPATCH_LEVEL", total.dispatch_raises),
+            ("releases", total.released),
+            ("freed process objects", total.freed),
+            ("EPROCESS values reused", total.reused),
+            ("processes created", total.created),
+            (
+                "kernel-mode changes past USER_MODE_ONLY",
+                total.kernel_bypasses,
+            ),
         ] {
             assert!(count > 0, "no {what} in {} cases", config.cases);
         }
@@ -146,6 +197,7 @@ fn random_interleavings_keep_every_secure_and_unsecure_it_exactly_once() {
 #[test]
 fn a_sequence_that_does_everything_holds() {
     use Op::*;
+    let _turn = one_at_a_time();
     let secure = |driver, process, slot, offset, len, read_write, flags| Secure {
         driver,
         process,
@@ -155,6 +207,19 @@ fn a_sequence_that_does_everything_holds() {
         read_write,
         flags,
         apc: false,
+    };
+    let kernel = |pick, page, what| Kernel {
+        pick,
+        page,
+        pages: 0,
+        protect: 0,
+        what,
+    };
+    let read = |driver, pick| Read {
+        driver,
+        pick,
+        offset: 0,
+        len: 64,
     };
     let ops = [
         secure(0, 0, 0, 100, 5000, true, 0),     // two pages, read-write
@@ -172,12 +237,7 @@ fn a_sequence_that_does_everything_holds() {
             len: 20,
             byte: 7,
         },
-        Read {
-            driver: 0,
-            pick: 0,
-            offset: 0,
-            len: 64,
-        },
+        read(0, 0),
         Read {
             driver: 0,
             pick: 0,
@@ -272,53 +332,160 @@ fn a_sequence_that_does_everything_holds() {
             pages: 1,
             protect: 2,
         },
-        HandOff { driver: 0, pick: 0 },
-        Read {
-            driver: 1,
-            pick: 1,
-            offset: 0,
-            len: 64,
+        HandOff {
+            driver: 0,
+            pick: 0,
+            retry: false,
         },
+        read(1, 1),
         Fork { process: 0 },
         Free {
             process: 2,
             slot: 0,
         }, // the child's inherited copy: refused
-        Exit {
-            process: 2,
-            notify: false,
-        },
+        Exit { process: 2, how: 1 },
         Drop {
             driver: 1,
             pick: 0,
             apc: true,
-        }, // the handed-off region
+        }, // the handed-off region, at APC_LEVEL
         Free {
             process: 0,
             slot: 0,
         }, // done now
-        Exit {
-            process: 1,
-            notify: false,
+        Exit { process: 1, how: 1 },
+        Exit { process: 0, how: 0 },
+        Release { process: 2 }, // the exited child: its object is freed
+        // Context: driver 0 secures in process 2, then attaches to process 3, raises the IRQL.
+        Create, // process 2 again, with the child's EPROCESS
+        Create, // process 3
+        secure(0, 2, 0, 0, 64, true, 0),
+        secure(0, 2, 1, 0, 64, true, 0),
+        secure(0, 2, 2, 0, 64, true, 0),
+        Attach {
+            driver: 0,
+            process: 3,
         },
-        Exit {
-            process: 0,
-            notify: true,
+        read(0, 0),                      // WrongProcess
+        secure(0, 2, 0, 8, 8, false, 0), // attached to 3: secured in 3
+        Detach { driver: 0 },
+        Raise {
+            driver: 0,
+            dispatch: true,
         },
+        read(0, 0),                      // IrqlTooHigh
+        secure(0, 2, 0, 0, 8, false, 0), // IrqlTooHigh
+        HandOff {
+            driver: 1,
+            pick: 0,
+            retry: true,
+        }, // driver 1 has none: nothing
+        Lower { driver: 0 },
+        HandOff {
+            driver: 0,
+            pick: 3,
+            retry: true,
+        }, // process 3's region to driver 1: fine
+        Raise {
+            driver: 1,
+            dispatch: true,
+        },
+        HandOff {
+            driver: 1,
+            pick: 0,
+            retry: true,
+        }, // back to driver 0, at PASSIVE_LEVEL: fine
+        HandOff {
+            driver: 0,
+            pick: 0,
+            retry: true,
+        }, // to driver 1 at DISPATCH_LEVEL: refused, then rebuilt at PASSIVE_LEVEL
+        Drop {
+            driver: 1,
+            pick: 0,
+            apc: false,
+        }, // at DISPATCH_LEVEL: abandoned
+        Lower { driver: 1 },
+        Attach {
+            driver: 1,
+            process: 4,
+        }, // System (4 processes, plus one)
+        Attach {
+            driver: 0,
+            process: 3,
+        },
+        Drop {
+            driver: 0,
+            pick: 0,
+            apc: false,
+        }, // in process 3: abandoned
+        Detach { driver: 0 },
+        // Exit with a region kept: a copy faults, a drop in the process records AfterExit.
+        Exit { process: 2, how: 2 },
+        read(0, 0), // access violation
+        Release { process: 2 },
+        Create, // process 4: not process 2's EPROCESS, which a region holds
+        Drop {
+            driver: 0,
+            pick: 0,
+            apc: false,
+        }, // AfterExit; process 2's object is freed
+        Fork { process: 3 }, // in place of process 2, with its EPROCESS
+        Detach { driver: 1 },
+        // Kernel-mode changes past a USER_MODE_ONLY secure: copies fault where the pages deny.
+        secure(1, 4, 0, 0, 8192, true, 0x4),
+        kernel(1, 0, 0), // a guard page on the region's first page
+        read(1, 0),      // the guard page, once
+        read(1, 0),
+        kernel(1, 1, 2), // decommit its second page
+        Write {
+            driver: 1,
+            pick: 0,
+            offset: 4000,
+            len: 200,
+            byte: 9,
+        }, // an access violation 96 bytes in, which are written
+        Read {
+            driver: 1,
+            pick: 0,
+            offset: 3990,
+            len: 106,
+        }, // those 96 bytes
+        kernel(1, 0, 3), // free the allocation: the secure goes with it
+        read(1, 0),      // an access violation
+        Drop {
+            driver: 1,
+            pick: 0,
+            apc: false,
+        }, // unsecures nothing, no misuse
     ];
     let stats = scenario::run(&ops, true).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         stats,
         Stats {
-            secured: 3,
+            secured: 8,
             refused: 3,
-            rejected: 2,
-            copied: 5,
-            copy_errors: 4,
-            handed_off: 1,
-            user_refused: 5,
-            forks: 1,
-            exits: 3,
+            rejected: 3,
+            copied: 7,
+            copy_errors: 11,
+            handed_off: 4,
+            user_refused: 6,
+            forks: 2,
+            exits: 4,
+            wrong_process: 3,
+            irql_too_high: 3,
+            access_violations: 3,
+            raw_refused: 1,
+            abandoned: 2,
+            after_exit: 1,
+            attaches: 3,
+            dispatch_raises: 2,
+            released: 2,
+            freed: 2,
+            reused: 2,
+            created: 3,
+            kernel_bypasses: 3,
+            guard_faults: 1,
         }
     );
 }
