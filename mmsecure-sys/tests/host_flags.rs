@@ -127,15 +127,14 @@ fn user_mode_only_refuses_only_user_mode_requests() {
         protect(&process, pages, PAGE, PAGE_READONLY, AccessMode::User),
         REFUSED
     );
-    assert_eq!(
-        process.decommit(pages.wrapping_add(PAGE), PAGE, AccessMode::User),
-        REFUSED
-    );
+    assert_eq!(process.decommit(pages, PAGE, AccessMode::User), REFUSED);
     assert_eq!(process.free(pages, AccessMode::User), REFUSED);
     assert!(protect(&process, pages, PAGE, PAGE_READONLY, AccessMode::Kernel).is_ok());
     assert!(process
         .decommit(pages.wrapping_add(PAGE), PAGE, AccessMode::Kernel)
         .is_ok());
+    assert!(process.decommit(pages, PAGE, AccessMode::Kernel).is_ok());
+    process.commit(pages, 2 * PAGE, PAGE_READWRITE).unwrap();
     // A plain secure beside it refuses kernel mode again.
     process
         .protect(pages, PAGE, PAGE_READWRITE, AccessMode::Kernel)

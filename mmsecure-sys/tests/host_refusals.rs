@@ -3,11 +3,12 @@
 
 mod common;
 
-use common::{protect, secure, unsecure, PAGE, REFUSED};
+use common::{protect, secure, secure_ex, unsecure, PAGE, REFUSED};
 use mmsecure_sys::host::{
     AccessMode, Process, PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_GUARD,
     PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY,
 };
+use mmsecure_sys::MM_SECURE_NO_CHANGE;
 
 #[test]
 fn read_write_secure_refuses_no_access_and_read_only() {
@@ -184,28 +185,50 @@ fn protection_changes_beside_the_secured_pages_are_allowed() {
 }
 
 #[test]
-fn decommit_anywhere_in_a_secured_allocation_is_refused() {
+fn decommit_of_secured_pages_is_refused_and_of_other_pages_allowed() {
+    // WRK checks a decommit against the secured range only.
     let process = Process::new();
     let _in = process.attach();
     let pages = process.allocate(4 * PAGE, PAGE_READWRITE).unwrap();
-    let handle = secure(pages, PAGE, PAGE_READONLY);
-    for (offset, len) in [(0, PAGE), (PAGE, PAGE), (3 * PAGE, PAGE), (0, 4 * PAGE)] {
+    let handle = secure(pages.wrapping_add(PAGE), PAGE, PAGE_READONLY);
+    for (offset, len) in [(PAGE, PAGE), (0, 2 * PAGE), (PAGE + 100, 1), (0, 4 * PAGE)] {
         for mode in [AccessMode::User, AccessMode::Kernel] {
             assert_eq!(
                 process.decommit(pages.wrapping_add(offset), len, mode),
-                REFUSED
+                REFUSED,
+                "{offset:#x}+{len:#x}"
             );
         }
     }
+    assert_eq!(process.protection(pages), Some(PAGE_READWRITE));
+    assert!(process.decommit(pages, PAGE, AccessMode::User).is_ok());
+    assert!(process
+        .decommit(pages.wrapping_add(2 * PAGE), 2 * PAGE, AccessMode::User)
+        .is_ok());
+    assert_eq!(process.protection(pages), None);
     assert_eq!(
-        process.protection(pages.wrapping_add(3 * PAGE)),
+        process.protection(pages.wrapping_add(PAGE)),
         Some(PAGE_READWRITE)
     );
+    // The freed pages do not make the allocation freeable.
+    assert_eq!(process.free(pages, AccessMode::User), REFUSED);
     unsecure(handle);
     assert!(process
-        .decommit(pages.wrapping_add(3 * PAGE), PAGE, AccessMode::User)
+        .decommit(pages.wrapping_add(PAGE), PAGE, AccessMode::User)
         .is_ok());
-    assert_eq!(process.protection(pages.wrapping_add(3 * PAGE)), None);
+}
+
+#[test]
+fn no_change_refuses_a_decommit_anywhere_in_the_allocation() {
+    let process = Process::new();
+    let _in = process.attach();
+    let pages = process.allocate(4 * PAGE, PAGE_READWRITE).unwrap();
+    let handle = secure_ex(pages, PAGE, PAGE_READONLY, MM_SECURE_NO_CHANGE);
+    assert_eq!(
+        process.decommit(pages.wrapping_add(3 * PAGE), PAGE, AccessMode::User),
+        REFUSED
+    );
+    unsecure(handle);
 }
 
 #[test]

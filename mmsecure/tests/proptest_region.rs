@@ -324,7 +324,7 @@ fn a_sequence_that_does_everything_holds() {
             slot: 1,
             page: 2,
             pages: 0,
-        }, // refused
+        }, // a page no secure covers: allowed, as in WRK
         Commit {
             process: 1,
             slot: 2,
@@ -469,7 +469,7 @@ fn a_sequence_that_does_everything_holds() {
             copied: 7,
             copy_errors: 11,
             handed_off: 4,
-            user_refused: 6,
+            user_refused: 5,
             forks: 2,
             exits: 4,
             wrong_process: 3,

@@ -131,22 +131,18 @@ pub const PROTECTIONS: [u32; 8] = [
 ];
 
 /// What another driver may set from kernel mode past a `USER_MODE_ONLY` secure
-/// ([`Op::Kernel`]): the user's protections less the ones that can be read but not written
-/// (`PAGE_READONLY`, `PAGE_EXECUTE_READ`, and a read-only guard page, which becomes
-/// `PAGE_READONLY` once it has faulted). A driver's write to such a page should be an access
-/// violation, but the host model's guarded copy checks a copy's destination for reading only,
-/// and the write succeeds: `check_slow` in `mmsecure-sys/src/host/guard.rs` tells the sides
-/// apart with `core::ptr::eq(side, &WRITE)`, and `thread_local!` makes `WRITE` a `const` item,
-/// whose address is not unique: the `#[inline]` `check` that passes `&WRITE` is instantiated in
-/// the calling crate, with its own promoted copy, so the comparison is false there. Until the
-/// model is fixed the harness makes no such pages; the prediction (an access violation) is
-/// already in place.
-const KERNEL_PROTECTIONS: [u32; 5] = [
+/// ([`Op::Kernel`]): every protection a user could set, including the ones that can be read but
+/// not written (`PAGE_READONLY`, `PAGE_EXECUTE_READ`, a read-only guard page), where a driver's
+/// write is an access violation.
+const KERNEL_PROTECTIONS: [u32; 8] = [
     PAGE_NOACCESS,
+    PAGE_READONLY,
     PAGE_READWRITE,
     PAGE_EXECUTE,
+    PAGE_EXECUTE_READ,
     PAGE_EXECUTE_READWRITE,
     PAGE_READWRITE | PAGE_GUARD,
+    PAGE_READONLY | PAGE_GUARD,
 ];
 
 /// One operation. Numbers are taken modulo what they index (a process, a slot, a driver's
@@ -989,6 +985,17 @@ impl World {
         self.standing.iter().any(|s| {
             s.slot == slot
                 && (mode == AccessMode::User || !s.flags.contains(SecureFlags::USER_MODE_ONLY))
+        })
+    }
+
+    /// Whether a decommit of pages `first..end` of `slot` asked from `mode` is refused: a secure
+    /// that applies to `mode` covers one of them, or has `NO_CHANGE` (which covers the whole
+    /// allocation).
+    fn decommit_refused(&self, slot: usize, first: usize, end: usize, mode: AccessMode) -> bool {
+        self.standing.iter().any(|s| {
+            s.slot == slot
+                && (mode == AccessMode::User || !s.flags.contains(SecureFlags::USER_MODE_ONLY))
+                && (s.flags.contains(SecureFlags::NO_CHANGE) || (s.first < end && first < s.end))
         })
     }
 
@@ -2171,15 +2178,15 @@ impl Case {
             (end - first) * PAGE,
             mode,
         );
-        if self.worlds[process].secured_for(slot, mode) {
+        if self.worlds[process].decommit_refused(slot, first, end, mode) {
             self.stats.user_refused += 1;
             expect_eq(
-                "decommit of a secured allocation",
+                "decommit of secured pages",
                 result,
                 Err(Status(STATUS_INVALID_PAGE_PROTECTION)),
             )
         } else {
-            expect_eq("decommit with nothing secured", result, Ok(()))?;
+            expect_eq("decommit of pages no secure covers", result, Ok(()))?;
             if mode == AccessMode::Kernel && self.worlds[process].bypass(slot) {
                 self.stats.kernel_bypasses += 1;
             }
