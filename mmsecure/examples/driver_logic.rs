@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(
             volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
             Err(Failure::Buffer(Error::Fault {
-                code: STATUS_IN_PAGE_ERROR as u32
+                code: STATUS_IN_PAGE_ERROR
             }))
         );
         assert_eq!(mixer.level(2), 0);

@@ -93,27 +93,65 @@
 // docs.rs (`--cfg docsrs`, nightly): badges for items that exist with some features only.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
 mod context;
 mod copy;
+mod cursor_error;
 mod error;
 mod flags;
 mod kernel;
 mod probe;
 mod raw;
+mod reader;
 mod region;
+pub mod status;
+mod user_copy;
+mod user_ptr;
 mod user_range;
+mod writer;
 
 pub use context::abandoned_secures;
+pub use cursor_error::CursorError;
 pub use error::Error;
 pub use flags::SecureFlags;
 pub use kernel::secure_ex_available;
 pub use probe::ProbeMode;
 pub use raw::{FromRawError, RawRegion};
+pub use reader::Reader;
 pub use region::SecureRegion;
+pub use user_copy::{read_user, read_user_slice, write_user, write_user_slice};
+pub use user_ptr::UserPtr;
 pub use user_range::highest_user_address;
+pub use writer::Writer;
+
+/// The bytemuck crate, whose [`AnyBitPattern`](bytemuck::AnyBitPattern) (what a read may produce)
+/// and [`NoUninit`](bytemuck::NoUninit) (what a write may send) bound this crate's typed copies.
+/// Re-exported so that a driver needs no dependency of its own, at a matching version; with this
+/// crate's `derive` feature its derive macros come along (see *Typed copies* above).
+pub use bytemuck;
+
+/// The raw declarations this crate is built on (`mmsecure-sys`), for what it does not wrap: one
+/// dependency, always the version this crate was built with.
+pub use mmsecure_sys as sys;
+
+/// `NTSTATUS`, the type of every status this crate returns ([`Error::to_ntstatus`],
+/// [`Error::Fault`]'s code, the [`status`] constants): `i32`, the C `LONG`.
+pub use mmsecure_sys::NTSTATUS;
+
+/// `PEPROCESS`, what [`SecureRegion::process`] and [`RawRegion::process`] return: an opaque
+/// process-object pointer to compare, or to pass to `KeStackAttachProcess`.
+pub use mmsecure_sys::PEPROCESS;
+
+/// The host model of the kernel, the backend wherever this crate is not built for Windows:
+/// simulated processes, their memory, IRQL, injected faults, misuse and double-fetch reports
+/// (`mmsecure_sys::host`, re-exported so that a driver's tests need no second dependency).
+#[cfg(not(windows))]
+#[cfg_attr(docsrs, doc(cfg(not(windows))))]
+pub use mmsecure_sys::host;
 
 // The README (the crate's page on crates.io) runs with the doctests.
 #[cfg(doctest)]

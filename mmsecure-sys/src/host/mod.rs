@@ -18,6 +18,9 @@
 //!   [`Process::exit`], ...), which is where a secure's refusals show;
 //! - a record of misuse ([`Misuse`]) that the kernel would tolerate silently;
 //! - the Windows build ([`set_windows_build`]) `MmGetSystemRoutineAddress` answers by;
+//! - a double-fetch detector ([`Process::double_fetches`], [`Process::begin_request`]): the
+//!   model sees every guarded read of user memory and reports bytes a driver read twice within
+//!   one request;
 //! - faults a test injects into pages ([`Process::inject_fault`]), which the guarded copy
 //!   ([`copy_guarded`](crate::copy_guarded)) returns as the Windows one returns an exception's
 //!   code, and raises ([`raise_exception`]) that [`call_guarded`](crate::call_guarded) catches.
@@ -106,6 +109,7 @@
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 mod access;
+mod fetch;
 pub(crate) mod guard;
 mod memory;
 mod misuse;
@@ -120,6 +124,7 @@ mod vad;
 mod version;
 
 pub use access::AccessMode;
+pub use fetch::{DoubleFetch, Fetch, RequestScope, MAX_FINDINGS};
 pub use guard::raise_exception;
 pub(crate) use misuse::abandoned;
 pub use misuse::{misuses, Misuse, MisuseKind};
