@@ -6,7 +6,7 @@ use mmsecure_sys::host::{
     Process, PAGE_READWRITE, PAGE_SIZE, STATUS_ACCESS_VIOLATION, STATUS_IN_PAGE_ERROR,
 };
 
-const IN_PAGE_ERROR: i32 = STATUS_IN_PAGE_ERROR;
+const IN_PAGE_ERROR: mmsecure::NTSTATUS = STATUS_IN_PAGE_ERROR;
 
 #[test]
 fn read_of_a_faulting_page_is_a_fault_with_the_code() {
