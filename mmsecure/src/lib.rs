@@ -237,3 +237,9 @@ pub use mmsecure_sys::host;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+// So do the guide's runnable patterns (only under `cfg(doctest)`: the published crate does not
+// ship `docs/`, and a plain build never reads it).
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/patterns.md")]
+struct PatternsDoctests;
