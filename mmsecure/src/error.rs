@@ -83,8 +83,8 @@ pub enum Error {
         /// The exception code, an NTSTATUS.
         code: NTSTATUS,
     },
-    /// An allocation failed: [`Reader::read_all`](crate::Reader::read_all) (feature `alloc`)
-    /// could not grow its `Vec` for the rest of the region. Nothing was read.
+    /// An allocation failed: `Reader::read_all` (feature `alloc`) could not grow its `Vec` for
+    /// the rest of the region. Nothing was read.
     NoMemory,
 }
 

@@ -9,24 +9,24 @@
 //!
 //! | [`Error`] | NTSTATUS | why |
 //! |---|---|---|
-//! | `NullAddress`, `Overflow`, `NotUserRange` | [`STATUS_ACCESS_VIOLATION`] | `ProbeForRead`/`ProbeForWrite` raise it for a range that is not within the user-mode address range [1]; the WRK's probe tests exactly the end wrapping or passing `MM_USER_PROBE_ADDRESS` [3]; address 0 is inside the user range but never mapped (Windows 8 and later refuse to map the first 64 KiB), so touching it raises the same |
-//! | `Refused` | [`STATUS_ACCESS_VIOLATION`] | the secure routine refused memory that is not committed, not one allocation, or lacks the access: what `ProbeForRead`/`ProbeForWrite` raise for a range that is not readable, or not writable [1][2] |
-//! | `NotWritable` | [`STATUS_ACCESS_VIOLATION`] | a write to a range secured for reading: `ProbeForWrite` raises it for a range that is not writable [2] |
-//! | `ZeroLength` | [`STATUS_INVALID_PARAMETER`] | a length of zero where a buffer is required is an invalid parameter [4]; the kernel's own routines (`MmSecureVirtualMemory` among them) refuse it as a bad argument |
-//! | `OutOfBounds` | [`STATUS_BUFFER_TOO_SMALL`] | the user's buffer is shorter than what the request reads or writes: "the buffer is too small" [4], the status IOCTLs and query routines return for it |
-//! | `UnknownProbeMode`, `UnknownFlags` | [`STATUS_INVALID_PARAMETER`] | a raw value the routines do not define [4] |
-//! | `WrongProcess`, `IrqlTooHigh` | [`STATUS_INTERNAL_ERROR`] | the driver called in the wrong context: nothing the user did, nothing the user can fix. The kernel has no status for either (it bug checks: `IRQL_NOT_LESS_OR_EQUAL`, or an unsecure in the wrong process), so the table says "an internal error occurred" [4] |
-//! | `Unavailable` | [`STATUS_NOT_SUPPORTED`] | `MmSecureVirtualMemoryEx` does not exist on this Windows: "the request is not supported" [4] |
-//! | `NoMemory` | [`STATUS_INSUFFICIENT_RESOURCES`] | what a failed pool allocation is reported as, by convention of the WDK's IOCTL pages [4][5] |
-//! | `Fault { code }` | `code` | the exception the copy raised, as a `__try/__except` handler would return `GetExceptionCode()`: `STATUS_IN_PAGE_ERROR`, `STATUS_ACCESS_VIOLATION`, ... [1] |
+//! | `NullAddress`, `Overflow`, `NotUserRange` | [`STATUS_ACCESS_VIOLATION`] | `ProbeForRead`/`ProbeForWrite` raise it for a range that is not within the user-mode address range \[1\]; the WRK's probe tests exactly the end wrapping or passing `MM_USER_PROBE_ADDRESS` \[3\]; address 0 is inside the user range but never mapped (Windows 8 and later refuse to map the first 64 KiB), so touching it raises the same |
+//! | `Refused` | [`STATUS_ACCESS_VIOLATION`] | the secure routine refused memory that is not committed, not one allocation, or lacks the access: what `ProbeForRead`/`ProbeForWrite` raise for a range that is not readable, or not writable \[1\]\[2\] |
+//! | `NotWritable` | [`STATUS_ACCESS_VIOLATION`] | a write to a range secured for reading: `ProbeForWrite` raises it for a range that is not writable \[2\] |
+//! | `ZeroLength` | [`STATUS_INVALID_PARAMETER`] | a length of zero where a buffer is required is an invalid parameter \[4\]; the kernel's own routines (`MmSecureVirtualMemory` among them) refuse it as a bad argument |
+//! | `OutOfBounds` | [`STATUS_BUFFER_TOO_SMALL`] | the user's buffer is shorter than what the request reads or writes: "the buffer is too small" \[4\], the status IOCTLs and query routines return for it |
+//! | `UnknownProbeMode`, `UnknownFlags` | [`STATUS_INVALID_PARAMETER`] | a raw value the routines do not define \[4\] |
+//! | `WrongProcess`, `IrqlTooHigh` | [`STATUS_INTERNAL_ERROR`] | the driver called in the wrong context: nothing the user did, nothing the user can fix. The kernel has no status for either (it bug checks: `IRQL_NOT_LESS_OR_EQUAL`, or an unsecure in the wrong process), so the table says "an internal error occurred" \[4\] |
+//! | `Unavailable` | [`STATUS_NOT_SUPPORTED`] | `MmSecureVirtualMemoryEx` does not exist on this Windows: "the request is not supported" \[4\] |
+//! | `NoMemory` | [`STATUS_INSUFFICIENT_RESOURCES`] | what a failed pool allocation is reported as, by convention of the WDK's IOCTL pages \[4\]\[5\] |
+//! | `Fault { code }` | `code` | the exception the copy raised, as a `__try/__except` handler would return `GetExceptionCode()`: `STATUS_IN_PAGE_ERROR`, `STATUS_ACCESS_VIOLATION`, ... \[1\] |
 //!
 //! `Fault`'s code can be a warning (`STATUS_GUARD_PAGE_VIOLATION`, 0x80000001): `NT_SUCCESS` is
 //! false for it, but for a warning the I/O manager still returns the IRP's `Information` bytes,
-//! so complete such an IRP with `Information = 0` [5].
+//! so complete such an IRP with `Information = 0` \[5\].
 //!
-//! Sources: [1] Microsoft Learn, *ProbeForRead function (wdm.h)*; [2] Microsoft Learn,
-//! *ProbeForWrite function (wdm.h)*; [3] the Windows Research Kernel, `base/ntos/ex/probe.c`;
-//! [4] Microsoft, [MS-ERREF] 2.3.1 *NTSTATUS Values*; [5] Microsoft Learn, *Using NTSTATUS Values*
+//! Sources: \[1\] Microsoft Learn, *ProbeForRead function (wdm.h)*; \[2\] Microsoft Learn,
+//! *ProbeForWrite function (wdm.h)*; \[3\] the Windows Research Kernel, `base/ntos/ex/probe.c`;
+//! \[4\] Microsoft, \[MS-ERREF\] 2.3.1 *NTSTATUS Values*; \[5\] Microsoft Learn, *Using NTSTATUS Values*
 //! and *Completing IRPs*.
 //!
 //! ```
