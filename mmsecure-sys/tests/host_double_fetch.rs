@@ -79,7 +79,7 @@ fn a_scope_counts_user_reads_only_and_nested_scopes_are_requests_of_their_own() 
     let _in = process.attach();
     let buffer = process.allocate(PAGE_SIZE, PAGE_READWRITE).unwrap();
     let outer = process.begin_request();
-    let driver_memory = vec![0u8; 16];
+    let driver_memory = [0u8; 16];
     read(driver_memory.as_ptr(), 16);
     read(driver_memory.as_ptr(), 16); // the driver's own bytes: no fetch from the user
     read(buffer, 4);

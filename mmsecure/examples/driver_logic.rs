@@ -218,7 +218,10 @@ fn main() -> Result<(), volume::Failure> {
 
     app.free(input, AccessMode::User).expect("free");
     let refused = volume::set_volume(&mut mixer, input, 8, output, 4).unwrap_err();
-    println!("the same request from a freed buffer: {refused:?}");
+    println!(
+        "the same request from a freed buffer: {refused:?}, completed with NTSTATUS {:#010X}",
+        refused.to_ntstatus() as u32
+    );
 
     // A pended IRP: the output stays secured while a worker thread finds the answer.
     let pended = volume::PendedReply::secure(output, 4)?;
