@@ -41,18 +41,60 @@ impl CursorError {
     }
 
     /// The cursor's offset from the start of the region when the call was made.
+    ///
+    /// ```
+    /// # use mmsecure::{Error, ProbeMode, SecureRegion};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let region = SecureRegion::new(page, 4, ProbeMode::ReadOnly)?;
+    /// let mut reader = region.reader();
+    /// reader.skip(2)?;
+    /// let err = reader.read::<u32>().unwrap_err();
+    /// assert_eq!(err.offset(), 2);
+    /// # Ok::<(), Error>(())
+    /// ```
     #[must_use]
     pub fn offset(&self) -> usize {
         self.offset
     }
 
     /// Why the call failed.
+    ///
+    /// ```
+    /// # use mmsecure::{Error, ProbeMode, SecureRegion};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let region = SecureRegion::new(page, 4, ProbeMode::ReadOnly)?;
+    /// let mut reader = region.reader();
+    /// reader.skip(2)?;
+    /// let err = reader.read::<u32>().unwrap_err();
+    /// assert!(matches!(err.error(), Error::OutOfBounds { offset: 2, len: 4, .. }));
+    /// # Ok::<(), Error>(())
+    /// ```
     #[must_use]
     pub fn error(&self) -> Error {
         self.error
     }
 
     /// [`Error::to_ntstatus`] of the error.
+    ///
+    /// ```
+    /// # use mmsecure::{Error, ProbeMode, SecureRegion};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let region = SecureRegion::new(page, 4, ProbeMode::ReadOnly)?;
+    /// let mut reader = region.reader();
+    /// reader.skip(2)?;
+    /// let err = reader.read::<u32>().unwrap_err();
+    /// assert_eq!(err.to_ntstatus(), mmsecure::status::STATUS_BUFFER_TOO_SMALL);
+    /// # Ok::<(), Error>(())
+    /// ```
     #[must_use]
     pub fn to_ntstatus(&self) -> NTSTATUS {
         self.error.to_ntstatus()

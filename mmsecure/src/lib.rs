@@ -212,23 +212,57 @@ pub use writer::Writer;
 /// and [`NoUninit`](bytemuck::NoUninit) (what a write may send) bound this crate's typed copies.
 /// Re-exported so that a driver needs no dependency of its own, at a matching version; with this
 /// crate's `derive` feature its derive macros come along (see *Typed copies* above).
+///
+/// ```
+/// let bytes = mmsecure::bytemuck::bytes_of(&0x0102_0304_u32);
+/// assert_eq!(bytes.len(), 4);
+/// ```
 pub use bytemuck;
 
 /// The raw declarations this crate is built on (`mmsecure-sys`), for what it does not wrap: one
 /// dependency, always the version this crate was built with.
+///
+/// ```
+/// assert_eq!(mmsecure::sys::PAGE_READWRITE, 0x04);
+/// ```
 pub use mmsecure_sys as sys;
 
 /// `NTSTATUS`, the type of every status this crate returns ([`Error::to_ntstatus`],
 /// [`Error::Fault`]'s code, the [`status`] constants): `i32`, the C `LONG`.
+///
+/// ```
+/// let code: mmsecure::NTSTATUS = mmsecure::Error::Refused.to_ntstatus();
+/// assert_eq!(code, mmsecure::status::STATUS_ACCESS_VIOLATION);
+/// ```
 pub use mmsecure_sys::NTSTATUS;
 
 /// `PEPROCESS`, what [`SecureRegion::process`] and [`RawRegion::process`] return: an opaque
 /// process-object pointer to compare, or to pass to `KeStackAttachProcess`.
+///
+/// ```
+/// use mmsecure::host::{Process, PAGE_READWRITE};
+/// use mmsecure::{ProbeMode, SecureRegion, PEPROCESS};
+///
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?;
+/// let owner: PEPROCESS = region.process();
+/// assert_eq!(owner, process.eprocess());
+/// # Ok::<(), mmsecure::Error>(())
+/// ```
 pub use mmsecure_sys::PEPROCESS;
 
 /// The host model of the kernel, the backend wherever this crate is not built for Windows:
 /// simulated processes, their memory, IRQL, injected faults, misuse and double-fetch reports
 /// (`mmsecure_sys::host`, re-exported so that a driver's tests need no second dependency).
+///
+/// ```
+/// use mmsecure::host::Process;
+///
+/// let process = Process::new();
+/// assert!(process.double_fetches().is_empty());
+/// ```
 #[cfg(not(windows))]
 #[cfg_attr(docsrs, doc(cfg(not(windows))))]
 pub use mmsecure_sys::host;

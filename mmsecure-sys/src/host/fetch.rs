@@ -45,10 +45,33 @@ use super::process::{Process, ProcessInner};
 use super::thread::current_fast;
 
 /// The most findings a process keeps; [`Process::double_fetch_count`] counts past it.
+///
+/// ```
+/// assert_eq!(mmsecure_sys::host::MAX_FINDINGS, 1024);
+/// ```
 pub const MAX_FINDINGS: usize = 1024;
 
 /// One guarded read of user memory: where, how long, and its number among the reads the process
 /// has seen (from 1), so that a finding's two reads can be told apart and ordered.
+///
+/// ```
+/// use mmsecure_sys::host::{Fetch, Process, PAGE_READWRITE};
+/// use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory, PAGE_READONLY};
+///
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// let buffer = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// let mut out = [0u8; 8];
+/// // SAFETY: secured, readable, in the current process; `out` is the driver's.
+/// unsafe {
+///     let handle = MmSecureVirtualMemory(buffer.cast(), 8, PAGE_READONLY);
+///     mmsecure_sys::copy_guarded(out.as_mut_ptr(), buffer, 8);
+///     mmsecure_sys::copy_guarded(out.as_mut_ptr(), buffer.wrapping_add(4), 4);
+///     MmUnsecureVirtualMemory(handle);
+/// }
+/// let second: Fetch = process.double_fetches()[0].second;
+/// assert_eq!((second.address, second.len), (buffer as usize + 4, 4));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Fetch {
     /// The first user byte read.
@@ -323,6 +346,16 @@ fn record_slow(inner: &ProcessInner, address: usize, len: usize) {
 /// An explicit request: while it stands, every guarded read of its process's user memory belongs
 /// to it, across secures. Made by [`Process::begin_request`]; dropping it ends the request.
 /// Scopes nest: reads belong to the innermost one.
+///
+/// ```
+/// use mmsecure_sys::host::{Process, RequestScope};
+///
+/// let process = Process::new();
+/// let request: RequestScope = process.begin_request();
+/// // ... the dispatch routine under test runs here ...
+/// drop(request);
+/// assert!(process.double_fetches().is_empty());
+/// ```
 #[must_use = "the request ends when this guard is dropped"]
 pub struct RequestScope {
     process: Arc<ProcessInner>,
