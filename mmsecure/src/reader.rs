@@ -1,6 +1,7 @@
 //! [`Reader`]: a cursor that reads a region front to back, each byte at most once.
 
 use core::fmt;
+use core::mem::MaybeUninit;
 
 use bytemuck::AnyBitPattern;
 
@@ -215,6 +216,38 @@ impl<'r> Reader<'r> {
     pub fn read_slice(&mut self, out: &mut [u8]) -> Result<(), CursorError> {
         let result = self.region.read(self.offset, out);
         self.advance(out.len(), result)
+    }
+
+    /// Copies the next `out.len()` bytes into `out`, which need not be initialized: for a
+    /// buffer the driver would otherwise zero first only to overwrite it. Once this returns
+    /// `Ok`, every byte of `out` is initialized; after an error, none may be assumed to be.
+    ///
+    /// ```
+    /// use core::mem::MaybeUninit;
+    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// process.write(page, b"raw!").unwrap();
+    /// let region = SecureRegion::new(page, 4, ProbeMode::ReadOnly)?;
+    /// let mut out = [MaybeUninit::<u8>::uninit(); 4];
+    /// region.reader().read_raw(&mut out)?;
+    /// // SAFETY: `read_raw` returned `Ok`, so all four bytes were written.
+    /// let bytes = out.map(|byte| unsafe { byte.assume_init() });
+    /// assert_eq!(&bytes, b"raw!");
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
+    #[inline]
+    pub fn read_raw(&mut self, out: &mut [MaybeUninit<u8>]) -> Result<(), CursorError> {
+        let len = out.len();
+        // SAFETY: `out` is the driver's own memory, valid for `len` bytes of writes; the copy
+        // writes bytes only, so uninitialized bytes there are fine.
+        let result = unsafe {
+            self.region
+                .read_into(self.offset, out.as_mut_ptr().cast(), len)
+        };
+        self.advance(len, result)
     }
 
     /// A second reader at the same offset, to read the same bytes again: the one explicit way

@@ -400,7 +400,6 @@ impl SecureRegion {
     /// # Safety
     ///
     /// `dst` is the driver's own memory, valid for `len` bytes of writes.
-    #[cfg(feature = "alloc")]
     #[inline]
     pub(crate) unsafe fn read_into(
         &self,

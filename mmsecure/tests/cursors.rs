@@ -214,3 +214,30 @@ fn read_all_appends_the_rest_and_moves_to_the_end() {
     reader.read_all(&mut out).unwrap();
     assert_eq!(out.len(), 8);
 }
+
+#[test]
+fn read_raw_fills_uninitialized_bytes_and_moves_on() {
+    let (process, page, _in) = page();
+    process.write(page, b"abcdefgh").unwrap();
+    let region = SecureRegion::new(page, 8, ProbeMode::ReadOnly).unwrap();
+    let mut reader = region.reader();
+    let mut out = [core::mem::MaybeUninit::<u8>::uninit(); 5];
+    reader.read_raw(&mut out).unwrap();
+    // SAFETY: `read_raw` returned Ok: every byte was written.
+    let bytes = out.map(|b| unsafe { b.assume_init() });
+    assert_eq!(&bytes, b"abcde");
+    assert_eq!(reader.offset(), 5);
+    let err = reader.read_raw(&mut out).unwrap_err();
+    assert_eq!(
+        (err.offset(), err.error()),
+        (
+            5,
+            Error::OutOfBounds {
+                offset: 5,
+                len: 5,
+                region_len: 8
+            }
+        )
+    );
+    assert!(process.double_fetches().is_empty());
+}
