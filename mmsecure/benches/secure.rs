@@ -1,6 +1,7 @@
 //! Issue #8's benchmarks, on the host backend: what `SecureRegion` costs over the raw routines,
-//! how fast its copies are next to a plain `copy_nonoverlapping`, and how the model's secure and
-//! unsecure scale with the secures already standing.
+//! how fast its copies are next to a plain `copy_nonoverlapping`, how the model's secure and
+//! unsecure scale with the secures already standing, and (issue #14) what a `Reader`'s typed read
+//! of a 16-byte header costs over `read_value`.
 //!
 //! A `harness = false` bench: plain `std::time::Instant`, no framework. Every row is a ratio of two
 //! measurements taken in this run, interleaved round by round so that load from elsewhere on the
@@ -35,6 +36,7 @@ use std::process::ExitCode;
 use std::ptr;
 use std::time::{Duration, Instant};
 
+use mmsecure::bytemuck::AnyBitPattern;
 use mmsecure::{ProbeMode, SecureRegion};
 use mmsecure_sys::host::{Process, PAGE_READWRITE, PAGE_SIZE};
 use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory, PVOID, SIZE_T};
@@ -109,6 +111,36 @@ pub extern "C" fn mmsecure_bench_raw(address: *const u8, len: usize) -> bool {
 pub extern "C" fn mmsecure_bench_wrapper(address: *const u8, len: usize) -> bool {
     // The region, if made, is dropped (unsecured) at the end of this statement.
     SecureRegion::new(address, len, ProbeMode::ReadWrite).is_ok()
+}
+
+/// A 16-byte request header, as a driver reads one (row 4).
+#[derive(Clone, Copy, AnyBitPattern)]
+#[bytemuck(crate = "mmsecure::bytemuck")]
+#[repr(C)]
+pub struct Header {
+    kind: u32,
+    flags: u32,
+    len: u64,
+}
+
+/// `read_value::<Header>(0)` on the region `region` points to (row 4's baseline). The measured
+/// functions share one signature, so the region comes in as the address argument.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mmsecure_bench_read_value(region: *const u8, _len: usize) -> bool {
+    // SAFETY: row 4 and `run_op` pass a pointer to a live `SecureRegion`.
+    let region = unsafe { &*region.cast::<SecureRegion>() };
+    black_box(region.read_value::<Header>(0)).is_ok()
+}
+
+/// A reader made on the region `region` points to, and its `read::<Header>()` (row 4).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mmsecure_bench_reader(region: *const u8, _len: usize) -> bool {
+    // SAFETY: as for `mmsecure_bench_read_value`.
+    let region = unsafe { &*region.cast::<SecureRegion>() };
+    let mut reader = region.reader();
+    black_box(reader.read::<Header>()).is_ok()
 }
 
 /// A measured function.
@@ -268,6 +300,7 @@ struct Row {
 /// Row 1: secure + drop through `SecureRegion` against the raw pair, on the same page.
 fn secure_drop_row(config: &Config) -> Row {
     let process = Process::new();
+    process.set_double_fetch_detection(false); // measure the crate, not the model's detector
     let _in_process = process.attach();
     let page = allocate(&process, PAGE_SIZE);
     let pair = compare(
@@ -328,6 +361,9 @@ impl Plain {
 fn copy_rows(config: &Config) -> Vec<Row> {
     let largest = COPY_SIZES[COPY_SIZES.len() - 1];
     let process = Process::new();
+    // The rows re-read one buffer on purpose: the model's double-fetch detector would report
+    // every read and measure itself. Off, it costs each copy one load.
+    process.set_double_fetch_detection(false);
     let _in_process = process.attach();
     let user = allocate(&process, largest);
     let region = match SecureRegion::new(user, largest, ProbeMode::ReadWrite) {
@@ -428,6 +464,7 @@ fn copy_rows(config: &Config) -> Vec<Row> {
 /// the process and the measured page.
 fn with_standing(standing: usize) -> (Process, *mut u8) {
     let process = Process::new();
+    process.set_double_fetch_detection(false); // as in row 1
     let base = allocate(&process, STANDING_PAGES * PAGE_SIZE);
     {
         let _in_process = process.attach();
@@ -481,6 +518,44 @@ fn standing_rows(config: &Config) -> Vec<Row> {
         .collect()
 }
 
+/// A process with a page secured for row 4, this thread attached, the double-fetch detector off
+/// (the row re-reads one header on purpose, and measures what the crate costs).
+fn header_region() -> (Process, SecureRegion, mmsecure_sys::host::Attach) {
+    let process = Process::new();
+    process.set_double_fetch_detection(false);
+    let attach = process.attach();
+    let page = allocate(&process, PAGE_SIZE);
+    let region = match SecureRegion::new(page, PAGE_SIZE, ProbeMode::ReadOnly) {
+        Ok(region) => region,
+        Err(error) => panic!("securing the header page failed: {error}"),
+    };
+    (process, region, attach)
+}
+
+/// Row 4: a reader's `read::<Header>()` of a 16-byte header against `read_value::<Header>(0)`.
+fn reader_row(config: &Config) -> Row {
+    let (_process, region, _in_process) = header_region();
+    let region_ptr = &region as *const SecureRegion as *const u8;
+    let pair = compare(
+        config,
+        &mut || assert!(mmsecure_bench_read_value(black_box(region_ptr), 16)),
+        &mut || assert!(mmsecure_bench_reader(black_box(region_ptr), 16)),
+    );
+    Row {
+        id: "reader_header".to_owned(),
+        what: "read a 16-byte header".to_owned(),
+        baseline_name: "read_value",
+        baseline: pair.baseline_ns,
+        measured_name: "Reader::read",
+        measured: pair.measured_ns,
+        unit: "ns",
+        ratio: pair.ratio,
+        ratio_low: pair.ratio_low,
+        ratio_high: pair.ratio_high,
+        goal: Goal::AtMost(1.05),
+    }
+}
+
 fn allocate(process: &Process, len: usize) -> *mut u8 {
     match process.allocate(len, PAGE_READWRITE) {
         Ok(address) => address,
@@ -523,7 +598,8 @@ fn print_table(config: &Config, rows: &[Row]) {
     }
     println!(
         "ratios: secure + drop = SecureRegion time / raw time; copies = throughput / \
-         copy_nonoverlapping's; standing = time / time with 10 standing"
+         copy_nonoverlapping's; standing = time / time with 10 standing; header = \
+         Reader::read time / read_value time"
     );
 }
 
@@ -558,6 +634,16 @@ fn repeat(op: Op, page: *mut u8, iters: u64) {
 }
 
 fn run_op(name: &str, iters: u64) -> Result<(), String> {
+    let header_op: Option<Op> = match name {
+        "read-value" => Some(mmsecure_bench_read_value),
+        "reader" => Some(mmsecure_bench_reader),
+        _ => None,
+    };
+    if let Some(op) = header_op {
+        let (_process, region, _in_process) = header_region();
+        repeat(op, &region as *const SecureRegion as *mut u8, iters);
+        return Ok(());
+    }
     let (op, standing): (Op, usize) = match name {
         "empty" => (mmsecure_bench_empty, 0),
         "raw" => (mmsecure_bench_raw, 0),
@@ -566,7 +652,8 @@ fn run_op(name: &str, iters: u64) -> Result<(), String> {
             Some(Ok(standing)) => (mmsecure_bench_raw, standing),
             _ => {
                 return Err(format!(
-                    "unknown op `{other}` (empty, raw, wrapper, standing-<count>)"
+                    "unknown op `{other}` (empty, raw, wrapper, read-value, reader, \
+                     standing-<count>)"
                 ))
             }
         },
@@ -618,6 +705,7 @@ fn main() -> ExitCode {
     let mut rows = vec![secure_drop_row(&config)];
     rows.extend(copy_rows(&config));
     rows.extend(standing_rows(&config));
+    rows.push(reader_row(&config));
     if tsv {
         print_tsv(&rows);
     } else {

@@ -3,7 +3,7 @@
 //! A dispatch routine is mostly glue: it takes the user's buffer pointers and lengths out of the
 //! IRP, calls the driver's logic, and completes the IRP with a status. The logic in between, the
 //! code that touches the user's bytes, is what deserves tests. Written against `mmsecure` alone,
-//! it compiles unchanged for the Windows kernel and for the host, where `mmsecure_sys::host`
+//! it compiles unchanged for the Windows kernel and for the host, where `mmsecure::host`
 //! plays the user process: its allocations and protections, and the hostile moves a real process
 //! can make (freeing the buffer, re-protecting it, exiting).
 //!
@@ -15,16 +15,31 @@
 //!   driver_logic` alone.
 //! - `main` walks through a request, a refused one and a pended one:
 //!   `cargo run -p mmsecure --example driver_logic`.
+//!
+//! The driver depends on `mmsecure` alone, with its `derive` feature for the request's
+//! `#[derive(AnyBitPattern)]` (`mmsecure = { version = "0.1", features = ["derive"] }`); its
+//! tests reach the host model as `mmsecure::host`.
 
-use mmsecure_sys::host::{AccessMode, Process, PAGE_READWRITE};
+use mmsecure::host::{AccessMode, Process, PAGE_READWRITE};
 
 /// The driver's logic. Nothing here knows whether it runs in a kernel or on the host backend.
 mod volume {
-    use mmsecure::{Error, ProbeMode, RawRegion, SecureRegion};
-    use mmsecure_sys::PEPROCESS;
+    use mmsecure::bytemuck::AnyBitPattern;
+    use mmsecure::{Error, ProbeMode, RawRegion, SecureRegion, NTSTATUS, PEPROCESS};
 
-    /// Bytes of a request: the channel, then the level, each a little-endian `u32`.
-    pub const REQUEST_LEN: usize = 8;
+    /// A request as the user program lays it out: the channel, then the level, each a
+    /// little-endian `u32`. Any bytes make one (`AnyBitPattern`); only [`Request::parse`] makes
+    /// a valid request of it.
+    #[derive(Clone, Copy, AnyBitPattern)]
+    #[bytemuck(crate = "mmsecure::bytemuck")]
+    #[repr(C)]
+    pub struct RawRequest {
+        channel: u32,
+        level: u32,
+    }
+
+    /// Bytes of a request.
+    pub const REQUEST_LEN: usize = core::mem::size_of::<RawRequest>();
     /// Bytes of a reply: the channel's previous level, a little-endian `u32`.
     pub const REPLY_LEN: usize = 4;
     /// Channels the mixer has.
@@ -64,6 +79,25 @@ mod volume {
         }
     }
 
+    impl From<mmsecure::CursorError> for Failure {
+        fn from(error: mmsecure::CursorError) -> Failure {
+            Failure::Buffer(error.error())
+        }
+    }
+
+    impl Failure {
+        /// The status the dispatch routine completes the IRP with: mmsecure's table for a
+        /// buffer that could not be reached, the driver's own for a request it refuses.
+        pub fn to_ntstatus(&self) -> NTSTATUS {
+            use mmsecure::status::{STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_PARAMETER};
+            match self {
+                Failure::Buffer(error) => error.to_ntstatus(),
+                Failure::TooShort => STATUS_BUFFER_TOO_SMALL,
+                Failure::NoSuchChannel(_) | Failure::LevelTooHigh(_) => STATUS_INVALID_PARAMETER,
+            }
+        }
+    }
+
     /// A request that passed validation: only ever made from the driver's own copy.
     struct Request {
         channel: usize,
@@ -72,9 +106,9 @@ mod volume {
 
     impl Request {
         /// Validates a copy of the user's bytes.
-        fn parse(bytes: &[u8; REQUEST_LEN]) -> Result<Request, Failure> {
-            let channel = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            let level = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        fn parse(raw: RawRequest) -> Result<Request, Failure> {
+            let channel = u32::from_le(raw.channel);
+            let level = u32::from_le(raw.level);
             let index = usize::try_from(channel)
                 .ok()
                 .filter(|&c| c < CHANNELS)
@@ -105,18 +139,17 @@ mod volume {
         if input_len < REQUEST_LEN || output_len < REPLY_LEN {
             return Err(Failure::TooShort);
         }
-        // Copy the request in once. The secure keeps the user from freeing or re-protecting the
-        // buffer during the copy; it does not keep the bytes still, so everything after this
-        // line looks at `copy` only, never at the user's buffer again.
-        let mut copy = [0u8; REQUEST_LEN];
-        SecureRegion::new(input, REQUEST_LEN, ProbeMode::ReadOnly)?.read(0, &mut copy)?;
-        let request = Request::parse(&copy)?;
+        // Copy the request in once (secure, copy, unsecure). The secure keeps the user from
+        // freeing or re-protecting the buffer during the copy; it does not keep the bytes still,
+        // so everything after this line looks at `raw` only, never at the user's buffer again.
+        let raw: RawRequest = mmsecure::read_user(input)?;
+        let request = Request::parse(raw)?;
 
         // Secure the reply's bytes before changing anything: a request whose reply cannot be
-        // written changes nothing.
-        let reply = SecureRegion::new(output as *const u8, REPLY_LEN, ProbeMode::ReadWrite)?;
+        // written changes nothing. The output pointer goes in as the IRP gives it.
+        let reply = SecureRegion::new(output, REPLY_LEN, ProbeMode::ReadWrite)?;
         let previous = core::mem::replace(&mut mixer.levels[request.channel], request.level);
-        reply.write(0, &previous.to_le_bytes())?;
+        reply.writer().write(&previous.to_le())?;
         Ok(REPLY_LEN)
     }
 
@@ -134,7 +167,7 @@ mod volume {
             if output_len < REPLY_LEN {
                 return Err(Failure::TooShort);
             }
-            let region = SecureRegion::new(output as *const u8, REPLY_LEN, ProbeMode::ReadWrite)?;
+            let region = SecureRegion::new(output, REPLY_LEN, ProbeMode::ReadWrite)?;
             Ok(PendedReply {
                 region: region.into_raw(),
             })
@@ -152,7 +185,7 @@ mod volume {
             // In the wrong context the raw region comes back in the error; dropping it there
             // leaves the secure to the process's exit, and the count says so.
             let region = SecureRegion::from_raw(self.region).map_err(mmsecure::Error::from)?;
-            region.write(0, &level.to_le_bytes())?;
+            region.writer().write(&level.to_le())?;
             Ok(REPLY_LEN)
         }
 
@@ -185,7 +218,10 @@ fn main() -> Result<(), volume::Failure> {
 
     app.free(input, AccessMode::User).expect("free");
     let refused = volume::set_volume(&mut mixer, input, 8, output, 4).unwrap_err();
-    println!("the same request from a freed buffer: {refused:?}");
+    println!(
+        "the same request from a freed buffer: {refused:?}, completed with NTSTATUS {:#010X}",
+        refused.to_ntstatus() as u32
+    );
 
     // A pended IRP: the output stays secured while a worker thread finds the answer.
     let pended = volume::PendedReply::secure(output, 4)?;
@@ -231,15 +267,16 @@ fn request(channel: u32, level: u32) -> [u8; 8] {
 mod tests {
     use super::volume::{Failure, Mixer, PendedReply, MAX_LEVEL};
     use super::*;
+    use mmsecure::host::{PAGE_NOACCESS, PAGE_READONLY, STATUS_IN_PAGE_ERROR};
+    use mmsecure::status::{STATUS_ACCESS_VIOLATION, STATUS_BUFFER_TOO_SMALL};
     use mmsecure::Error;
-    use mmsecure_sys::host::{PAGE_NOACCESS, PAGE_READONLY, STATUS_IN_PAGE_ERROR};
 
     /// A user process with an input and an output page, and this thread in its context.
     struct App {
         process: Process,
         input: *mut u8,
         output: *mut u8,
-        _in_process: mmsecure_sys::host::Attach,
+        _in_process: mmsecure::host::Attach,
     }
 
     fn app() -> App {
@@ -353,7 +390,7 @@ mod tests {
         assert_eq!(
             volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
             Err(Failure::Buffer(Error::Fault {
-                code: STATUS_IN_PAGE_ERROR as u32
+                code: STATUS_IN_PAGE_ERROR
             }))
         );
         assert_eq!(mixer.level(2), 0);
@@ -414,5 +451,31 @@ mod tests {
         assert_eq!(app.process.secure_count(), 0); // exit dropped the secure
         pended.abandon();
         assert!(app.process.misuses().is_empty());
+    }
+
+    #[test]
+    fn each_request_byte_is_read_once_in_the_whole_dispatch() {
+        let app = app();
+        app.process.set_strict(true); // a double fetch would fail this test where it happens
+        let mut mixer = Mixer::default();
+        app.process.write(app.input, &request(1, 20)).unwrap();
+        let dispatch = app.process.begin_request(); // one IRP, across all its regions
+        assert_eq!(
+            volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
+            Ok(4)
+        );
+        drop(dispatch);
+        assert!(app.process.double_fetches().is_empty());
+    }
+
+    #[test]
+    fn failures_map_to_the_kernel_s_statuses() {
+        let app = app();
+        let mut mixer = Mixer::default();
+        let short = volume::set_volume(&mut mixer, app.input, 7, app.output, 4).unwrap_err();
+        assert_eq!(short.to_ntstatus(), STATUS_BUFFER_TOO_SMALL);
+        app.process.free(app.input, AccessMode::User).unwrap();
+        let freed = volume::set_volume(&mut mixer, app.input, 8, app.output, 4).unwrap_err();
+        assert_eq!(freed.to_ntstatus(), STATUS_ACCESS_VIOLATION);
     }
 }

@@ -1,8 +1,8 @@
 //! A tour of mmsecure on the host backend: what a secure refuses, what it does not, and what the
 //! driver sees at each step. Run with `cargo run --example tour`.
 
+use mmsecure::host::{self, AccessMode, Process, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE};
 use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
-use mmsecure_sys::host::{self, AccessMode, Process, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE};
 
 const PAGE: usize = host::PAGE_SIZE;
 
@@ -42,19 +42,36 @@ fn main() -> Result<(), Error> {
         .map(|_| ()),
     );
 
-    println!("\n2. The driver copies the request in once and validates the copy.");
-    let mut request = [0u8; 13];
-    region.read(0, &mut request)?;
-    let text = core::str::from_utf8(&request[..12]).unwrap_or("<not UTF-8>");
-    println!("   copied in: {text:?}");
+    println!("\n2. The driver copies the request in once, with a reader, and validates the copy.");
+    let mut reader = region.reader();
+    let mut verb = [0u8; 4];
+    reader.read_slice(&mut verb)?;
+    let mut rest = [0u8; 9];
+    reader.read_slice(&mut rest)?;
+    let text = core::str::from_utf8(&rest[..8]).unwrap_or("<not UTF-8>");
+    println!(
+        "   copied in: {:?} then {text:?}; {} bytes left in the reader",
+        core::str::from_utf8(&verb).unwrap_or("?"),
+        reader.len()
+    );
     app.write(buffer, b"SET volume=9\0").expect("user write");
     println!("   the user rewrites the buffer meanwhile: securing never stopped that;");
     println!("   the driver acts on its copy, which still says {text:?}.");
-    region.write(PAGE, b"OK")?;
-    println!("   copied out a reply at offset {PAGE}.");
     println!(
-        "   a write past the end: {}",
-        region.write(2 * PAGE - 1, b"XY").unwrap_err()
+        "   double fetches so far (the model watches every read): {}",
+        app.double_fetches().len()
+    );
+    let _again: [u8; 4] = region.read_value(0)?;
+    println!(
+        "   reading the verb again at offset 0 is one: {}",
+        app.double_fetches()[0]
+    );
+    region.writer().write_slice(b"OK")?;
+    println!("   copied out a reply with a writer.");
+    let past = region.write(2 * PAGE - 1, b"XY").unwrap_err();
+    println!(
+        "   a write past the end: {past} (NTSTATUS {:#010X})",
+        past.to_ntstatus() as u32
     );
 
     println!("\n3. The driver drops the region (MmUnsecureVirtualMemory).");
@@ -106,9 +123,10 @@ fn main() -> Result<(), Error> {
             16,
         ),
     ] {
+        let err = SecureRegion::new(address, len, ProbeMode::ReadOnly).unwrap_err();
         println!(
-            "   {what:<24} -> {}",
-            SecureRegion::new(address, len, ProbeMode::ReadOnly).unwrap_err()
+            "   {what:<24} -> {err} (NTSTATUS {:#010X})",
+            err.to_ntstatus() as u32
         );
     }
     println!(

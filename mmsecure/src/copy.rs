@@ -23,8 +23,6 @@ pub(crate) unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize) -> Res
     if status == mmsecure_sys::STATUS_SUCCESS {
         Ok(())
     } else {
-        Err(Error::Fault {
-            code: status as u32,
-        })
+        Err(Error::Fault { code: status })
     }
 }

@@ -2,16 +2,21 @@
 
 use core::fmt;
 
+use mmsecure_sys::NTSTATUS;
+
 /// Why securing or accessing a user range did not happen.
 ///
 /// Each variant is one cause a caller can act on. Every variant except [`Error::Refused`],
-/// [`Error::Unavailable`] and [`Error::Fault`] is detected by this crate before any kernel
-/// routine is called and before user memory is touched.
+/// [`Error::Unavailable`], [`Error::Fault`] and [`Error::NoMemory`] is detected by this crate
+/// before any kernel routine is called and before user memory is touched.
+///
+/// A dispatch routine completes its IRP with [`Error::to_ntstatus`], whose table follows the
+/// kernel's own conventions (see the [`status`](crate::status) module).
 ///
 /// ```
 /// use mmsecure::{Error, ProbeMode, SecureRegion};
 ///
-/// let err = SecureRegion::new(core::ptr::null(), 16, ProbeMode::ReadOnly).unwrap_err();
+/// let err = SecureRegion::new(core::ptr::null::<u8>(), 16, ProbeMode::ReadOnly).unwrap_err();
 /// assert_eq!(err, Error::NullAddress);
 /// assert_eq!(err.to_string(), "the user address is null");
 /// ```
@@ -71,10 +76,16 @@ pub enum Error {
     /// bytes may have been copied (see [`SecureRegion::read`](crate::SecureRegion::read)). Only
     /// where exceptions are caught (`mmsecure_sys::COPY_GUARDED`: x86_64 Windows and the host
     /// model); see `docs/exceptions.md`.
+    ///
+    /// `code` has the type of the `STATUS_*` constants ([`status`](crate::status)), so a match
+    /// needs no cast: `Error::Fault { code: mmsecure::status::STATUS_IN_PAGE_ERROR }`.
     Fault {
-        /// The exception code (an NTSTATUS, as an unsigned number).
-        code: u32,
+        /// The exception code, an NTSTATUS.
+        code: NTSTATUS,
     },
+    /// An allocation failed: `Reader::read_all` (feature `alloc`) could not grow its `Vec` for
+    /// the rest of the region. Nothing was read.
+    NoMemory,
 }
 
 impl fmt::Display for Error {
@@ -111,7 +122,10 @@ impl fmt::Display for Error {
             Error::Unavailable => f.write_str(
                 "MmSecureVirtualMemoryEx is not available on this Windows (needs 10.0.17763)",
             ),
-            Error::Fault { code } => write!(f, "the copy raised exception {code:#010X}"),
+            Error::Fault { code } => {
+                write!(f, "the copy raised exception {:#010X}", code as u32)
+            }
+            Error::NoMemory => f.write_str("an allocation for the copy failed"),
         }
     }
 }

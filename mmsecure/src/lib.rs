@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use mmsecure::{ProbeMode, SecureRegion};
-//! use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+//! use mmsecure::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
 //!
 //! // Off Windows, mmsecure-sys's host backend models the kernel: a user process and its buffer.
 //! let process = Process::new();
@@ -27,6 +27,86 @@
 //! assert!(process.free(buffer, AccessMode::User).is_ok()); // and now it can
 //! # Ok::<(), mmsecure::Error>(())
 //! ```
+//!
+//! # Reading a request: cursors, typed copies, one call
+//!
+//! A request is usually a fixed header and a payload. [`SecureRegion::reader`] reads it front to
+//! back, each byte at most once, so the header a driver checked is never read again from the
+//! user's memory, where the user may have changed it (a *double fetch*; see [`Reader`]).
+//! [`SecureRegion::writer`] writes a reply the same way. For a request that is one value,
+//! [`read_user`] secures, copies once and unsecures in one call.
+//!
+//! ## Typed copies
+//!
+//! A typed read produces a `T: `[`AnyBitPattern`](bytemuck::AnyBitPattern) (any bytes make a
+//! valid `T`: the user chooses them), a typed write sends a `T: `[`NoUninit`](bytemuck::NoUninit)
+//! (no padding: no uninitialized kernel bytes reach the user). Both traits are bytemuck's, which
+//! this crate re-exports as [`mmsecure::bytemuck`](bytemuck), with its derive macros under the
+//! `derive` feature, so a driver needs no dependency of its own:
+//!
+//! ```toml
+//! mmsecure = { version = "0.1", features = ["derive"] }
+//! ```
+//!
+//! ```
+//! use mmsecure::bytemuck::{AnyBitPattern, NoUninit};
+//! use mmsecure::host::{Process, PAGE_READWRITE};
+//! use mmsecure::{ProbeMode, SecureRegion};
+//!
+//! /// The request's header, as the user program lays it out.
+//! #[derive(Clone, Copy, AnyBitPattern)]
+//! #[bytemuck(crate = "mmsecure::bytemuck")] // the derive's paths go through the re-export
+//! #[repr(C)]
+//! struct Header {
+//!     kind: u32,
+//!     flags: u32,
+//!     payload_len: u64,
+//! }
+//!
+//! /// The reply: no padding, so `NoUninit` derives.
+//! #[derive(Clone, Copy, NoUninit)]
+//! #[bytemuck(crate = "mmsecure::bytemuck")]
+//! #[repr(C)]
+//! struct Reply {
+//!     status: u32,
+//!     written: u32,
+//! }
+//!
+//! let process = Process::new();
+//! let _in_process = process.attach();
+//! let buffer = process.allocate(4096, PAGE_READWRITE).unwrap();
+//! process.write(buffer, &[7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, b'a', b'b', b'c']).unwrap();
+//!
+//! let region = SecureRegion::new(buffer, 64, ProbeMode::ReadWrite)?;
+//! let mut reader = region.reader();
+//! let header: Header = reader.read()?;
+//! assert_eq!((header.kind, header.flags, header.payload_len), (7, 0, 3));
+//! let mut payload = [0u8; 3];
+//! reader.read_slice(&mut payload)?;
+//! assert_eq!(&payload, b"abc");
+//! region.writer().write(&Reply { status: 0, written: 3 })?;
+//! # Ok::<(), mmsecure::Error>(())
+//! ```
+//!
+//! Why bytemuck's traits and not traits of this crate (as the Linux kernel's `FromBytes` and
+//! `AsBytes`): they are the ones the ecosystem already implements and derives, they say exactly
+//! what a copy from and to user memory needs, and a second pair would need a derive macro of its
+//! own. The cost is the `#[bytemuck(crate = "mmsecure::bytemuck")]` line on each derive, without
+//! which the derive names a `bytemuck` crate the driver does not depend on.
+//!
+//! **MSRV note.** This crate builds on Rust 1.63. bytemuck_derive 1.10.x (rust-version 1.61) is
+//! the last that does; 1.11 and later, and the current syn, quote, proc-macro2 and unicode-ident,
+//! need 1.71. On an old compiler resolve with `CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback`
+//! (cargo 1.84 and later, with `rust-version` set in your package) or pin them by hand
+//! (`cargo update -p bytemuck_derive --precise 1.10.2`); the sample driver in this repository
+//! builds its derived header with Debian's rustc 1.63 that way.
+//!
+//! ## One dependency
+//!
+//! A driver names only this crate: [`PEPROCESS`] and [`NTSTATUS`] are re-exported, the raw
+//! declarations are [`mmsecure::sys`](sys), and wherever the host model is the backend (off
+//! Windows) it is `mmsecure::host`, for the driver's tests. Errors turn into the status to
+//! complete the IRP with: [`Error::to_ntstatus`], whose table is in [`status`].
 //!
 //! # What securing guarantees
 //!
@@ -123,29 +203,107 @@
 // docs.rs (`--cfg docsrs`, nightly): badges for items that exist with some features only.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
 mod context;
 mod copy;
+mod cursor_error;
 mod error;
 mod flags;
 mod kernel;
 mod probe;
 mod raw;
+mod reader;
 mod region;
+pub mod status;
+mod user_copy;
+mod user_ptr;
 mod user_range;
+mod writer;
 
 pub use context::abandoned_secures;
+pub use cursor_error::CursorError;
 pub use error::Error;
 pub use flags::SecureFlags;
 pub use kernel::secure_ex_available;
 pub use probe::ProbeMode;
 pub use raw::{FromRawError, RawRegion};
+pub use reader::Reader;
 pub use region::SecureRegion;
+pub use user_copy::{read_user, read_user_slice, write_user, write_user_slice};
+pub use user_ptr::UserPtr;
 pub use user_range::highest_user_address;
+pub use writer::Writer;
+
+/// The bytemuck crate, whose [`AnyBitPattern`](bytemuck::AnyBitPattern) (what a read may produce)
+/// and [`NoUninit`](bytemuck::NoUninit) (what a write may send) bound this crate's typed copies.
+/// Re-exported so that a driver needs no dependency of its own, at a matching version; with this
+/// crate's `derive` feature its derive macros come along (see *Typed copies* above).
+///
+/// ```
+/// let bytes = mmsecure::bytemuck::bytes_of(&0x0102_0304_u32);
+/// assert_eq!(bytes.len(), 4);
+/// ```
+pub use bytemuck;
+
+/// The raw declarations this crate is built on (`mmsecure-sys`), for what it does not wrap: one
+/// dependency, always the version this crate was built with.
+///
+/// ```
+/// assert_eq!(mmsecure::sys::PAGE_READWRITE, 0x04);
+/// ```
+pub use mmsecure_sys as sys;
+
+/// `NTSTATUS`, the type of every status this crate returns ([`Error::to_ntstatus`],
+/// [`Error::Fault`]'s code, the [`status`] constants): `i32`, the C `LONG`.
+///
+/// ```
+/// let code: mmsecure::NTSTATUS = mmsecure::Error::Refused.to_ntstatus();
+/// assert_eq!(code, mmsecure::status::STATUS_ACCESS_VIOLATION);
+/// ```
+pub use mmsecure_sys::NTSTATUS;
+
+/// `PEPROCESS`, what [`SecureRegion::process`] and [`RawRegion::process`] return: an opaque
+/// process-object pointer to compare, or to pass to `KeStackAttachProcess`.
+///
+/// ```
+/// use mmsecure::host::{Process, PAGE_READWRITE};
+/// use mmsecure::{ProbeMode, SecureRegion, PEPROCESS};
+///
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?;
+/// let owner: PEPROCESS = region.process();
+/// assert_eq!(owner, process.eprocess());
+/// # Ok::<(), mmsecure::Error>(())
+/// ```
+pub use mmsecure_sys::PEPROCESS;
+
+/// The host model of the kernel, the backend wherever this crate is not built for Windows:
+/// simulated processes, their memory, IRQL, injected faults, misuse and double-fetch reports
+/// (`mmsecure_sys::host`, re-exported so that a driver's tests need no second dependency).
+///
+/// ```
+/// use mmsecure::host::Process;
+///
+/// let process = Process::new();
+/// assert!(process.double_fetches().is_empty());
+/// ```
+#[cfg(not(windows))]
+#[cfg_attr(docsrs, doc(cfg(not(windows))))]
+pub use mmsecure_sys::host;
 
 // The README (the crate's page on crates.io) runs with the doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+// So do the guide's runnable patterns (only under `cfg(doctest)`: the published crate does not
+// ship `docs/`, and a plain build never reads it).
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/patterns.md")]
+struct PatternsDoctests;

@@ -11,7 +11,7 @@ use mmsecure_sys::PEPROCESS;
 
 use crate::copy::copy_bytes;
 use crate::raw::{FromRawError, RawRegion};
-use crate::{context, kernel, user_range, Error, ProbeMode, SecureFlags};
+use crate::{context, kernel, user_range, Error, ProbeMode, SecureFlags, UserPtr};
 
 /// A user-mode address range secured against being freed or made more restrictive, until this
 /// value is dropped.
@@ -19,8 +19,12 @@ use crate::{context, kernel, user_range, Error, ProbeMode, SecureFlags};
 /// Made by [`SecureRegion::new`] (`MmSecureVirtualMemory`) or [`SecureRegion::with_flags`]
 /// (`MmSecureVirtualMemoryEx`); dropping it calls `MmUnsecureVirtualMemory`. Its bytes are reached
 /// only by copying: [`read`](Self::read), [`write`](Self::write),
-/// [`read_value`](Self::read_value), [`write_value`](Self::write_value). No reference into user
-/// memory is ever formed.
+/// [`read_value`](Self::read_value), [`write_value`](Self::write_value), or front to back with
+/// the cursors [`reader`](Self::reader) and [`writer`](Self::writer), which read each byte at
+/// most once. No reference into user memory is ever formed.
+///
+/// The constructors take the user address as `impl Into<`[`UserPtr`]`>`: the `PVOID` an IRP
+/// holds, or any other raw pointer, goes in without a cast.
 ///
 /// # What a secure guarantees, and what it does not
 ///
@@ -115,8 +119,12 @@ impl SecureRegion {
     /// );
     /// ```
     #[inline]
-    pub fn new(address: *const u8, len: usize, mode: ProbeMode) -> Result<SecureRegion, Error> {
-        let address = checked_start(address, len)?;
+    pub fn new(
+        address: impl Into<UserPtr>,
+        len: usize,
+        mode: ProbeMode,
+    ) -> Result<SecureRegion, Error> {
+        let address = checked_start(address.into(), len)?;
         context::require_irql(context::SECURE_MAX)?;
         let handle = kernel::secure(address.as_ptr() as usize, len, mode.into_raw());
         SecureRegion::adopt(handle, address, len, mode)
@@ -153,11 +161,12 @@ impl SecureRegion {
     /// ```
     #[inline]
     pub fn with_flags(
-        address: *const u8,
+        address: impl Into<UserPtr>,
         len: usize,
         mode: ProbeMode,
         flags: SecureFlags,
     ) -> Result<SecureRegion, Error> {
+        let address = address.into();
         let flags = SecureFlags::from_raw(flags.bits())?;
         if flags.is_empty() {
             return SecureRegion::new(address, len, mode);
@@ -332,7 +341,12 @@ impl SecureRegion {
     }
 
     /// Copies a `T` out of the region at `offset` (no alignment needed). `T` must accept any bit
-    /// pattern, since the user chooses the bytes. A fault is [`Error::Fault`], and no `T`.
+    /// pattern ([`AnyBitPattern`]), since the user chooses the bytes. A fault is
+    /// [`Error::Fault`], and no `T`.
+    ///
+    /// Reading the same bytes twice while the region stands is a double fetch: the user may
+    /// have changed them in between, and the host model reports it
+    /// (`Process::double_fetches`). Read once, or use a [`reader`](Self::reader).
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -344,6 +358,9 @@ impl SecureRegion {
     /// let region = SecureRegion::new(page, 64, ProbeMode::ReadOnly)?;
     /// let value: u32 = region.read_value(1)?;
     /// assert_eq!(value, 0x1234_5678);
+    /// assert!(process.double_fetches().is_empty());
+    /// let again: u32 = region.read_value(1)?; // checked once, used twice? The model says so.
+    /// assert_eq!(process.double_fetches()[0].len, 4);
     /// # Ok::<(), Error>(())
     /// ```
     #[inline]
@@ -357,7 +374,8 @@ impl SecureRegion {
         Ok(unsafe { value.assume_init() })
     }
 
-    /// Copies `value` into the region at `offset` (no alignment needed). Refused with
+    /// Copies `value` into the region at `offset` (no alignment needed). `T` has no padding
+    /// ([`NoUninit`]), so no uninitialized kernel bytes reach the user. Refused with
     /// [`Error::NotWritable`] on a [`ProbeMode::ReadOnly`] region. A fault is [`Error::Fault`],
     /// possibly with part of the value written, as in [`write`](Self::write).
     ///
@@ -375,6 +393,23 @@ impl SecureRegion {
     #[inline]
     pub fn write_value<T: NoUninit>(&self, offset: usize, value: &T) -> Result<(), Error> {
         self.write(offset, bytemuck::bytes_of(value))
+    }
+
+    /// Copies `len` bytes at `offset` into `dst`, with the checks of [`read`](Self::read).
+    ///
+    /// # Safety
+    ///
+    /// `dst` is the driver's own memory, valid for `len` bytes of writes.
+    #[inline]
+    pub(crate) unsafe fn read_into(
+        &self,
+        offset: usize,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<(), Error> {
+        let src = self.user_ptr(offset, len)?;
+        // SAFETY: as in `read`; the caller vouches for `dst`.
+        unsafe { copy_bytes(dst, src, len) }
     }
 
     /// The user address `offset` bytes in, once `len` bytes there are known to lie inside the
@@ -485,7 +520,8 @@ impl fmt::Debug for SecureRegion {
 }
 
 /// Checks a range and returns its start as non-null.
-fn checked_start(address: *const u8, len: usize) -> Result<NonNull<u8>, Error> {
-    user_range::check(address as usize, len)?;
-    NonNull::new(address as *mut u8).ok_or(Error::NullAddress)
+#[inline]
+fn checked_start(address: UserPtr, len: usize) -> Result<NonNull<u8>, Error> {
+    user_range::check(address.addr(), len)?;
+    NonNull::new(address.addr() as *mut u8).ok_or(Error::NullAddress)
 }

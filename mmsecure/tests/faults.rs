@@ -6,7 +6,7 @@ use mmsecure_sys::host::{
     Process, PAGE_READWRITE, PAGE_SIZE, STATUS_ACCESS_VIOLATION, STATUS_IN_PAGE_ERROR,
 };
 
-const IN_PAGE_ERROR: u32 = STATUS_IN_PAGE_ERROR as u32;
+const IN_PAGE_ERROR: mmsecure::NTSTATUS = STATUS_IN_PAGE_ERROR;
 
 #[test]
 fn read_of_a_faulting_page_is_a_fault_with_the_code() {
@@ -50,7 +50,7 @@ fn write_to_a_faulting_page_is_a_fault_with_the_code() {
     process.inject_fault(buffer, 1, STATUS_ACCESS_VIOLATION);
 
     let fault = Error::Fault {
-        code: STATUS_ACCESS_VIOLATION as u32,
+        code: STATUS_ACCESS_VIOLATION,
     };
     assert_eq!(region.write(8, b"reply"), Err(fault));
     assert_eq!(region.write_value(0, &7u32), Err(fault));

@@ -175,7 +175,7 @@ fn a_copy_from_memory_the_process_no_longer_has_faults_instead_of_reading_it() {
     assert_eq!(
         region.read(0, &mut out),
         Err(Error::Fault {
-            code: STATUS_ACCESS_VIOLATION as u32
+            code: STATUS_ACCESS_VIOLATION
         })
     );
 }

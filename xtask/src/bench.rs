@@ -263,6 +263,9 @@ struct Counts {
     empty: f64,
     raw: f64,
     wrapper: f64,
+    /// `read_value::<Header>(0)` and a reader's `read::<Header>()`, 16 bytes (issue #14).
+    read_value: f64,
+    reader: f64,
     /// The raw pair with 10, 1 000 and 100 000 secures standing.
     standing: Vec<(usize, f64)>,
 }
@@ -277,6 +280,8 @@ fn instruction_counts(root: &Path, binary: &Path, iters: u64) -> crate::Result<C
     let empty = per_op("empty", "mmsecure_bench_empty")?;
     let raw = per_op("raw", "mmsecure_bench_raw")? - empty;
     let wrapper = per_op("wrapper", "mmsecure_bench_wrapper")? - empty;
+    let read_value = per_op("read-value", "mmsecure_bench_read_value")? - empty;
+    let reader = per_op("reader", "mmsecure_bench_reader")? - empty;
     let mut standing = Vec::new();
     for count in STANDING {
         let op = format!("standing-{count}");
@@ -287,6 +292,8 @@ fn instruction_counts(root: &Path, binary: &Path, iters: u64) -> crate::Result<C
         empty,
         raw,
         wrapper,
+        read_value,
+        reader,
         standing,
     })
 }
@@ -434,6 +441,27 @@ fn table(machine: &str, options: &Options, rows: &[Row], counts: Option<&Counts>
             row.goal,
         );
     }
+    for row in rows.iter().filter(|row| row.id == "reader_header") {
+        if let Some(c) = counts {
+            push(
+                &row.what,
+                "instructions",
+                format!("read_value {:.1}", c.read_value),
+                format!("Reader::read {:.1}", c.reader),
+                c.reader / c.read_value,
+                row.goal,
+            );
+        }
+        let (baseline, measured) = wall(row);
+        push(
+            &row.what,
+            &iqr(row),
+            baseline,
+            measured,
+            row.ratio,
+            row.goal,
+        );
+    }
     for row in rows.iter().filter(|row| row.id.starts_with("standing_")) {
         let standing: Option<usize> = row.id["standing_".len()..].parse().ok();
         if let Some(c) = counts {
@@ -492,7 +520,7 @@ fn table(machine: &str, options: &Options, rows: &[Row], counts: Option<&Counts>
         out,
         "ratios: secure + drop = SecureRegion / raw pair (instructions or ns); copies = \
          throughput / copy_nonoverlapping's (GB = 1e9 bytes); standing = cost / cost with 10 \
-         standing"
+         standing; header = Reader::read / read_value"
     );
     if let Some(c) = counts {
         let _ = writeln!(

@@ -19,6 +19,8 @@
 //! faulting access, and returns the code. The driver's own memory (anything the model did not
 //! allocate) is not checked.
 //!
+//! What the copy read of user memory goes to the double-fetch detector (`fetch`).
+//!
 //! The checks are made when the copy starts; the pages are not re-checked while it runs, so a
 //! user thread that changes a protection in the middle of a copy is not seen by it.
 //!
@@ -31,6 +33,7 @@ use core::ffi::c_void;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use std::vec::Vec;
 
+use super::fetch;
 use super::process::Process;
 use super::status::STATUS_ACCESS_VIOLATION;
 use super::thread::{current_pid, current_process, irql, stop};
@@ -155,6 +158,7 @@ pub(crate) unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> N
         // SAFETY: the caller vouches for both ranges, and the model checked them (this thread,
         // this process, nothing changed anywhere since) and found nothing that faults.
         unsafe { copy_unguarded(dst, src, len) };
+        fetch::record(src as usize, len);
         return 0;
     }
     match check(dst as usize, src as usize, len, seen) {
@@ -162,12 +166,14 @@ pub(crate) unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> N
             // SAFETY: the caller vouches for `len` bytes of both ranges; `done <= len`, and the
             // bytes before `done` passed the model's checks.
             unsafe { copy_unguarded(dst, src, done) };
+            fetch::record(src as usize, done);
             status
         }
         None => {
             // SAFETY: the caller vouches for both ranges, and the model found nothing that
             // faults in them.
             unsafe { copy_unguarded(dst, src, len) };
+            fetch::record(src as usize, len);
             0
         }
     }

@@ -20,6 +20,9 @@
 //!   `ObfDereferenceObject`, every [`Process`] value) and reused once freed;
 //! - a record of misuse ([`Misuse`]) that the kernel would tolerate silently;
 //! - the Windows build ([`set_windows_build`]) `MmGetSystemRoutineAddress` answers by;
+//! - a double-fetch detector ([`Process::double_fetches`], [`Process::begin_request`]): the
+//!   model sees every guarded read of user memory and reports bytes a driver read twice within
+//!   one request;
 //! - a guarded copy ([`copy_guarded`](crate::copy_guarded)) that checks the current process's
 //!   pages as the MMU would and returns the exception's code as the Windows one does, faults a
 //!   test injects into pages ([`Process::inject_fault`]), and raises ([`raise_exception`]) that
@@ -112,6 +115,7 @@
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 mod access;
+mod fetch;
 pub(crate) mod guard;
 mod memory;
 mod misuse;
@@ -126,6 +130,7 @@ mod vad;
 mod version;
 
 pub use access::AccessMode;
+pub use fetch::{DoubleFetch, Fetch, RequestScope, MAX_FINDINGS};
 pub use guard::raise_exception;
 pub(crate) use misuse::abandoned;
 pub use misuse::{misuses, Misuse, MisuseKind};

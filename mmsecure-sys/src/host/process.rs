@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 
 use super::access::AccessMode;
+use super::fetch::Fetches;
 use super::guard::{self, Fault};
 use super::lock;
 use super::misuse::Misuse;
@@ -80,6 +81,8 @@ pub(crate) struct ProcessInner {
     misuses: Mutex<Vec<Misuse>>,
     /// Pages that fault in a guarded copy ([`Process::inject_fault`]).
     pub(crate) faults: Mutex<Vec<Fault>>,
+    /// The double-fetch detector's requests and findings.
+    pub(crate) fetches: Fetches,
 }
 
 #[derive(Default)]
@@ -165,6 +168,7 @@ impl Process {
                     state: Mutex::new(ProcessState::default()),
                     misuses: Mutex::new(Vec::new()),
                     faults: Mutex::new(Vec::new()),
+                    fetches: Fetches::new(),
                 }
             }),
         }
@@ -530,6 +534,8 @@ impl Process {
         state.retired.extend(dropped);
         state.retired.extend(state.orphaned.drain());
         state.space.delete();
+        drop(guard);
+        self.inner.fetches.close_all();
     }
 
     /// Whether [`exit`](Self::exit) has run.
@@ -544,7 +550,9 @@ impl Process {
     }
 
     /// In strict mode, a misuse recorded against this process stops the test binary (printing
-    /// the misuse), as Driver Verifier would bug check. Off by default.
+    /// the misuse), as Driver Verifier would bug check, and a double fetch found in it
+    /// ([`double_fetches`](Self::double_fetches)) panics where the second read was made, which
+    /// fails the test. Off by default.
     pub fn set_strict(&self, strict: bool) {
         self.inner.strict.store(strict, Ordering::SeqCst);
     }
@@ -594,6 +602,8 @@ impl Process {
             None => return 0,
         }
         state.secures.insert(handle, base);
+        drop(guard);
+        self.inner.fetches.opened(handle, address, size);
         handle
     }
 
@@ -614,6 +624,7 @@ impl Process {
             None => return Unsecured::NotHere,
         }
         drop(guard);
+        self.inner.fetches.closed(handle);
         secure::forget([handle]);
         Unsecured::Done
     }

@@ -105,11 +105,11 @@ const APC: u8 = APC_LEVEL as u8;
 const DISPATCH: u8 = DISPATCH_LEVEL as u8;
 /// What a copy that touches no committed page of the current process gets.
 const ACCESS_VIOLATION: Error = Error::Fault {
-    code: STATUS_ACCESS_VIOLATION as u32,
+    code: STATUS_ACCESS_VIOLATION,
 };
 /// What a copy that touches a guard page gets, once.
 const GUARD_PAGE: Error = Error::Fault {
-    code: STATUS_GUARD_PAGE_VIOLATION as u32,
+    code: STATUS_GUARD_PAGE_VIOLATION,
 };
 
 /// The reservation: only its first [`RESERVED_COMMITTED`] pages start committed.

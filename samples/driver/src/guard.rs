@@ -1,8 +1,8 @@
 //! The exception guard, exercised for real (issue #9): a guarded copy from a page that faults, a
 //! guarded call into a routine that raises, and what the guard costs.
 //!
-//! Each step reports a number: the NTSTATUS that `mmsecure_sys::copy_guarded` or
-//! `mmsecure_sys::call_guarded` returned, or a time. That the driver reports anything after
+//! Each step reports a number: the NTSTATUS that `mmsecure::sys::copy_guarded` or
+//! `mmsecure::sys::call_guarded` returned, or a time. That the driver reports anything after
 //! these steps (`DriverEntryDone`, and `Unloaded` at `net stop`) shows that the exceptions were
 //! caught: unhandled, either would have ended `winedevice.exe` under Wine, or the machine on
 //! Windows.
@@ -10,7 +10,7 @@
 use core::ffi::c_void;
 use core::ptr;
 
-use mmsecure_sys::{
+use mmsecure::sys::{
     call_guarded, copy_guarded, copy_unguarded, MmUnsecureVirtualMemory, HANDLE, PAGE_READONLY,
     PAGE_READWRITE, SIZE_T,
 };

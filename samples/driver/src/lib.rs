@@ -20,7 +20,8 @@
 //!    (`ObfReferenceObject`, `ObfDereferenceObject`);
 //! 4. allocates a page of user memory ([`user_buffer::UserBuffer`]), fills it with a known
 //!    pattern as a user program would, and runs the code path a driver runs on a user's buffer
-//!    ([`request::copy_request`]: secure, copy out, drop the secure) twice: with
+//!    ([`request::copy_request`]: secure, read a derived `#[repr(C)]` header and the payload with
+//!    one reader, drop the secure) twice: with
 //!    `SecureFlags::NO_CHANGE` (the flags path, `MmSecureVirtualMemoryEx`) and with no flags
 //!    (`MmSecureVirtualMemory`); each copy is compared with the pattern;
 //! 5. exercises the exception guard ([`guard`], issue #9) on that page: a guarded copy after
@@ -69,7 +70,7 @@
 //! `SecureRegion::with_flags` returns `Err(Unavailable)`. Should a later Wine export the Ex
 //! routine (as a stub or not), the sample skips the flags path too rather than call it.
 //!
-//! One step calls the stub on purpose, under `mmsecure_sys::call_guarded` (issue #9): the
+//! One step calls the stub on purpose, under `mmsecure::sys::call_guarded` (issue #9): the
 //! exception comes back as its code, 0x80000100, and the driver goes on.
 //!
 //! # Release builds only
@@ -108,16 +109,16 @@ pub mod wine;
 use core::panic::PanicInfo;
 
 use mmsecure::{ProbeMode, SecureFlags, SecureRegion};
-use mmsecure_sys::UNICODE_STRING;
+use mmsecure::sys::UNICODE_STRING;
 
 use ntoskrnl::{DriverObject, KeBugCheckEx, NTSTATUS, STATUS_SUCCESS};
-use request::{copy_request, error_name, Request, REQUEST_LEN};
+use request::{copy_request, error_name, REQUEST_LEN};
 use user_buffer::UserBuffer;
 
 /// The pattern the driver puts in the user buffer and expects back from each copy.
-const PATTERN: Request = pattern();
+const PATTERN: [u8; REQUEST_LEN] = pattern();
 
-const fn pattern() -> Request {
+const fn pattern() -> [u8; REQUEST_LEN] {
     let mut bytes = [0u8; REQUEST_LEN];
     let mut i = 0;
     while i < REQUEST_LEN {
@@ -227,18 +228,18 @@ fn refuse_bad_ranges() {
 /// reported: Wine 8's versions return nothing.
 fn process_reference() {
     // SAFETY: callable at any IRQL; the current process is live while this thread runs in it.
-    let process = unsafe { mmsecure_sys::IoGetCurrentProcess() };
+    let process = unsafe { mmsecure::sys::IoGetCurrentProcess() };
     // SAFETY: a live process object, at PASSIVE_LEVEL.
-    unsafe { mmsecure_sys::ObfReferenceObject(process.cast()) };
+    unsafe { mmsecure::sys::ObfReferenceObject(process.cast()) };
     // SAFETY: the reference taken just above, given up once.
-    unsafe { mmsecure_sys::ObfDereferenceObject(process.cast()) };
+    unsafe { mmsecure::sys::ObfDereferenceObject(process.cast()) };
     report::outcome("ProcessReference", "Ok");
 }
 
 /// Runs [`copy_request`] on `buffer` and reports the outcome under `name`.
 fn secure_copy(name: &str, buffer: &UserBuffer, flags: SecureFlags) {
     let text = match copy_request(buffer.as_ptr(), buffer.len(), flags) {
-        Ok(copy) if copy == PATTERN => "Ok",
+        Ok(copy) if copy.to_bytes() == PATTERN => "Ok",
         Ok(_) => "Mismatch",
         Err(error) => error_name(error),
     };

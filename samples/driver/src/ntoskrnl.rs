@@ -4,8 +4,8 @@
 //! everything else, as here. Every routine in the extern block is also listed in `ntoskrnl.def`,
 //! from which `cargo xtask driver` makes the import library.
 
-use mmsecure_sys::ctypes::c_char;
-use mmsecure_sys::{HANDLE, PVOID, SIZE_T, ULONG, ULONG_PTR, UNICODE_STRING};
+use mmsecure::sys::ctypes::c_char;
+use mmsecure::sys::{HANDLE, PVOID, SIZE_T, ULONG, ULONG_PTR, UNICODE_STRING};
 
 /// `NTSTATUS`: negative values are errors.
 pub type NTSTATUS = i32;

@@ -1,8 +1,8 @@
 //! Reporting what each step returned: a `DbgPrint` line and a value under the driver's own
 //! service key, `HKLM\System\CurrentControlSet\Services\mmsecure_sample`, where a test reads it.
 
-use mmsecure_sys::ctypes::c_char;
-use mmsecure_sys::ULONG;
+use mmsecure::sys::ctypes::c_char;
+use mmsecure::sys::ULONG;
 
 use crate::ntoskrnl::{
     DbgPrint, RtlWriteRegistryValue, REG_DWORD, REG_SZ, RTL_REGISTRY_SERVICES, STATUS_SUCCESS,

@@ -3,7 +3,7 @@
 
 use core::ptr;
 
-use mmsecure_sys::{PAGE_READWRITE, PVOID, SIZE_T, ULONG};
+use mmsecure::sys::{PAGE_READWRITE, PVOID, SIZE_T, ULONG};
 
 use crate::ntoskrnl::{
     ZwAllocateVirtualMemory, ZwFreeVirtualMemory, ZwProtectVirtualMemory, MEM_COMMIT, MEM_RELEASE,

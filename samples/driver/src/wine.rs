@@ -11,7 +11,7 @@
 //! module. Windows' ntoskrnl.exe exports nothing named `wine_*`. So the lookup finds the routine
 //! exactly when the driver runs under Wine. The address is never called.
 
-use mmsecure_sys::{MmGetSystemRoutineAddress, UNICODE_STRING};
+use mmsecure::sys::{MmGetSystemRoutineAddress, UNICODE_STRING};
 
 /// Whether ntoskrnl.exe exports `wine_ntoskrnl_main_loop`, that is, whether this is Wine.
 ///
