@@ -88,8 +88,9 @@
 //!
 //! - **Bug checks abort.** The routines are `extern "C"` and cannot unwind, so where the kernel
 //!   would bug check (rule 18, strict-mode misuse, calling the Ex routine on a build without
-//!   it), the model prints a message naming the bug check and aborts the binary. A test that
-//!   expects one runs the code in a child process (see `tests/host_irql.rs`).
+//!   it), the model writes a message naming the bug check straight to the process's stderr (so
+//!   it shows under `cargo test`'s output capture too) and aborts the binary. A test that
+//!   expects one runs the code in a child process: [`assert_bug_check`].
 //! - **Fork shares bytes.** The host cannot map two copies at one address: a forked child's
 //!   allocations are at the parent's addresses over the parent's bytes. Its allocations,
 //!   protections and secures are its own.
@@ -106,6 +107,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 mod access;
+mod bug_check;
 pub(crate) mod guard;
 mod memory;
 mod misuse;
@@ -119,6 +121,7 @@ mod vad;
 mod version;
 
 pub use access::AccessMode;
+pub use bug_check::{assert_bug_check, BUG_CHECK_CHILD_VAR};
 pub use guard::raise_exception;
 pub use misuse::{misuses, Misuse, MisuseKind};
 pub use process::Process;
