@@ -643,7 +643,7 @@ pub const COPY_GUARDED: bool = guard::COPY_GUARDED;
 /// exception raised during the copy (`STATUS_ACCESS_VIOLATION` 0xC0000005, `STATUS_IN_PAGE_ERROR`
 /// 0xC0000006...), where [`COPY_GUARDED`] says exceptions are caught.
 ///
-/// The copy is one `rep movsb` on x86_64 (volatile word copies elsewhere), an access the compiler
+/// The copy is one `rep movsb` on x86_64 (relaxed atomic word copies elsewhere), an access the compiler
 /// cannot see into, so user threads writing the same bytes meanwhile is no data race (see
 /// [`copy_unguarded`]). It runs forward: when it faults, the bytes before the faulting byte have
 /// been copied and the rest of `dst` is untouched, so a faulting read leaves the destination
