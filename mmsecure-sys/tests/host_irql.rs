@@ -4,11 +4,9 @@
 //! The routines are `extern "C"` and cannot unwind, so the model aborts rather than panics. Each
 //! such test therefore reruns itself in a child process (this same test binary, filtered to the
 //! one test, with an environment variable telling it to do the deed) and checks that the child
-//! died with the expected message. The pattern is the one to copy for a driver's own tests.
+//! died with the expected message: `host::assert_bug_check`, which a driver's own tests use too.
 
 mod common;
-
-use std::process::Command;
 
 use common::PAGE;
 use mmsecure_sys::host::{self, Process, PAGE_READWRITE};
@@ -17,27 +15,11 @@ use mmsecure_sys::{
     MmUnsecureVirtualMemory, APC_LEVEL, DISPATCH_LEVEL, SIZE_T, UNICODE_STRING,
 };
 
-const CHILD: &str = "MMSECURE_HOST_TEST_CHILD";
-
-/// In the child process (run for `test`), runs `deed`, which must stop the process, then exits
-/// with success so that the parent notices it did not. In the parent, runs the child and returns
-/// its stderr, asserting that it did not succeed.
+/// Runs `deed`, which must stop the process, in a child process (the test binary rerun for
+/// `test`), and returns the bug check's message: [`host::assert_bug_check`], the supported form
+/// of this file's pattern.
 fn stopped_child(test: &str, deed: impl FnOnce()) -> String {
-    if std::env::var(CHILD).as_deref() == Ok(test) {
-        deed();
-        std::process::exit(0);
-    }
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, test)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        !output.status.success(),
-        "the child was not stopped; stderr:\n{stderr}"
-    );
-    stderr
+    host::assert_bug_check(test, deed)
 }
 
 /// A process with one attached page, for the deeds.

@@ -20,6 +20,13 @@ const PREFIX: &str = "mmsecure host model stopped the caller (a bug check): ";
 /// whose deed the child runs.
 pub const BUG_CHECK_CHILD_VAR: &str = "MMSECURE_BUG_CHECK_CHILD";
 
+/// The environment variable that names a runner for the child process, for test binaries that
+/// run under an emulator which does not follow `exec` by itself: with
+/// `MMSECURE_CHILD_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"` the child is started as
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu <this binary> …` (words split at whitespace). Cargo's
+/// `target.<triple>.runner` starts only the parent. Unset or empty: the binary is started itself.
+pub const CHILD_RUNNER_VAR: &str = "MMSECURE_CHILD_RUNNER";
+
 /// Writes the bug-check `message` to the process's stderr in one write and aborts.
 pub(crate) fn write_and_abort(message: fmt::Arguments<'_>) -> ! {
     let mut line = String::new();
@@ -36,7 +43,8 @@ pub(crate) fn write_and_abort(message: fmt::Arguments<'_>) -> ! {
 ///
 /// A bug check aborts the binary, so the deed runs in a child process: this same executable, run
 /// with the arguments `test --exact --test-threads=1` (libtest's filter for exactly that test)
-/// and [`BUG_CHECK_CHILD_VAR`] set to `test`. In the child, `assert_bug_check` runs `deed`; in
+/// and [`BUG_CHECK_CHILD_VAR`] set to `test` (under the runner [`CHILD_RUNNER_VAR`] names, if
+/// any). In the child, `assert_bug_check` runs `deed`; in
 /// the parent (anywhere the variable is not `test`) it starts the child, waits, and reads its
 /// stderr. So:
 ///
@@ -76,7 +84,17 @@ pub fn assert_bug_check(test: &str, deed: impl FnOnce()) -> String {
         Ok(exe) => exe,
         Err(e) => panic!("assert_bug_check: cannot find this test binary to rerun it: {e}"),
     };
-    let output = match Command::new(&exe)
+    let runner = std::env::var(CHILD_RUNNER_VAR).unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(&exe);
+            command
+        }
+        None => Command::new(&exe),
+    };
+    let output = match command
         .args([test, "--exact", "--test-threads=1"])
         .env(BUG_CHECK_CHILD_VAR, test)
         .output()

@@ -121,7 +121,7 @@ mod vad;
 mod version;
 
 pub use access::AccessMode;
-pub use bug_check::{assert_bug_check, BUG_CHECK_CHILD_VAR};
+pub use bug_check::{assert_bug_check, BUG_CHECK_CHILD_VAR, CHILD_RUNNER_VAR};
 pub use guard::raise_exception;
 pub use misuse::{misuses, Misuse, MisuseKind};
 pub use process::Process;
