@@ -107,6 +107,8 @@
 
 // The seam between the driver and its tests: these modules call ntoskrnl.exe themselves.
 #[cfg(not(test))]
+mod entry;
+#[cfg(not(test))]
 pub mod guard;
 #[cfg(not(test))]
 pub mod ntoskrnl;
@@ -117,5 +119,3 @@ pub mod request;
 pub mod user_buffer;
 #[cfg(not(test))]
 pub mod wine;
-#[cfg(not(test))]
-mod entry;
