@@ -1,7 +1,9 @@
 //! The host backend: an in-process model of the Windows memory manager's secure semantics, so
-//! that code calling `MmSecureVirtualMemory` and friends builds, runs and is tested off Windows.
+//! that code calling `MmSecureVirtualMemory` and friends builds, runs and is tested as an
+//! ordinary program: off Windows, and on Windows with the crate's `host` feature (a driver's
+//! tests; see the guide's `docs/testing.md`).
 //!
-//! Off Windows, this module defines every routine the crate declares (`MmSecureVirtualMemory`,
+//! There, this module defines every routine the crate declares (`MmSecureVirtualMemory`,
 //! `MmSecureVirtualMemoryEx`, `MmUnsecureVirtualMemory`, `MmGetSystemRoutineAddress`,
 //! `IoGetCurrentProcess`) under its own unmangled name, so the very declarations a driver calls
 //! on Windows link to the model. `KeGetCurrentIrql` (inline in the headers) is a plain function.
