@@ -56,39 +56,32 @@ const MISTAKE_MESSAGE: &str = "built without the `host` feature";
 
 /// `cargo xtask test-windows`.
 pub fn test_windows(args: &[String]) -> crate::Result {
-    no_arguments("test-windows", args)?;
-    let root = cross::workspace_root();
-    let mut watch = Stopwatch::new("test-windows");
-    let result = windows(&root, &mut watch);
-    watch.print();
-    result
+    timed("test-windows", args, windows)
 }
 
 /// `cargo xtask test-aarch64`.
 pub fn test_aarch64(args: &[String]) -> crate::Result {
-    no_arguments("test-aarch64", args)?;
-    let root = cross::workspace_root();
-    let mut watch = Stopwatch::new("test-aarch64");
-    let result = aarch64(&root, &mut watch);
-    watch.print();
-    result
+    timed("test-aarch64", args, aarch64)
 }
 
 /// `cargo xtask check-macos`.
 pub fn check_macos(args: &[String]) -> crate::Result {
-    no_arguments("check-macos", args)?;
-    let root = cross::workspace_root();
-    let mut watch = Stopwatch::new("check-macos");
-    let result = macos(&root, &mut watch);
-    watch.print();
-    result
+    timed("check-macos", args, macos)
 }
 
-fn no_arguments(task: &str, args: &[String]) -> crate::Result {
-    match args.first() {
-        Some(arg) => Err(format!("`cargo xtask {task}` takes no arguments (got `{arg}`)").into()),
-        None => Ok(()),
+/// Runs `steps` for `task`, which takes no arguments, and prints its step times.
+fn timed(
+    task: &'static str,
+    args: &[String],
+    steps: fn(&Path, &mut Stopwatch) -> crate::Result,
+) -> crate::Result {
+    if let Some(arg) = args.first() {
+        return Err(format!("`cargo xtask {task}` takes no arguments (got `{arg}`)").into());
     }
+    let mut watch = Stopwatch::new(task);
+    let result = steps(&cross::workspace_root(), &mut watch);
+    watch.print();
+    result
 }
 
 fn windows(root: &Path, watch: &mut Stopwatch) -> crate::Result {
