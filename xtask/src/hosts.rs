@@ -112,11 +112,22 @@ fn windows(root: &Path, watch: &mut Stopwatch) -> crate::Result {
     let out = root.join("target").join("wine-tests");
     let prefix = out.join("prefix");
     fs::create_dir_all(&prefix)?;
+    // By full path, cargo and rustc both: with `rustup run`, a rustc earlier on PATH (`.ci/run`
+    // puts stable's first) would build the tests, and their std would import ProcessPrng.
+    let (Some(cargo_1_77), Some(rustc_1_77), Some(rustdoc_1_77)) = (
+        toolchain_tool("cargo"),
+        toolchain_tool("rustc"),
+        toolchain_tool("rustdoc"),
+    ) else {
+        return Err(format!("rustup cannot find toolchain {WINDOWS_TOOLCHAIN}'s tools").into());
+    };
     let cargo = |args: &[&str]| {
-        let mut cmd = Command::new("rustup");
-        cmd.args(["run", WINDOWS_TOOLCHAIN, "cargo"]).args(args);
+        let mut cmd = Command::new(&cargo_1_77);
+        cmd.args(args);
         clean_environment(&mut cmd);
-        cmd.env("CARGO_TARGET_DIR", out.join("cargo"))
+        cmd.env("RUSTC", &rustc_1_77)
+            .env("RUSTDOC", &rustdoc_1_77)
+            .env("CARGO_TARGET_DIR", out.join("cargo"))
             .env(
                 "CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER",
                 "x86_64-w64-mingw32-gcc",
@@ -357,6 +368,16 @@ impl std::fmt::Display for Counts {
             self.passed, self.failed, self.ignored
         )
     }
+}
+
+/// The path of `tool` in the Windows tests' toolchain.
+fn toolchain_tool(tool: &str) -> Option<PathBuf> {
+    let output = Command::new("rustup")
+        .args(["which", "--toolchain", WINDOWS_TOOLCHAIN, tool])
+        .output()
+        .ok()?;
+    let path = String::from_utf8(output.stdout).ok()?;
+    (output.status.success() && !path.trim().is_empty()).then(|| PathBuf::from(path.trim()))
 }
 
 /// Runs `rustup ARGS`; false if rustup is missing or fails.
