@@ -1,5 +1,7 @@
-//! Links the kernel routines on Windows targets; off Windows the host backend defines them with
-//! `#[no_mangle]`, and nothing is linked.
+//! Chooses the backend and links it: on Windows targets the kernel routines, imported from
+//! `ntoskrnl.exe`; off Windows, or on Windows with the `host` feature (a driver's user-mode tests),
+//! the host model, which defines them with `#[no_mangle]`, and nothing is linked. The choice is
+//! the cfg `mmsecure_host`, set here and read by `src/lib.rs`.
 //!
 //! `cargo:rustc-link-lib=ntoskrnl` asks for an import library of `ntoskrnl.exe` (kind `dylib`,
 //! the default), which each Windows toolchain turns into its own spelling:
@@ -32,9 +34,48 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    declare_cfg();
     // CARGO_CFG_WINDOWS is set when the *target* is Windows (the build script itself runs on the
-    // host, so `cfg!(windows)` here would describe the wrong machine).
-    if std::env::var_os("CARGO_CFG_WINDOWS").is_some() {
+    // host, so `cfg!(windows)` here would describe the wrong machine). CARGO_FEATURE_HOST is set
+    // by the `host` feature.
+    let windows = std::env::var_os("CARGO_CFG_WINDOWS").is_some();
+    let host_feature = std::env::var_os("CARGO_FEATURE_HOST").is_some();
+    if !windows || host_feature {
+        // The one platform seam (see `src/lib.rs`): the model is the backend, nothing is linked.
+        println!("cargo:rustc-cfg={HOST_CFG}");
+    } else {
         println!("cargo:rustc-link-lib=ntoskrnl");
     }
+}
+
+/// Set when the host model is the backend: off Windows, or on Windows with the `host` feature
+/// (`cfg(any(not(windows), feature = "host"))`, spelled once here rather than at every use). A
+/// `links` override of this script in `.cargo/config.toml` must set it too for such builds.
+const HOST_CFG: &str = "mmsecure_host";
+
+/// Declares `mmsecure_host` to rustc's cfg checking, which is on from Rust 1.80 (an undeclared
+/// cfg warns there). Older cargo does not know `rustc-check-cfg` (cargo 1.65 warns about it)
+/// and older rustc checks nothing, so the line is printed only for rustc 1.80 and later, and for
+/// a version this script cannot read (a newer format, most likely).
+fn declare_cfg() {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let minor = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|version| rustc_minor(&version));
+    if minor.map_or(true, |minor| minor >= 80) {
+        println!("cargo:rustc-check-cfg=cfg({HOST_CFG})");
+    }
+}
+
+/// The minor version in `rustc 1.MINOR.PATCH…`.
+fn rustc_minor(version: &str) -> Option<u32> {
+    let number = version.split_whitespace().nth(1)?;
+    let mut parts = number.split('.');
+    if parts.next()? != "1" {
+        return None;
+    }
+    parts.next()?.parse().ok()
 }

@@ -1,15 +1,11 @@
 //! Host backend: a Windows build before 10.0.17763 (1809) has no `MmSecureVirtualMemoryEx`.
 //! The build is global to the binary, so this file holds one test.
 
-use std::process::Command;
-
 mod common;
 
 use common::{lookup, secure, unsecure, PAGE};
 use mmsecure_sys::host::{self, Process, PAGE_READWRITE};
 use mmsecure_sys::{MmSecureVirtualMemory, MmSecureVirtualMemoryEx, SIZE_T};
-
-const CHILD: &str = "MMSECURE_HOST_TEST_CHILD";
 
 #[test]
 fn before_build_17763_the_ex_routine_is_not_found_and_calling_it_stops_the_binary() {
@@ -17,13 +13,6 @@ fn before_build_17763_the_ex_routine_is_not_found_and_calling_it_stops_the_binar
     let _in = process.attach();
     let page = process.allocate(PAGE, PAGE_READWRITE).unwrap();
     host::set_windows_build(17134); // Windows 10 1803
-
-    if std::env::var(CHILD).is_ok() {
-        // The child: a driver that imported the routine statically calls it.
-        // SAFETY: the model checks every argument; stopping here is the point.
-        let _ = unsafe { MmSecureVirtualMemoryEx(page.cast(), PAGE as SIZE_T, PAGE_READWRITE, 0) };
-        std::process::exit(0);
-    }
 
     assert!(lookup("MmSecureVirtualMemoryEx").is_null());
     assert_eq!(
@@ -33,20 +22,18 @@ fn before_build_17763_the_ex_routine_is_not_found_and_calling_it_stops_the_binar
     // The plain routine works on every build.
     unsecure(secure(page, PAGE, PAGE_READWRITE));
 
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "before_build_17763_the_ex_routine_is_not_found_and_calling_it_stops_the_binary",
-            "--nocapture",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
+    // A driver that imported the routine statically calls it: the child process stops.
+    let message = host::assert_bug_check(
+        "before_build_17763_the_ex_routine_is_not_found_and_calling_it_stops_the_binary",
+        || {
+            // SAFETY: the model checks every argument; stopping here is the point.
+            let _ =
+                unsafe { MmSecureVirtualMemoryEx(page.cast(), PAGE as SIZE_T, PAGE_READWRITE, 0) };
+        },
+    );
     assert!(
-        stderr.contains("Windows build 17134 has no such routine"),
-        "{stderr}"
+        message.contains("Windows build 17134 has no such routine"),
+        "{message}"
     );
 
     // On 1809 the lookup finds it.

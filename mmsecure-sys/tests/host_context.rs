@@ -116,24 +116,36 @@ fn a_second_unsecure_of_one_handle_is_a_bug_check() {
     assert!(stderr.contains("unsecured already"), "{stderr}");
 }
 
+/// Unsecures a handle no secure ever had, in a fresh process, in a child process (which must
+/// stop with the 0x1A bug check).
+fn made_up_handle_stops(test: &str, handle: usize) {
+    let stderr = stopped_child(test, || {
+        let process = Process::new();
+        let _in = process.attach();
+        unsecure(handle as HANDLE);
+    });
+    assert!(
+        stderr.contains("MEMORY_MANAGEMENT (bug check 0x1A"),
+        "{stderr}"
+    );
+}
+
 #[test]
-fn unsecure_of_a_made_up_handle_is_a_bug_check() {
-    for (test, handle) in [
-        ("null", 0usize),
-        ("address", 0x7FF0_0000_1000),
-        ("tagged", 0x5EC0_0000_0000_0001),
-    ] {
-        let name = "unsecure_of_a_made_up_handle_is_a_bug_check";
-        let stderr = stopped_child(name, || {
-            let process = Process::new();
-            let _in = process.attach();
-            unsecure(handle as HANDLE);
-        });
-        assert!(
-            stderr.contains("MEMORY_MANAGEMENT (bug check 0x1A"),
-            "{test}: {stderr}"
-        );
-    }
+fn unsecure_of_a_null_handle_is_a_bug_check() {
+    made_up_handle_stops("unsecure_of_a_null_handle_is_a_bug_check", 0);
+}
+
+#[test]
+fn unsecure_of_an_address_is_a_bug_check() {
+    made_up_handle_stops("unsecure_of_an_address_is_a_bug_check", 0x7FF0_0000_1000);
+}
+
+#[test]
+fn unsecure_of_a_made_up_tagged_handle_is_a_bug_check() {
+    made_up_handle_stops(
+        "unsecure_of_a_made_up_tagged_handle_is_a_bug_check",
+        0x5EC0_0000_0000_0001,
+    );
 }
 
 #[test]

@@ -2,18 +2,25 @@
 //! the bug check `IRQL_NOT_LESS_OR_EQUAL` would; so does a strict-mode misuse.
 //!
 //! The routines are `extern "C"` and cannot unwind, so the model aborts rather than panics. Each
-//! such test therefore reruns itself in a child process (`common::stopped_child`: this same test
-//! binary, filtered to the one test, with an environment variable telling it to do the deed) and
-//! checks that the child died with the expected message.
+//! such test therefore reruns itself in a child process (this same test binary, filtered to the
+//! one test, with an environment variable telling it to do the deed) and checks that the child
+//! died with the expected message: `host::assert_bug_check`, which a driver's own tests use too.
 
 mod common;
 
-use common::{stopped_child, PAGE};
+use common::PAGE;
 use mmsecure_sys::host::{self, Process, PAGE_READWRITE};
 use mmsecure_sys::{
     KeGetCurrentIrql, MmGetSystemRoutineAddress, MmSecureVirtualMemory, MmSecureVirtualMemoryEx,
     MmUnsecureVirtualMemory, APC_LEVEL, DISPATCH_LEVEL, SIZE_T, UNICODE_STRING,
 };
+
+/// Runs `deed`, which must stop the process, in a child process (the test binary rerun for
+/// `test`), and returns the bug check's message: [`host::assert_bug_check`], the supported form
+/// of this file's pattern.
+fn stopped_child(test: &str, deed: impl FnOnce()) -> String {
+    host::assert_bug_check(test, deed)
+}
 
 /// A process with one attached page, for the deeds.
 fn with_page(f: impl FnOnce(&Process, *mut u8)) {

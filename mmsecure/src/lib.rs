@@ -168,10 +168,14 @@
 //!
 //! # Backends
 //!
-//! The crate calls the routines declared by `mmsecure-sys`. On Windows those are the kernel's; on
-//! any other OS they are `mmsecure-sys`'s host backend (`mmsecure_sys::host`), a model of the
-//! kernel's behaviour in which these docs' examples run and a driver's own logic can be tested.
-//! This crate does not know which one it has.
+//! The crate calls the routines declared by `mmsecure-sys`. On Windows those are the kernel's
+//! (what this page, docs.rs's Windows build, describes); on any other OS, and on Windows with the
+//! `host` feature (a driver's tests: `features = ["host"]` on the dev-dependency), they are
+//! `mmsecure-sys`'s host backend ([`mmsecure_sys::host`][host]), a model of the kernel's
+//! behaviour in which these docs' examples run and a driver's own logic can be tested. This crate
+//! does not know which one it has.
+//!
+//! [host]: https://docs.rs/mmsecure-sys/latest/x86_64-unknown-linux-gnu/mmsecure_sys/host/index.html
 //!
 //! # The guide
 //!
@@ -182,10 +186,11 @@
 //! Linux), how [exceptions][guide-exceptions] during a copy are caught, and the
 //! [architecture][guide-arch].
 //!
-//! # Testing your driver's logic off Windows
+//! # Testing your driver's logic
 //!
-//! The code between a dispatch routine and the user's bytes can be tested on Linux or macOS
-//! with `cargo test`: the host backend (`mmsecure_sys::host`) plays the user process, including
+//! The code between a dispatch routine and the user's bytes can be tested on Linux, macOS or a
+//! Windows dev machine (with the `host` feature, see [testing your driver][guide-testing]) with
+//! `cargo test`: the host backend (`mmsecure_sys::host`) plays the user process, including
 //! the moves a hostile one makes (freeing the buffer, re-protecting it, exiting).
 //! [`examples/driver_logic.rs`][driver-logic] is a complete example, and its tests run with this
 //! crate's.
@@ -197,6 +202,7 @@
 //! [guide-patterns]: https://github.com/mmsecure/mmsecure/blob/main/docs/patterns.md
 //! [guide-exceptions]: https://github.com/mmsecure/mmsecure/blob/main/docs/exceptions.md
 //! [guide-arch]: https://github.com/mmsecure/mmsecure/blob/main/docs/architecture.md
+//! [guide-testing]: https://github.com/mmsecure/mmsecure/blob/main/docs/testing.md
 //! [driver-logic]: https://github.com/mmsecure/mmsecure/blob/main/mmsecure/examples/driver_logic.rs
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
@@ -293,8 +299,8 @@ pub use mmsecure_sys::PEPROCESS;
 /// let process = Process::new();
 /// assert!(process.double_fetches().is_empty());
 /// ```
-#[cfg(not(windows))]
-#[cfg_attr(docsrs, doc(cfg(not(windows))))]
+#[cfg(any(not(windows), feature = "host"))]
+#[cfg_attr(docsrs, doc(cfg(any(not(windows), feature = "host"))))]
 pub use mmsecure_sys::host;
 
 // The README (the crate's page on crates.io) runs with the doctests.

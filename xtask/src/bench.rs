@@ -541,6 +541,7 @@ fn driver_files(root: &Path, watch: &mut Stopwatch) -> crate::Result<crate::driv
     let built = crate::driver::Built {
         sys: out.join(format!("{}.sys", crate::driver::SERVICE)),
         map: out.join(format!("{}.map", crate::driver::SERVICE)),
+        staticlib: crate::driver::staticlib_path(root),
     };
     if built.sys.exists() && built.map.exists() {
         println!(

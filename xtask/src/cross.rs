@@ -1,7 +1,7 @@
 //! `cargo xtask cross`: the MSRV check on the real target.
 //!
 //! Builds `mmsecure-sys` and `mmsecure` as plain libraries for `x86_64-pc-windows-gnu` with
-//! Debian's rustc 1.63 (the only compiler this kind of machine can have for a Windows target, and
+//! Debian's rustc 1.63 (and, with the `host` feature, as the sample driver's tests use them) (the only compiler this kind of machine can have for a Windows target, and
 //! the crates' `rust-version`) and cargo 1.65, offline, then builds their docs for that target
 //! with `RUSTDOCFLAGS="-D warnings"`, the closest this machine gets to docs.rs's Windows build.
 //!
@@ -66,6 +66,16 @@ fn check_target(root: &Path, watch: &mut Stopwatch) -> crate::Result {
             .env("RUSTFLAGS", "-D warnings"),
     )?;
     watch.lap("build");
+
+    // The `host` feature at the MSRV on Windows: the sample driver's tests, which get mmsecure
+    // with `host` through their dev-dependency, std and all (issue #13).
+    println!("[cross] build the sample driver's tests (mmsecure with `host`) with rustc 1.63");
+    run_checked(
+        debian_cargo(root, "test")
+            .arg("--no-run")
+            .env("RUSTFLAGS", "-D warnings"),
+    )?;
+    watch.lap("build tests with host");
 
     println!("[cross] docs for {TARGET} with RUSTDOCFLAGS=\"-D warnings\"");
     run_checked(

@@ -36,6 +36,7 @@ const LINK_PACKAGES: &[&str] = &["mingw-w64-x86-64-dev", "binutils-mingw-w64-x86
 const LIBNTOSKRNL: &str = "/usr/x86_64-w64-mingw32/lib/libntoskrnl.a";
 const DLLTOOL: &str = "x86_64-w64-mingw32-dlltool";
 const NM: &str = "x86_64-w64-mingw32-nm";
+const AR: &str = "x86_64-w64-mingw32-ar";
 
 /// The routines the sample must import (through mmsecure), and the one it must not: Windows
 /// before 10 1809 has no `MmSecureVirtualMemoryEx`, and a static import would keep the driver
@@ -60,6 +61,8 @@ pub struct Built {
     pub sys: PathBuf,
     /// rust-lld's map of it.
     pub map: PathBuf,
+    /// The staticlib it was linked from.
+    pub staticlib: PathBuf,
 }
 
 /// `cargo xtask driver [--check]`.
@@ -108,10 +111,7 @@ pub fn build(root: &Path, watch: &mut Stopwatch) -> crate::Result<Built> {
         "-p",
         "mmsecure-sample-driver",
     ]))?;
-    let staticlib = cross::cargo_target_dir(root)
-        .join(TARGET)
-        .join("release")
-        .join("libmmsecure_sample.a");
+    let staticlib = staticlib_path(root);
     watch.lap("cargo build --release");
 
     let out = cross::driver_out_dir(root);
@@ -146,7 +146,19 @@ pub fn build(root: &Path, watch: &mut Stopwatch) -> crate::Result<Built> {
 
     let size = fs::metadata(&sys)?.len();
     println!("[driver] built {} ({size} bytes)", sys.display());
-    Ok(Built { sys, map })
+    Ok(Built {
+        sys,
+        map,
+        staticlib,
+    })
+}
+
+/// Where the release build puts the sample's staticlib.
+pub fn staticlib_path(root: &Path) -> PathBuf {
+    cross::cargo_target_dir(root)
+        .join(TARGET)
+        .join("release")
+        .join("libmmsecure_sample.a")
 }
 
 /// Makes an import library for the sample's own imports that `libntoskrnl.a` lacks, if any.
@@ -244,6 +256,28 @@ fn library_exports(lib: &Path) -> crate::Result<BTreeSet<String>> {
             }
         })
         .collect())
+}
+
+/// The member names of an `ar` archive, read with mingw-w64's ar.
+fn archive_members(lib: &Path) -> crate::Result<Vec<String>> {
+    let output = Command::new(AR)
+        .arg("t")
+        .arg(lib)
+        .output()
+        .map_err(|e| format!("cannot run {AR}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("`{AR} t {}` failed", lib.display()).into());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Whether an archive member is an object of the `std` crate (rustc names them
+/// `std-<hash>.std.<…>.o`).
+fn is_std_object(member: &str) -> bool {
+    member.starts_with("std-") && member.contains(".std.")
 }
 
 /// rustup's rust-lld: next to the rustc of the toolchain whose cargo runs this task.
@@ -426,6 +460,41 @@ pub fn verify(built: &Built) -> crate::Result {
         },
     );
 
+    // The sample has mmsecure with the `host` feature as a dev-dependency (its tests run on the
+    // model): resolver 2 must keep that feature, and with it std, out of this build.
+    match archive_members(&built.staticlib) {
+        Ok(members) => {
+            let std: Vec<&String> = members.iter().filter(|m| is_std_object(m)).collect();
+            checks.record(
+                std.is_empty(),
+                "no std in the staticlib (no `std-*` object among its members)",
+                format!("{} members; std objects: {std:?}", members.len()),
+            );
+        }
+        Err(e) => checks.record(false, "no std in the staticlib", e.to_string()),
+    }
+    for (marker, what) in [
+        (
+            &b"library/std/"[..],
+            "no std code in the driver (no panic location in library/std/)",
+        ),
+        (
+            &b"mmsecure host model"[..],
+            "no host model in the driver (the `host` feature stayed with the tests)",
+        ),
+    ] {
+        let found = file.windows(marker.len()).any(|w| w == marker);
+        checks.record(
+            !found,
+            what,
+            format!(
+                "\"{}\" {}",
+                String::from_utf8_lossy(marker),
+                if found { "found" } else { "absent" }
+            ),
+        );
+    }
+
     let mut names: Vec<&str> = imported;
     names.sort_unstable();
     println!(
@@ -439,6 +508,22 @@ pub fn verify(built: &Built) -> crate::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn std_objects_are_told_from_core_and_the_drivers_own() {
+        assert!(is_std_object(
+            "std-5f2d7ab3c1e0a9b4.std.8c1d2e3f-cgu.0.rcgu.o"
+        ));
+        assert!(!is_std_object(
+            "core-5f2d7ab3c1e0a9b4.core.8c1d2e3f-cgu.0.rcgu.o"
+        ));
+        assert!(!is_std_object(
+            "mmsecure_sys-0123.mmsecure_sys.4567-cgu.0.rcgu.o"
+        ));
+        assert!(!is_std_object(
+            "std_detect-0123.std_detect.4567-cgu.0.rcgu.o"
+        ));
+    }
 
     #[test]
     fn def_exports_are_the_names_after_exports() {

@@ -10,6 +10,7 @@ mod cross;
 mod debian;
 mod diff;
 mod driver;
+mod hosts;
 mod package;
 mod pe;
 mod wdk_stand_in;
@@ -31,12 +32,17 @@ tasks:
                                   drop compiles to in the sample driver, checked)
   codegen [--check] [--wdk DIR]   regenerate mmsecure-sys/src/{types,bindings}.rs from ntddk.h
                                   (--check: fail with a diff if the committed file is stale)
+  check-macos                     cargo check of the libraries and tests for aarch64-apple-darwin
+                                  and x86_64-apple-darwin
   cross                           build mmsecure-sys and mmsecure and their docs for
                                   x86_64-pc-windows-gnu with Debian's rustc 1.63 (MSRV check)
   driver [--check]                build the sample driver, target/driver/mmsecure_sample.sys
                                   (--check: verify it as a PE kernel driver)
   package [--no-verify]           cargo package both crates, list what each would publish and
                                   check it against their allow-lists
+  test-aarch64                    the test suites for aarch64-unknown-linux-gnu under qemu-aarch64
+  test-windows                    the test suites for x86_64-pc-windows-gnu with the host feature
+                                  under Wine (rustup's 1.77), and a test without it failing loudly
   wdk-stand-in                    check, lint and document mmsecure-sys's wdk-sys feature for
                                   x86_64 Windows against a stand-in shaped like wdk-sys
   wine                            load the sample driver under Wine and check its reports";
@@ -50,10 +56,13 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "bench" => bench::run(rest),
         "codegen" => codegen::run(rest),
+        "check-macos" => hosts::check_macos(rest),
         "cross" => cross::run(rest),
         "driver" => driver::run(rest),
         "package" => package::run(rest),
         "wdk-stand-in" => wdk_stand_in::run(rest),
+        "test-aarch64" => hosts::test_aarch64(rest),
+        "test-windows" => hosts::test_windows(rest),
         "wine" => wine::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");

@@ -8,8 +8,8 @@
 //! source does not change during the copy and, say, read a byte twice. So the copy is one the
 //! compiler cannot see into: on x86_64, a single `rep movsb` in assembly (as the Linux kernel
 //! copies from user space), which also runs at memory-copy speed on every x86_64 since Ivy Bridge
-//! (ERMSB). Other architectures get word-wise volatile copies, slower but still not a byte at a
-//! time. Either way the result is some mixture of old and new bytes when the user writes during
+//! (ERMSB). Other architectures (and Miri) get word-wise relaxed atomic copies, which race the
+//! host model's atomic user stores without undefined behaviour (see `portable.rs`). Either way the result is some mixture of old and new bytes when the user writes during
 //! the copy: copy once, then validate the copy.
 //!
 //! It lives in this crate, not in `mmsecure`, because both backends build the guarded copy on it:
@@ -17,16 +17,18 @@
 //! x86_64 Windows the guarded copy is its own `rep movsb` inside an assembly function with
 //! unwind information (`seh.rs`), the same instruction.
 
-#[cfg(target_arch = "x86_64")]
+// Miri cannot run inline assembly: under `cargo miri test` the portable copy stands in for
+// `rep movsb` on x86_64 too, so that Miri checks the copy other hosts run (docs/reliability.md).
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 #[path = "x86_64.rs"]
 mod imp;
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(any(not(target_arch = "x86_64"), miri))]
 #[path = "portable.rs"]
 mod imp;
 
 /// Copies `len` bytes from `src` to `dst` with no exception guard: one `rep movsb` on x86_64,
-/// volatile word copies elsewhere. A fault during the copy is not caught (a bug check in a
+/// relaxed atomic word copies elsewhere. A fault during the copy is not caught (a bug check in a
 /// kernel, a crash on the host): use [`copy_guarded`](crate::copy_guarded) on user memory. This is
 /// what the guarded copy costs are measured against.
 ///
@@ -49,7 +51,7 @@ pub unsafe fn copy_unguarded(dst: *mut u8, src: *const u8, len: usize) {
 }
 
 // The portable copy is what non-x86_64 targets run; test it here too.
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(all(test, target_arch = "x86_64", not(miri)))]
 #[path = "portable.rs"]
 mod portable;
 
@@ -84,7 +86,7 @@ mod tests {
         check_copy(super::copy_unguarded);
     }
 
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     #[test]
     fn portable_copy_moves_exactly_the_asked_bytes() {
         check_copy(super::portable::copy_bytes);

@@ -1,7 +1,9 @@
 //! The host backend: an in-process model of the Windows memory manager's secure semantics, so
-//! that code calling `MmSecureVirtualMemory` and friends builds, runs and is tested off Windows.
+//! that code calling `MmSecureVirtualMemory` and friends builds, runs and is tested as an
+//! ordinary program: off Windows, and on Windows with the crate's `host` feature (a driver's
+//! tests; see the guide's `docs/testing.md`).
 //!
-//! Off Windows, this module defines every routine the crate declares (`MmSecureVirtualMemory`,
+//! There, this module defines every routine the crate declares (`MmSecureVirtualMemory`,
 //! `MmSecureVirtualMemoryEx`, `MmUnsecureVirtualMemory`, `MmGetSystemRoutineAddress`,
 //! `IoGetCurrentProcess`) under its own unmangled name, so the very declarations a driver calls
 //! on Windows link to the model. `KeGetCurrentIrql` (inline in the headers) is a plain function.
@@ -97,8 +99,9 @@
 //!
 //! - **Bug checks abort.** The routines are `extern "C"` and cannot unwind, so where the kernel
 //!   would bug check (rules 15, 18, 21, 23, strict-mode misuse, calling the Ex routine on a
-//!   build without it), the model prints a message naming the bug check and aborts the binary.
-//!   A test that expects one runs the code in a child process (see `tests/host_irql.rs`).
+//!   build without it), the model writes a message naming the bug check straight to the
+//!   process's stderr (so it shows under `cargo test`'s output capture too) and aborts the
+//!   binary. A test that expects one runs the code in a child process: [`assert_bug_check`].
 //! - **Fork shares bytes.** The host cannot map two copies at one address: a forked child's
 //!   allocations are at the parent's addresses over the parent's bytes. Its allocations,
 //!   protections and secures are its own.
@@ -115,6 +118,7 @@
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 mod access;
+mod bug_check;
 mod fetch;
 pub(crate) mod guard;
 mod memory;
@@ -130,6 +134,7 @@ mod vad;
 mod version;
 
 pub use access::AccessMode;
+pub use bug_check::{assert_bug_check, BUG_CHECK_CHILD_VAR, CHILD_RUNNER_VAR};
 pub use fetch::{DoubleFetch, Fetch, RequestScope, MAX_FINDINGS};
 pub use guard::raise_exception;
 pub(crate) use misuse::abandoned;

@@ -257,9 +257,9 @@ fn irql_too_high(routine: &str, irql: KIRQL, max: u32) -> ! {
 ///
 /// The model's routines are `extern "C"` functions, which cannot unwind: a panic there aborts
 /// (Rust 1.81 and later) or is undefined behaviour (earlier). So the model prints the message,
-/// prefixed like a panic, and aborts. A test that expects a bug check runs the offending code in
-/// a child process and looks for the message in its stderr (see `tests/host_irql.rs`).
+/// prefixed like a panic, straight to the process's stderr (past a test harness's capture), and
+/// aborts. A test that expects a bug check runs the offending code in a child process
+/// ([`assert_bug_check`](super::assert_bug_check)).
 pub(crate) fn stop(message: fmt::Arguments<'_>) -> ! {
-    std::eprintln!("mmsecure host model stopped the caller (a bug check): {message}");
-    std::process::abort()
+    super::bug_check::write_and_abort(message)
 }

@@ -54,30 +54,11 @@ pub fn unsecure(handle: HANDLE) {
     unsafe { MmUnsecureVirtualMemory(handle) }
 }
 
-const CHILD: &str = "MMSECURE_HOST_TEST_CHILD";
-
-/// For a test named `test` whose `deed` must stop the binary as a bug check does: in the child
-/// process (this same test binary, run for `test` alone with an environment variable set),
-/// runs `deed` and, if it returns, exits with success so that the parent notices. In the parent,
-/// runs the child and returns its stderr, asserting that it did not succeed.
-///
-/// The model's routines are `extern "C"` and cannot unwind, so it aborts rather than panics.
+/// For a test named `test` whose `deed` must stop the binary as a bug check does: runs the deed
+/// in a child process (this test binary, rerun for `test` alone) and returns the bug check's
+/// message. [`host::assert_bug_check`], which also honours `MMSECURE_CHILD_RUNNER` (qemu).
 pub fn stopped_child(test: &str, deed: impl FnOnce()) -> String {
-    if std::env::var(CHILD).as_deref() == Ok(test) {
-        deed();
-        std::process::exit(0);
-    }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, test)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        !output.status.success(),
-        "the child was not stopped; stderr:\n{stderr}"
-    );
-    stderr
+    host::assert_bug_check(test, deed)
 }
 
 /// `process.protect` without the old protection.

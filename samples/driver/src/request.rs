@@ -7,7 +7,7 @@ use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
 
 /// The request's header, as the user program lays it out: derived through mmsecure's re-export
 /// of bytemuck (the driver depends on mmsecure alone), built with rustc 1.63.
-#[derive(Clone, Copy, PartialEq, Eq, AnyBitPattern, NoUninit)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, AnyBitPattern, NoUninit)]
 #[bytemuck(crate = "mmsecure::bytemuck")]
 #[repr(C)]
 pub struct Header {
@@ -31,7 +31,7 @@ pub const PAYLOAD_LEN: usize = 48;
 pub const REQUEST_LEN: usize = HEADER_LEN + PAYLOAD_LEN;
 
 /// A request, copied out of user memory.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
     /// The header, read first.
     pub header: Header,
@@ -90,5 +90,84 @@ pub fn error_name(error: Error) -> &'static str {
         Error::NoMemory => "Err(NoMemory)",
         // `Error` is non-exhaustive: a variant added later still gets a report.
         _ => "Err(other)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mmsecure::host::{self, AccessMode, Process, PAGE_NOACCESS, PAGE_READWRITE, PAGE_SIZE};
+
+    /// A user process with one page holding `bytes` at its start, attached to this thread.
+    fn user_page(bytes: &[u8]) -> (Process, host::Attach, *mut u8) {
+        let process = Process::new();
+        let attach = process.attach();
+        let page = process.allocate(PAGE_SIZE, PAGE_READWRITE).unwrap();
+        process.write(page, bytes).unwrap();
+        (process, attach, page)
+    }
+
+    /// The bytes of a request, as the user program writes them.
+    fn request_bytes() -> [u8; REQUEST_LEN] {
+        let mut bytes = [0u8; REQUEST_LEN];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = (i as u8).wrapping_mul(37).wrapping_add(11);
+        }
+        bytes
+    }
+
+    #[test]
+    fn copies_the_users_request_and_unsecures_it() {
+        let (process, _in, page) = user_page(&request_bytes());
+        let copy = copy_request(page, PAGE_SIZE, SecureFlags::empty()).unwrap();
+        assert_eq!(copy.to_bytes(), request_bytes());
+        // The secure was dropped with the copy: the user may free the buffer again.
+        assert!(process.free(page, AccessMode::User).is_ok());
+        assert!(process.misuses().is_empty());
+    }
+
+    #[test]
+    fn copies_with_flags_through_the_ex_routine() {
+        let (process, _in, page) = user_page(&request_bytes());
+        let copy = copy_request(page, PAGE_SIZE, SecureFlags::NO_CHANGE).unwrap();
+        assert_eq!(copy.to_bytes(), request_bytes());
+        assert!(process.misuses().is_empty());
+    }
+
+    #[test]
+    fn a_buffer_shorter_than_a_request_is_out_of_bounds() {
+        let (_process, _in, page) = user_page(&request_bytes());
+        let error = copy_request(page, REQUEST_LEN - 1, SecureFlags::empty()).unwrap_err();
+        assert_eq!(error_name(error), "Err(OutOfBounds)");
+    }
+
+    #[test]
+    fn an_inaccessible_buffer_is_refused_by_the_kernel() {
+        let (process, _in, page) = user_page(&request_bytes());
+        process
+            .protect(page, PAGE_SIZE, PAGE_NOACCESS, AccessMode::User)
+            .unwrap();
+        let error = copy_request(page, PAGE_SIZE, SecureFlags::empty()).unwrap_err();
+        assert_eq!(error_name(error), "Err(Refused)");
+    }
+
+    #[test]
+    fn a_freed_buffer_is_refused_by_the_kernel() {
+        let (process, _in, page) = user_page(&request_bytes());
+        process.free(page, AccessMode::User).unwrap();
+        let error = copy_request(page, PAGE_SIZE, SecureFlags::empty()).unwrap_err();
+        assert_eq!(error_name(error), "Err(Refused)");
+    }
+
+    #[test]
+    fn bad_ranges_are_named_by_their_error() {
+        assert_eq!(
+            copy_request(core::ptr::null::<u8>(), 16, SecureFlags::empty()).map_err(error_name),
+            Err("Err(NullAddress)")
+        );
+        assert_eq!(
+            copy_request(0x1_0000 as *const u8, 0, SecureFlags::empty()).map_err(error_name),
+            Err("Err(ZeroLength)")
+        );
     }
 }
