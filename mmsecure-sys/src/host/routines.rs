@@ -211,10 +211,6 @@ fn routine_address(name: &[u16]) -> Option<PVOID> {
         MmGetSystemRoutineAddress as *const () as usize
     } else if is("IoGetCurrentProcess") {
         IoGetCurrentProcess as *const () as usize
-    } else if is("ObfReferenceObject") {
-        ObfReferenceObject as *const () as usize
-    } else if is("ObfDereferenceObject") {
-        ObfDereferenceObject as *const () as usize
     } else {
         return None;
     };
