@@ -588,13 +588,14 @@ pub type PFN_MM_SECURE_VIRTUAL_MEMORY_EX =
 // guarded copy and call come from `guard`: assembly with an exception handler on x86_64 Windows
 // (`seh`), the model's own off Windows.
 //
-// Other Windows architectures are refused rather than half supported: on ARM64 both
-// `KeGetCurrentIrql` (a read of the processor control region, inline in wdm.h) and the exception
-// guard (ARM64 unwind codes) would need their own code, and neither can be tested here.
-#[cfg(all(windows, not(target_arch = "x86_64")))]
+// ARM64 Windows (issue #16) has its own `KeGetCurrentIrql` (a HAL import, as wdm.h declares it
+// there; `kernel/aarch64.rs`) and its own guard (`seh_aarch64.rs`, ARM64 unwind codes), built
+// and checked structurally but never run on ARM64 hardware. Other Windows architectures are
+// refused rather than half supported: each would need both of its own.
+#[cfg(all(windows, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
 compile_error!(
-    "mmsecure-sys supports x86_64 Windows only: KeGetCurrentIrql and the exception-guarded copy \
-     are not written for this architecture yet"
+    "mmsecure-sys supports x86_64 and aarch64 Windows only: KeGetCurrentIrql and the \
+     exception-guarded copy are not written for this architecture"
 );
 #[cfg(windows)]
 mod kernel;
@@ -611,13 +612,19 @@ mod kernel;
 #[cfg(windows)]
 #[cfg_attr(
     docsrs,
-    doc(auto_cfg = false, cfg(any(not(windows), target_arch = "x86_64")))
+    doc(
+        auto_cfg = false,
+        cfg(any(not(windows), target_arch = "x86_64", target_arch = "aarch64"))
+    )
 )]
 pub use kernel::KeGetCurrentIrql;
 #[cfg(windows)]
 pub use kernel::MmHighestUserAddress;
 #[cfg(all(windows, target_arch = "x86_64"))]
 #[path = "seh.rs"]
+mod guard;
+#[cfg(all(windows, target_arch = "aarch64"))]
+#[path = "seh_aarch64.rs"]
 mod guard;
 #[cfg(windows)]
 use kernel as backend;
@@ -632,7 +639,10 @@ use host::guard;
 #[cfg(not(windows))]
 #[cfg_attr(
     docsrs,
-    doc(auto_cfg = false, cfg(any(not(windows), target_arch = "x86_64")))
+    doc(
+        auto_cfg = false,
+        cfg(any(not(windows), target_arch = "x86_64", target_arch = "aarch64"))
+    )
 )]
 pub use host::KeGetCurrentIrql;
 #[cfg(not(windows))]
