@@ -3,6 +3,7 @@
 //! Each task is a module with `pub fn run(args: &[String]) -> xtask::Result`; this file only
 //! dispatches on the first argument.
 
+mod arm64;
 mod bench;
 mod codegen;
 mod command;
@@ -33,8 +34,11 @@ tasks:
                                   (--check: fail with a diff if the committed file is stale)
   cross                           build mmsecure-sys and mmsecure and their docs for
                                   x86_64-pc-windows-gnu with Debian's rustc 1.63 (MSRV check)
-  driver [--check]                build the sample driver, target/driver/mmsecure_sample.sys
-                                  (--check: verify it as a PE kernel driver)
+  driver [--check] [--target aarch64-pc-windows-msvc]
+                                  build the sample driver, target/driver/mmsecure_sample.sys
+                                  (--check: verify it as a PE kernel driver; --target: the
+                                  ARM64 one, target/driver/aarch64/, with its unwind data and
+                                  secure + drop paths checked)
   package [--no-verify]           cargo package both crates, list what each would publish and
                                   check it against their allow-lists
   wdk-stand-in                    check, lint and document mmsecure-sys's wdk-sys feature for
