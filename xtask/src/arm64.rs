@@ -6,7 +6,7 @@
 //! 1. rustup's toolchain (the one running this task) builds the sample as a release `staticlib`
 //!    for `aarch64-pc-windows-msvc`, offline from the same vendor folder as the x64 build. Not
 //!    Debian's rustc 1.63: it has no std (nor core) for this target, and rustup's 1.63 channel
-//!    lists none either (the MSRV build for ARM64 is `cross --target`, see `cross_arm64.rs`).
+//!    lists none either (the MSRV build for ARM64 is `cross --target`, see [`msrv`]).
 //! 2. Import libraries from `.def` files with `llvm-dlltool -m arm64` (Debian's `llvm`):
 //!    mingw-w64's `libntoskrnl.a` is x64 only. `ntoskrnl.lib` lists the sample's own imports
 //!    (`samples/driver/ntoskrnl.def`), what mmsecure-sys declares ([`MMSECURE_SYS_IMPORTS`],
@@ -21,6 +21,7 @@
 
 mod a64;
 pub mod disasm;
+pub mod msrv;
 mod unwind;
 
 use std::collections::BTreeSet;

@@ -32,8 +32,10 @@ tasks:
                                   drop compiles to in the sample driver, checked)
   codegen [--check] [--wdk DIR]   regenerate mmsecure-sys/src/{types,bindings}.rs from ntddk.h
                                   (--check: fail with a diff if the committed file is stale)
-  cross                           build mmsecure-sys and mmsecure and their docs for
-                                  x86_64-pc-windows-gnu with Debian's rustc 1.63 (MSRV check)
+  cross [--target aarch64-pc-windows-msvc]
+                                  build mmsecure-sys and mmsecure and their docs for
+                                  x86_64-pc-windows-gnu with Debian's rustc 1.63 (MSRV check;
+                                  --target: for ARM64 with rustup's 1.63, and the docs.rs page)
   driver [--check] [--target aarch64-pc-windows-msvc]
                                   build the sample driver, target/driver/mmsecure_sample.sys
                                   (--check: verify it as a PE kernel driver; --target: the
