@@ -49,6 +49,19 @@
 //! must load on older Windows looks it up at run time with [`MmGetSystemRoutineAddress`] and calls
 //! it through [`PFN_MM_SECURE_VIRTUAL_MEMORY_EX`] rather than importing it.
 //!
+//! # ARM64 Windows: built, linked and checked, never run
+//!
+//! On `aarch64-pc-windows-msvc` the crate has its own `KeGetCurrentIrql` (an import from the
+//! HAL, as the WDK's `wdm.h` declares it there) and its own guard ([`copy_guarded`] and
+//! [`call_guarded`] in assembly with ARM64 unwind data). That code is **built, linked into a
+//! sample driver and checked structurally** (its `.pdata`/`.xdata`, its unwind codes against
+//! its instructions, its imports, its secure + drop paths), but it has **never run on ARM64
+//! hardware**. Before shipping an ARM64 driver, test on a device that a copy from a user page
+//! made `PAGE_NOACCESS` returns 0xC0000005 (`STATUS_ACCESS_VIOLATION`) from [`copy_guarded`],
+//! which the `mmsecure` crate reports as `Error::Fault { code: 0xC0000005 }`; the guide's
+//! [`docs/exceptions.md`] lists that test and the others. Other Windows architectures do not
+//! build (a `compile_error!` says why).
+//!
 //! # Feature `wdk-sys` (Windows targets only, off by default)
 //!
 //! Adds the module `wdk_types`: conversions between windows-drivers-rs' `wdk-sys` types and
@@ -686,8 +699,11 @@ pub const STATUS_SUCCESS: NTSTATUS = 0;
 ///   `__try/__except` would put them: an access violation, an in-page error, or any exception
 ///   raised during them comes back as its code. What no handler can catch (a fault at IRQL >=
 ///   `DISPATCH_LEVEL`, a kernel stack overflow) is listed in `docs/exceptions.md`.
-/// - Other Windows targets (aarch64): the crate does not build there yet; a `compile_error!` says
-///   what is missing (see `docs/exceptions.md`).
+/// - ARM64 Windows: `true` by design, the same frame in ARM64 terms; built, linked and checked
+///   structurally, **never run on ARM64 hardware** (see the crate docs and `docs/exceptions.md`
+///   for what to test on a device).
+/// - Other Windows targets: the crate does not build there; a `compile_error!` says what is
+///   missing.
 /// - Off Windows (the host model): `true`. Faults are injected into the model's pages
 ///   (`host::Process::inject_fault`) and raises made with `host::raise_exception`; a real fault
 ///   on the host is a crash, as for any Rust code.
@@ -702,11 +718,12 @@ pub const COPY_GUARDED: bool = guard::COPY_GUARDED;
 /// exception raised during the copy (`STATUS_ACCESS_VIOLATION` 0xC0000005, `STATUS_IN_PAGE_ERROR`
 /// 0xC0000006...), where [`COPY_GUARDED`] says exceptions are caught.
 ///
-/// The copy is one `rep movsb` on x86_64 (volatile word copies elsewhere), an access the compiler
-/// cannot see into, so user threads writing the same bytes meanwhile is no data race (see
-/// [`copy_unguarded`]). It runs forward: when it faults, the bytes before the faulting byte have
-/// been copied and the rest of `dst` is untouched, so a faulting read leaves the destination
-/// partly written, and a faulting write has changed part of the user's range.
+/// The copy is one `rep movsb` on x86_64 (an `ldp`/`stp` loop on ARM64 Windows, volatile word
+/// copies in the host model elsewhere), an access the compiler cannot see into, so user threads
+/// writing the same bytes meanwhile is no data race (see [`copy_unguarded`]). It runs forward:
+/// when it faults, the bytes before the faulting byte have been copied (on ARM64, the 16-byte
+/// blocks before the faulting one) and the rest of `dst` is untouched, so a faulting read leaves
+/// the destination partly written, and a faulting write has changed part of the user's range.
 ///
 /// ```
 /// let src = *b"payload";
