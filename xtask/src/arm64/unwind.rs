@@ -366,6 +366,50 @@ pub fn check(file: &[u8], map: &str, readobj: &str, checks: &mut Checks) {
             ),
         }
     }
+    self_check(file, map, checks);
+}
+
+/// The file offset of `rva`.
+fn file_offset(file: &[u8], rva: u32) -> Option<usize> {
+    let pe = PeFile64::parse(file).ok()?;
+    let (offset, _) = pe.section_table().pe_file_range_at(rva)?;
+    Some(offset as usize)
+}
+
+/// Shows that the checks above can fail: in copies of the image, the copy's `.xdata` with the X
+/// bit cleared must read as having no handler, and its first prologue instruction changed to
+/// `stp x29, x30, [sp, #-32]!` must no longer match its unwind codes.
+fn self_check(file: &[u8], map: &str, checks: &mut Checks) {
+    let (function, _, _) = GUARDED[0];
+    let found = map_symbol_rva(map, function).and_then(|rva| {
+        let xdata = pdata(file).ok()?.into_iter().find(|(s, _)| *s == rva)?.1;
+        Some((rva, file_offset(file, xdata)?, file_offset(file, rva)?))
+    });
+    let Some((rva, xdata_at, code_at)) = found else {
+        checks.record(
+            false,
+            "self-check: the check rejects altered unwind data",
+            "no record",
+        );
+        return;
+    };
+    let mut no_handler = file.to_vec();
+    no_handler[xdata_at + 2] &= !(1 << 4); // bit 20 of the header word
+    let mut other_prologue = file.to_vec();
+    other_prologue[code_at..code_at + 4].copy_from_slice(&0xa9be_7bfd_u32.to_le_bytes());
+    let handler_lost = unwind_of(&no_handler, rva).map(|u| !u.has_handler && u.handler.is_none());
+    let mismatch = unwind_of(&other_prologue, rva).map(|u| {
+        let length = u.length as usize;
+        codes_match(&other_prologue[code_at..code_at + length], &u).is_err()
+    });
+    checks.record(
+        handler_lost == Ok(true) && mismatch == Ok(true),
+        "self-check: the check rejects altered unwind data",
+        format!(
+            "{function} with X cleared reads as handler-less: {handler_lost:?}; with \
+             `stp x29, x30, [sp, #-32]!` first, its codes mismatch: {mismatch:?}"
+        ),
+    );
 }
 
 #[cfg(test)]
