@@ -371,6 +371,75 @@ pub fn check_driver(sys: &Path, map: &Path) -> crate::Result {
         }
     }
 
+    let analysis = analyse(&code, &functions);
+    failures.extend(analysis.failures);
+    let (text, checked, skipped) = (analysis.text, analysis.checked, analysis.skipped);
+    // Shows the walk can fail: the same code with every call to the unsecure thunk made a `nop`
+    // must leak on some path.
+    let mut unpatched = code.words.clone();
+    for (pc, word) in unpatched.iter_mut() {
+        if matches!(a64::flow(*word, *pc), Flow::Call(t) if code.name(t) == UNSECURE) {
+            *word = 0xd503_201f;
+        }
+    }
+    let without_unsecure = analyse(
+        &Code {
+            words: unpatched,
+            names: &names,
+        },
+        &functions,
+    );
+    let leaks = without_unsecure
+        .failures
+        .iter()
+        .filter(|f| f.contains("without") || f.contains("no path reaches"))
+        .count();
+    if leaks == 0 {
+        failures.push(format!(
+            "self-check: with every {UNSECURE} call made a nop the walk still passed"
+        ));
+    } else {
+        println!(
+            "[disasm arm64] self-check: with every {UNSECURE} call made a nop, the walk fails \
+             ({leaks} failure(s)), as it must"
+        );
+    }
+    for allowed in ALLOWED_WHILE_SECURED.iter().chain(ALLOWED_ON_ARM64) {
+        println!(
+            "[disasm arm64] allowed while secured: {} ({})",
+            allowed.routine, allowed.why
+        );
+    }
+    print!("{text}");
+    if failures.is_empty() {
+        println!(
+            "[disasm arm64] ok: {checked} secure call site(s) checked ({skipped} raw one(s) of \
+             the sample skipped); after each, one {UNSECURE} (or {ABANDON}) on every path where \
+             the handle is not NULL; nothing called in between but the allowed routines; no \
+             allocator anywhere"
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "the ARM64 secure + drop disassembly check failed:\n  {}",
+            failures.join("\n  ")
+        )
+        .into())
+    }
+}
+
+/// What [`analyse`] found.
+struct Analysis {
+    text: String,
+    failures: Vec<String>,
+    checked: usize,
+    skipped: usize,
+}
+
+/// Finds every secure call site in `code` and walks its paths inside its function.
+fn analyse(code: &Code<'_>, functions: &[(u64, u64)]) -> Analysis {
+    let names = code.names;
+    let mut failures = Vec::new();
     // Secure call sites: `bl` to the thunk, or `blr` right after `adrp` + `ldr` of its slot.
     let mut sites = Vec::new();
     let mut known = State {
@@ -413,7 +482,7 @@ pub fn check_driver(sys: &Path, map: &Path) -> crate::Result {
             continue;
         }
         checked += 1;
-        let paths = follow(&code, site + 4, (start, end));
+        let paths = follow(code, site + 4, (start, end));
         let at = format!("after the {SECURE} call at {site:#x} ({function})");
         let mut unsecured = 0;
         let _ = writeln!(
@@ -462,27 +531,11 @@ pub fn check_driver(sys: &Path, map: &Path) -> crate::Result {
             "no {SECURE} call through mmsecure in the driver: nothing checked"
         ));
     }
-    for allowed in ALLOWED_WHILE_SECURED.iter().chain(ALLOWED_ON_ARM64) {
-        println!(
-            "[disasm arm64] allowed while secured: {} ({})",
-            allowed.routine, allowed.why
-        );
-    }
-    print!("{text}");
-    if failures.is_empty() {
-        println!(
-            "[disasm arm64] ok: {checked} secure call site(s) checked ({skipped} raw one(s) of \
-             the sample skipped); after each, one {UNSECURE} (or {ABANDON}) on every path where \
-             the handle is not NULL; nothing called in between but the allowed routines; no \
-             allocator anywhere"
-        );
-        Ok(())
-    } else {
-        Err(format!(
-            "the ARM64 secure + drop disassembly check failed:\n  {}",
-            failures.join("\n  ")
-        )
-        .into())
+    Analysis {
+        text,
+        failures,
+        checked,
+        skipped,
     }
 }
 
