@@ -103,6 +103,11 @@ global_asm!(
     ".seh_endepilogue",
     "    ret",
     ".seh_handler mmsecure_sys_copy_guarded_handler, @except",
+    // One word of handler data (unused): readers such as llvm-readobj 14 read one after the
+    // handler's RVA, and stop with "Malformed unwind data" at the end of an object's .xdata.
+    ".seh_handlerdata",
+    ".long 0",
+    ".text",
     ".seh_endproc",
 );
 
@@ -132,6 +137,11 @@ global_asm!(
     ".seh_endepilogue",
     "    ret",
     ".seh_handler mmsecure_sys_call_guarded_handler, @except",
+    // One word of handler data (unused): readers such as llvm-readobj 14 read one after the
+    // handler's RVA, and stop with "Malformed unwind data" at the end of an object's .xdata.
+    ".seh_handlerdata",
+    ".long 0",
+    ".text",
     ".seh_endproc",
 );
 

@@ -15,6 +15,8 @@
 //!    flag, their `global_asm!` assembled by 1.63's LLVM 14. What this does not give is a
 //!    linked 1.63 driver: that needs a prebuilt `core` with its `compiler_builtins`, which the
 //!    ARM64 driver gets from rustup's current toolchain (`driver --target`).
+//!    The objects 1.63 made are read back with `llvm-readobj --unwind`: the guarded functions
+//!    carry the same exception data and unwind codes as in the driver.
 //! 2. Their docs for the target with rustdoc 1.63 and `-D warnings`.
 //! 3. The docs.rs stand-in: rustup's current rustdoc, `--cfg docsrs -D warnings`, as docs.rs
 //!    builds the `aarch64-pc-windows-msvc` page (`[package.metadata.docs.rs] targets`). docs.rs
@@ -83,6 +85,8 @@ fn check(root: &Path, watch: &mut Stopwatch) -> crate::Result {
             .env("RUSTFLAGS", format!("{sysroot_flag}-D warnings")),
     )?;
     watch.lap("build (1.63)");
+    unwind_of_msrv_build(&out.join("msrv").join(TARGET).join("debug").join("deps"))?;
+    watch.lap("unwind data of the 1.63 build");
 
     println!("[cross] docs for {TARGET} with rustdoc 1.63 and -D warnings");
     run_checked(
@@ -122,6 +126,56 @@ fn check(root: &Path, watch: &mut Stopwatch) -> crate::Result {
         "[cross] ok: docs in {}",
         out.join("docsrs").join(TARGET).join("doc").display()
     );
+    Ok(())
+}
+
+/// Checks that the objects rustc 1.63 (LLVM 14) assembled carry the same unwind data as the
+/// driver's (built by rustup's current toolchain): for each guarded function, `llvm-readobj
+/// --unwind` on mmsecure-sys's rlib shows exception data, its handler, and the prologue codes
+/// `e1 81 e4` (`set_fp`, `save_fplr_x`, `end`).
+fn unwind_of_msrv_build(deps: &Path) -> crate::Result {
+    let rlib = fs::read_dir(deps)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.starts_with("libmmsecure_sys-") && name.ends_with(".rlib")
+        })
+        .max_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
+        .ok_or_else(|| format!("no libmmsecure_sys-*.rlib in {}", deps.display()))?;
+    let text = stdout_of(Command::new("llvm-readobj").arg("--unwind").arg(&rlib))?;
+    for (function, handler, _) in super::GUARDED {
+        let head = format!("Function: {function} (");
+        let block = text
+            .split("RuntimeFunction {")
+            .find(|b| b.contains(&head))
+            .ok_or_else(|| format!("{}: no unwind entry for {function}", rlib.display()))?;
+        let codes: Vec<&str> = block
+            .lines()
+            .skip_while(|l| !l.trim().starts_with("Prologue ["))
+            .skip(1)
+            .take_while(|l| !l.trim().starts_with(']'))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let ok = block.contains("ExceptionData: Yes")
+            && block.contains(&format!("Routine: {handler} ("))
+            && codes == ["0xe1", "0x81", "0xe4"];
+        println!(
+            "[cross] rustc 1.63's {function}: exception data and {handler}: {}, prologue codes \
+             {codes:?}",
+            block.contains(&format!("Routine: {handler} ("))
+        );
+        if !ok {
+            return Err(format!(
+                "{}: {function}'s unwind data as rustc 1.63 assembled it is not the expected \
+                 (exception data, {handler}, e1 81 e4)",
+                rlib.display()
+            )
+            .into());
+        }
+    }
     Ok(())
 }
 
