@@ -1,6 +1,14 @@
 //! Windows targets: what ntddk.h defines inline, so that bindgen cannot emit it.
 
-use crate::{HANDLE, KIRQL, PEPROCESS, PVOID};
+#[cfg(target_arch = "x86_64")]
+use crate::KIRQL;
+use crate::{HANDLE, PEPROCESS, PVOID};
+
+// ARM64: `KeGetCurrentIrql` is a HAL export there, not a register read (see the module).
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(target_arch = "aarch64")]
+pub use aarch64::KeGetCurrentIrql;
 
 // A data export, which bindgen's declaration cannot import: an `extern` static is reached through
 // the import address table only when rustc marks it `dllimport`, which it does for a block with a
@@ -54,7 +62,9 @@ fn current_privilege_level() -> u16 {
     cs & 3
 }
 
-/// The kernel path running in user mode: a test binary that forgot the `host` feature.
+/// The kernel path running in user mode: a test binary that forgot the `host` feature. Detected
+/// on x64 only (CS's privilege bits); ARM64 has no such check yet.
+#[cfg(target_arch = "x86_64")]
 #[cold]
 #[inline(never)]
 fn user_mode_without_host_feature() -> ! {

@@ -78,6 +78,19 @@
 //! must load on older Windows looks it up at run time with [`MmGetSystemRoutineAddress`] and calls
 //! it through [`PFN_MM_SECURE_VIRTUAL_MEMORY_EX`] rather than importing it.
 //!
+//! # ARM64 Windows: built, linked and checked, never run
+//!
+//! On `aarch64-pc-windows-msvc` the crate has its own `KeGetCurrentIrql` (an import from the
+//! HAL, as the WDK's `wdm.h` declares it there) and its own guard ([`copy_guarded`] and
+//! [`call_guarded`] in assembly with ARM64 unwind data). That code is **built, linked into a
+//! sample driver and checked structurally** (its `.pdata`/`.xdata`, its unwind codes against
+//! its instructions, its imports, its secure + drop paths), but it has **never run on ARM64
+//! hardware**. Before shipping an ARM64 driver, test on a device that a copy from a user page
+//! made `PAGE_NOACCESS` returns 0xC0000005 (`STATUS_ACCESS_VIOLATION`) from [`copy_guarded`],
+//! which the `mmsecure` crate reports as `Error::Fault { code: 0xC0000005 }`; the guide's
+//! [`docs/exceptions.md`] lists that test and the others. Other Windows architectures do not
+//! build (a `compile_error!` says why).
+//!
 //! # Feature `wdk-sys` (Windows targets only, off by default)
 //!
 //! Adds the module `wdk_types`: conversions between windows-drivers-rs' `wdk-sys` types and
@@ -620,13 +633,17 @@ pub type PFN_MM_SECURE_VIRTUAL_MEMORY_EX =
 // (`seh`). With it, `host` defines every routine above as well as these, and the guarded copy is
 // the model's: off Windows, and in a Windows user-mode test binary built with `host`.
 //
-// Other Windows architectures are refused rather than half supported: on ARM64 both
-// `KeGetCurrentIrql` (a read of the processor control region, inline in wdm.h) and the exception
-// guard (ARM64 unwind codes) would need their own code, and neither can be tested here.
-#[cfg(all(not(mmsecure_host), not(target_arch = "x86_64")))]
+// ARM64 Windows (issue #16) has its own `KeGetCurrentIrql` (a HAL import, as wdm.h declares it
+// there; `kernel/aarch64.rs`) and its own guard (`seh_aarch64.rs`, ARM64 unwind codes), built
+// and checked structurally but never run on ARM64 hardware. Other Windows architectures are
+// refused rather than half supported: each would need both of its own.
+#[cfg(all(
+    not(mmsecure_host),
+    not(any(target_arch = "x86_64", target_arch = "aarch64"))
+))]
 compile_error!(
-    "mmsecure-sys supports x86_64 Windows only: KeGetCurrentIrql and the exception-guarded copy \
-     are not written for this architecture yet"
+    "mmsecure-sys supports x86_64 and aarch64 Windows only: KeGetCurrentIrql and the \
+     exception-guarded copy are not written for this architecture"
 );
 #[cfg(not(mmsecure_host))]
 mod kernel;
@@ -643,13 +660,19 @@ mod kernel;
 #[cfg(not(mmsecure_host))]
 #[cfg_attr(
     docsrs,
-    doc(auto_cfg = false, cfg(any(not(windows), target_arch = "x86_64")))
+    doc(
+        auto_cfg = false,
+        cfg(any(not(windows), target_arch = "x86_64", target_arch = "aarch64"))
+    )
 )]
 pub use kernel::KeGetCurrentIrql;
 #[cfg(not(mmsecure_host))]
 pub use kernel::MmHighestUserAddress;
 #[cfg(all(not(mmsecure_host), target_arch = "x86_64"))]
 #[path = "seh.rs"]
+mod guard;
+#[cfg(all(not(mmsecure_host), target_arch = "aarch64"))]
+#[path = "seh_aarch64.rs"]
 mod guard;
 #[cfg(not(mmsecure_host))]
 use kernel as backend;
@@ -664,7 +687,10 @@ use host::guard;
 #[cfg(mmsecure_host)]
 #[cfg_attr(
     docsrs,
-    doc(auto_cfg = false, cfg(any(not(windows), target_arch = "x86_64")))
+    doc(
+        auto_cfg = false,
+        cfg(any(not(windows), target_arch = "x86_64", target_arch = "aarch64"))
+    )
 )]
 pub use host::KeGetCurrentIrql;
 #[cfg(mmsecure_host)]
@@ -708,8 +734,11 @@ pub const STATUS_SUCCESS: NTSTATUS = 0;
 ///   `__try/__except` would put them: an access violation, an in-page error, or any exception
 ///   raised during them comes back as its code. What no handler can catch (a fault at IRQL >=
 ///   `DISPATCH_LEVEL`, a kernel stack overflow) is listed in `docs/exceptions.md`.
-/// - Other Windows targets (aarch64): the crate does not build there yet; a `compile_error!` says
-///   what is missing (see `docs/exceptions.md`).
+/// - ARM64 Windows: `true` by design, the same frame in ARM64 terms; built, linked and checked
+///   structurally, **never run on ARM64 hardware** (see the crate docs and `docs/exceptions.md`
+///   for what to test on a device).
+/// - Other Windows targets: the crate does not build there; a `compile_error!` says what is
+///   missing.
 /// - The host model (off Windows, or the `host` feature): `true`. Faults are injected into the model's pages
 ///   (`host::Process::inject_fault`) and raises made with `host::raise_exception`; a real fault
 ///   on the host is a crash, as for any Rust code.
@@ -723,11 +752,12 @@ pub const COPY_GUARDED: bool = guard::COPY_GUARDED;
 /// exception raised during the copy (`STATUS_ACCESS_VIOLATION` 0xC0000005, `STATUS_IN_PAGE_ERROR`
 /// 0xC0000006...), where [`COPY_GUARDED`] says exceptions are caught.
 ///
-/// The copy is one `rep movsb` on x86_64 (relaxed atomic word copies elsewhere), an access the compiler
-/// cannot see into, so user threads writing the same bytes meanwhile is no data race (see
-/// [`copy_unguarded`]). It runs forward: when it faults, the bytes before the faulting byte have
-/// been copied and the rest of `dst` is untouched, so a faulting read leaves the destination
-/// partly written, and a faulting write has changed part of the user's range.
+/// The copy is one `rep movsb` on x86_64 (an `ldp`/`stp` loop on ARM64 Windows, relaxed atomic
+/// word copies in the host model elsewhere), an access the compiler cannot see into, so user threads
+/// writing the same bytes meanwhile is no data race (see [`copy_unguarded`]). It runs forward:
+/// when it faults, the bytes before the faulting byte have been copied (on ARM64, the 16-byte
+/// blocks before the faulting one) and the rest of `dst` is untouched, so a faulting read leaves
+/// the destination partly written, and a faulting write has changed part of the user's range.
 ///
 /// ```
 /// let src = *b"payload";

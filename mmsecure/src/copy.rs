@@ -4,8 +4,8 @@
 //! The copy itself (one `rep movsb` on x86_64, which the compiler cannot see into, so a user
 //! thread writing the bytes meanwhile is no data race) and its exception frame are the sys
 //! crate's, because they differ by backend: an assembly function with a structured-exception
-//! handler on x86_64 Windows, the host model off Windows. This crate does not know which one it
-//! has.
+//! handler on x86_64 and ARM64 Windows, the host model off Windows. This crate does not know
+//! which one it has.
 
 use crate::Error;
 

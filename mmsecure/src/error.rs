@@ -74,8 +74,8 @@ pub enum Error {
     /// is its NTSTATUS, for instance `STATUS_IN_PAGE_ERROR` (0xC0000006) when a page of the
     /// secured range could not be read in, or `STATUS_ACCESS_VIOLATION` (0xC0000005). Part of the
     /// bytes may have been copied (see [`SecureRegion::read`](crate::SecureRegion::read)). Only
-    /// where exceptions are caught (`mmsecure_sys::COPY_GUARDED`: x86_64 Windows and the host
-    /// model); see `docs/exceptions.md`.
+    /// where exceptions are caught (`mmsecure_sys::COPY_GUARDED`: x86_64 Windows, ARM64 Windows
+    /// by design but never run there, and the host model); see `docs/exceptions.md`.
     ///
     /// `code` has the type of the `STATUS_*` constants ([`status`](crate::status)), so a match
     /// needs no cast: `Error::Fault { code: mmsecure::status::STATUS_IN_PAGE_ERROR }`.

@@ -120,7 +120,7 @@
 //! | the rest of the allocation stays committed | **no**: pages outside the secured range may be decommitted |
 //! | the bytes do not change | **no**: the user can write them at any time; copy once, validate the copy |
 //! | the pages are resident | **no**: a copy can page-fault and wait; so every copy checks that the IRQL is `APC_LEVEL` or below ([`Error::IrqlTooHigh`]) |
-//! | a copy cannot raise | **no**: an in-page error still raises an exception (Microsoft asks for `__try/__except`); on x86_64 Windows every copy catches it and returns [`Error::Fault`], other Windows architectures do not build yet (see `docs/exceptions.md`) |
+//! | a copy cannot raise | **no**: an in-page error still raises an exception (Microsoft asks for `__try/__except`); on x86_64 Windows every copy catches it and returns [`Error::Fault`]; on ARM64 Windows it is built to, but never run there (see "Backends"); other Windows architectures do not build (see `docs/exceptions.md`) |
 //! | it holds in another process context | **no**: copies there fail with [`Error::WrongProcess`] |
 //! | it outlives the process | **no**: process exit drops every secure; copies then fault |
 //!
@@ -176,6 +176,12 @@
 //! does not know which one it has.
 //!
 //! [host]: https://docs.rs/mmsecure-sys/latest/x86_64-unknown-linux-gnu/mmsecure_sys/host/index.html
+//!
+//! Windows means x86_64 and ARM64 (`aarch64-pc-windows-msvc`). The ARM64 support is **built,
+//! linked and checked structurally, never run on ARM64 hardware**: before shipping for ARM64,
+//! test on a device that reading a [`SecureRegion`] over a user page made `PAGE_NOACCESS` returns
+//! `Error::Fault { code: 0xC0000005 }` and the driver goes on (the guide's
+//! [exceptions][guide-exceptions] page lists that test and the others).
 //!
 //! # The guide
 //!

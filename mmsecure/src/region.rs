@@ -41,9 +41,10 @@ use crate::{context, kernel, user_range, Error, ProbeMode, SecureFlags, UserPtr}
 ///   reason. On **x86_64 Windows** every copy runs under such a frame (mmsecure-sys's
 ///   `copy_guarded`), and the exception comes back as [`Error::Fault`] with its code; the region
 ///   stays usable. What no handler catches (a fault at IRQL >= `DISPATCH_LEVEL`, a kernel stack
-///   overflow) is listed in `docs/exceptions.md`. Other Windows architectures (aarch64) are not
-///   supported yet: the crates refuse to build there rather than copy unguarded. The host
-///   model returns faults a test injects (`Process::inject_fault`).
+///   overflow) is listed in `docs/exceptions.md`. On **ARM64 Windows** the copies run under the
+///   same kind of frame, built and checked structurally but never run on ARM64 hardware (test
+///   a fault on a device: `docs/exceptions.md`). Other Windows architectures do not build. The
+///   host model returns faults a test injects (`Process::inject_fault`).
 /// - The region is only meaningful in the **process that secured it**. It holds a reference on
 ///   that process object (`ObfReferenceObject`), so its `PEPROCESS` can never come to name
 ///   another process, and every copy checks that the current process is that one

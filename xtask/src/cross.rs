@@ -34,8 +34,19 @@ pub const TOOLCHAIN_PACKAGES: &[&str] = &["rustc", "cargo", "libstd-rust-dev-win
 
 /// `cargo xtask cross`.
 pub fn run(args: &[String]) -> crate::Result {
-    if let Some(arg) = args.first() {
-        return Err(format!("`cargo xtask cross` takes no arguments (got `{arg}`)").into());
+    match args {
+        [] => {}
+        // ARM64 (issue #16): rustc 1.63 with a core built from its rust-src.
+        [flag, target] if flag == "--target" && target == crate::arm64::TARGET => {
+            return crate::arm64::msrv::run();
+        }
+        [arg, ..] => {
+            return Err(format!(
+                "`cargo xtask cross` takes no arguments but `--target {}` (got `{arg}`)",
+                crate::arm64::TARGET
+            )
+            .into())
+        }
     }
     let root = workspace_root();
     let mut watch = Stopwatch::new("cross");
@@ -235,7 +246,7 @@ fn rustup_cargo() -> PathBuf {
 }
 
 /// A TOML basic string.
-fn toml_string(text: &str) -> String {
+pub(crate) fn toml_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

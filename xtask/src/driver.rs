@@ -68,16 +68,31 @@ pub struct Built {
 /// `cargo xtask driver [--check]`.
 pub fn run(args: &[String]) -> crate::Result {
     let mut check = false;
-    for arg in args {
+    let mut target = TARGET;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--check" => check = true,
+            "--target" => target = args.next().map_or("", String::as_str),
             other => {
                 return Err(format!(
-                    "unknown argument `{other}`: usage: cargo xtask driver [--check]"
+                    "unknown argument `{other}`: usage: cargo xtask driver [--check] \
+                     [--target {TARGET}|{}]",
+                    crate::arm64::TARGET
                 )
                 .into())
             }
         }
+    }
+    // ARM64 (issue #16): its own toolchain, import libraries and checks.
+    if target == crate::arm64::TARGET {
+        return crate::arm64::run(check);
+    } else if target != TARGET {
+        return Err(format!(
+            "`--target {target}`: the sample driver builds for {TARGET} and {}",
+            crate::arm64::TARGET
+        )
+        .into());
     }
     let root = cross::workspace_root();
     let mut watch = Stopwatch::new("driver");
@@ -217,7 +232,7 @@ fn extra_import_library(root: &Path, out: &Path) -> crate::Result<Option<PathBuf
 }
 
 /// The names under `EXPORTS` in a module-definition file.
-fn def_exports(def: &str) -> Vec<String> {
+pub(crate) fn def_exports(def: &str) -> Vec<String> {
     let mut in_exports = false;
     let mut names = Vec::new();
     for line in def.lines() {
@@ -281,7 +296,7 @@ fn is_std_object(member: &str) -> bool {
 }
 
 /// rustup's rust-lld: next to the rustc of the toolchain whose cargo runs this task.
-fn rust_lld() -> crate::Result<PathBuf> {
+pub(crate) fn rust_lld() -> crate::Result<PathBuf> {
     let rustc = std::env::var_os("CARGO")
         .map(PathBuf::from)
         .and_then(|cargo| cargo.parent().map(|bin| bin.join("rustc")))
@@ -309,7 +324,7 @@ fn rust_lld() -> crate::Result<PathBuf> {
 }
 
 /// The RVA of `symbol` in an MSVC-style map file (as `lld-link /map` writes it).
-fn map_symbol_rva(map: &str, symbol: &str) -> Option<u32> {
+pub(crate) fn map_symbol_rva(map: &str, symbol: &str) -> Option<u32> {
     let base = map.lines().find_map(|line| {
         let hex = line.trim().strip_prefix("Preferred load address is ")?;
         u64::from_str_radix(hex.trim(), 16).ok()
@@ -327,20 +342,20 @@ fn map_symbol_rva(map: &str, symbol: &str) -> Option<u32> {
 }
 
 /// The result of each check, printed as it is made.
-struct Checks {
+pub(crate) struct Checks {
     failed: usize,
     total: usize,
 }
 
 impl Checks {
-    fn new() -> Checks {
+    pub(crate) fn new() -> Checks {
         Checks {
             failed: 0,
             total: 0,
         }
     }
 
-    fn record(&mut self, ok: bool, what: &str, detail: impl AsRef<str>) {
+    pub(crate) fn record(&mut self, ok: bool, what: &str, detail: impl AsRef<str>) {
         self.total += 1;
         if !ok {
             self.failed += 1;
@@ -349,7 +364,7 @@ impl Checks {
         println!("  {mark}  {what} ({})", detail.as_ref());
     }
 
-    fn finish(self, what: &str) -> crate::Result {
+    pub(crate) fn finish(self, what: &str) -> crate::Result {
         if self.failed == 0 {
             println!("[{what}] all {} checks passed", self.total);
             Ok(())

@@ -3,6 +3,7 @@
 //! Each task is a module with `pub fn run(args: &[String]) -> xtask::Result`; this file only
 //! dispatches on the first argument.
 
+mod arm64;
 mod bench;
 mod codegen;
 mod command;
@@ -34,10 +35,15 @@ tasks:
                                   (--check: fail with a diff if the committed file is stale)
   check-macos                     cargo check of the libraries and tests for aarch64-apple-darwin
                                   and x86_64-apple-darwin
-  cross                           build mmsecure-sys and mmsecure and their docs for
-                                  x86_64-pc-windows-gnu with Debian's rustc 1.63 (MSRV check)
-  driver [--check]                build the sample driver, target/driver/mmsecure_sample.sys
-                                  (--check: verify it as a PE kernel driver)
+  cross [--target aarch64-pc-windows-msvc]
+                                  build mmsecure-sys and mmsecure and their docs for
+                                  x86_64-pc-windows-gnu with Debian's rustc 1.63 (MSRV check;
+                                  --target: for ARM64 with rustup's 1.63, and the docs.rs page)
+  driver [--check] [--target aarch64-pc-windows-msvc]
+                                  build the sample driver, target/driver/mmsecure_sample.sys
+                                  (--check: verify it as a PE kernel driver; --target: the
+                                  ARM64 one, target/driver/aarch64/, with its unwind data and
+                                  secure + drop paths checked)
   package [--no-verify]           cargo package both crates, list what each would publish and
                                   check it against their allow-lists
   test-aarch64                    the test suites for aarch64-unknown-linux-gnu under qemu-aarch64

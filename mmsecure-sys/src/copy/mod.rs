@@ -12,10 +12,10 @@
 //! host model's atomic user stores without undefined behaviour (see `portable.rs`). Either way the result is some mixture of old and new bytes when the user writes during
 //! the copy: copy once, then validate the copy.
 //!
-//! It lives in this crate, not in `mmsecure`, because both backends build the guarded copy on it:
-//! the host model around it, and Windows targets without an exception guard (aarch64) as is. On
-//! x86_64 Windows the guarded copy is its own `rep movsb` inside an assembly function with
-//! unwind information (`seh.rs`), the same instruction.
+//! It lives in this crate, not in `mmsecure`, because the host model builds its guarded copy on
+//! it. On Windows the guarded copy is its own assembly function with unwind information: on
+//! x86_64 the same `rep movsb` (`seh.rs`), on ARM64 an `ldp`/`stp` loop (`seh_aarch64.rs`),
+//! where this unguarded copy is the portable volatile one.
 
 // Miri cannot run inline assembly: under `cargo miri test` the portable copy stands in for
 // `rep movsb` on x86_64 too, so that Miri checks the copy other hosts run (docs/reliability.md).

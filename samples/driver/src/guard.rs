@@ -51,12 +51,19 @@ struct SecureCall {
     handle: HANDLE,
 }
 
+// ARM64 (issue #16): the same shim and the counter, in their own file.
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(target_arch = "aarch64")]
+use aarch64::{sample_secure_in_guard, ticks};
+
 // Secures the range in the `SecureCall` that RCX points to with `MmSecureVirtualMemory`
 // (`PAGE_READONLY`), which is a stub that raises `EXCEPTION_WINE_STUB` under Wine 8, and stores
 // the handle. Assembly, not Rust: an exception that unwinds a Rust `extern "C"` frame is
 // undefined behaviour (see `call_guarded`'s contract), and the unwinder needs the frame
 // described, hence the SEH directives. RBX keeps the context across the call; 32 bytes of home
 // space plus the push keep RSP 16-aligned at the call.
+#[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
     ".text",
     ".p2align 4",
@@ -82,6 +89,7 @@ core::arch::global_asm!(
 );
 const _: () = assert!(PAGE_READONLY == 2);
 
+#[cfg(target_arch = "x86_64")]
 extern "C" {
     /// The assembly above: `context` is a `*mut SecureCall`.
     fn sample_secure_in_guard(context: *mut c_void);
@@ -113,7 +121,8 @@ const RUNS: usize = 9;
 const BYTES_PER_RUN: usize = 8 << 20;
 
 /// Times guarded against unguarded copies of 4 KiB and 64 KiB between two user buffers of at
-/// least 64 KiB, and reports the time stamp counter's ticks per copy of the fastest run:
+/// least 64 KiB, and reports the time stamp counter's ticks (on ARM64: the generic timer's
+/// virtual count, see `guard/aarch64.rs`) per copy of the fastest run:
 /// `Ticks4KGuarded`, `Ticks4KUnguarded`, `Ticks64KGuarded`, `Ticks64KUnguarded`.
 ///
 /// The counter is read with `rdtsc`, which user mode may execute too (Windows and Wine leave
@@ -169,6 +178,7 @@ fn time_unguarded(from: &UserBuffer, to: &UserBuffer, size: usize, copies: usize
 }
 
 /// The time stamp counter.
+#[cfg(target_arch = "x86_64")]
 fn ticks() -> u64 {
     // SAFETY: `rdtsc` reads a counter and has no other effect; it is allowed at any privilege
     // level while CR4.TSD is clear, as on Windows and under Wine.

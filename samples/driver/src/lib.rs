@@ -4,6 +4,9 @@
 //! Built by `cargo xtask driver` (Debian's rustc 1.63 for `x86_64-pc-windows-gnu`, linked with
 //! `rust-lld -flavor link` as a native-subsystem driver) into `target/driver/mmsecure_sample.sys`;
 //! `cargo xtask wine` loads it as a kernel-driver service under Wine and checks the reports.
+//! `cargo xtask driver --check --target aarch64-pc-windows-msvc` builds the ARM64 version
+//! (rustup's toolchain, `rust-lld /machine:arm64`) and checks it structurally; it is never run
+//! (issue #16; `guard/aarch64.rs` holds its assembly shim and timer).
 //!
 //! # What it does
 //!

@@ -44,8 +44,9 @@ pub const NT_CURRENT_PROCESS: HANDLE = -1isize as HANDLE;
 /// `PDRIVER_UNLOAD`.
 pub type DriverUnload = unsafe extern "system" fn(driver: *mut DriverObject);
 
-/// `DRIVER_OBJECT` (wdm.h), as laid out on x64. The driver only sets `driver_unload`; the other
-/// fields are spelled out so that it lands at the header's offset (0x68).
+/// `DRIVER_OBJECT` (wdm.h), as laid out on x64 and ARM64 (both LLP64 with 8-byte pointers). The
+/// driver only sets `driver_unload`; the other fields are spelled out so that it lands at the
+/// header's offset (0x68).
 #[repr(C)]
 pub struct DriverObject {
     /// `Type`.

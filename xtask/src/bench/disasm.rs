@@ -62,9 +62,9 @@ pub const ALLOWED_WHILE_SECURED: &[Allowed] = &[
     },
     Allowed {
         routine: "mmsecure_sys_copy_guarded",
-        why: "the sample copies its request out before the drop; on x86_64 Windows that copy is \
-              mmsecure-sys's guarded `rep movsb`, an assembly function with an exception \
-              handler that cannot be inlined",
+        why: "the sample copies its request out before the drop; on Windows that copy is \
+              mmsecure-sys's guarded copy (x86_64: one `rep movsb`; ARM64: an ldp/stp loop), an \
+              assembly function with an exception handler that cannot be inlined",
     },
 ];
 
@@ -76,22 +76,22 @@ fn allowed_while_secured(routine: &str) -> bool {
 /// The one function that may end a secured path instead of the unsecure: a region dropped in
 /// another process context or above `APC_LEVEL` leaves its secure standing (issue #12) and says
 /// so through it, out of line and cold (matched on the demangled name).
-const ABANDON: &str = "mmsecure::context::abandon";
+pub(crate) const ABANDON: &str = "mmsecure::context::abandon";
 
 /// Functions of the sample that call `MmSecureVirtualMemory` raw, not through `mmsecure`, on
 /// purpose, matched against the link map's (demangled) names: `guard::secure_in_guard` secures
 /// under `call_guarded` to show the guard catching Wine's raising stub (issue #9), and its caller
 /// unsecures. Their call sites are listed and skipped: the check is about the wrapper.
-const RAW_CALLERS: &[&str] = &["secure_in_guard"];
+pub(crate) const RAW_CALLERS: &[&str] = &["secure_in_guard"];
 
 /// How many paths from one secure the check follows before it gives up, and fails.
-const MAX_PATHS: usize = 4096;
+pub(crate) const MAX_PATHS: usize = 4096;
 
 /// Import names that allocate kernel memory.
-const ALLOCATOR_IMPORTS: &[&str] = &["ExAllocate", "MmAllocate"];
+pub(crate) const ALLOCATOR_IMPORTS: &[&str] = &["ExAllocate", "MmAllocate"];
 
 /// Symbols of Rust's global allocator and the C library's.
-const ALLOCATOR_SYMBOLS: &[&str] = &[
+pub(crate) const ALLOCATOR_SYMBOLS: &[&str] = &[
     "__rust_alloc",
     "__rdl_alloc",
     "__rg_alloc",
