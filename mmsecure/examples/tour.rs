@@ -140,7 +140,39 @@ fn main() -> Result<(), Error> {
         SecureFlags::from_raw(0x30).unwrap_err()
     );
 
-    println!("\n6. The process exits while the driver still holds a region.");
+    println!("\n6. Other code changes the context; the region checks it every time.");
+    let own = app.allocate(PAGE, PAGE_READWRITE).expect("allocate");
+    let guarded = SecureRegion::new(own, PAGE, ProbeMode::ReadWrite)?;
+    {
+        // As under a spin lock: user memory is pageable, so no copy at DISPATCH_LEVEL.
+        let _spin_lock = host::raise_irql(mmsecure::sys::DISPATCH_LEVEL as u8);
+        let mut byte = [0u8; 1];
+        println!(
+            "   a copy at DISPATCH_LEVEL -> {}",
+            guarded.read(0, &mut byte).unwrap_err()
+        );
+    }
+    let other = Process::new();
+    let abandoned_before = mmsecure::abandoned_secures();
+    {
+        // As after KeStackAttachProcess to another process: copies are refused, and a drop
+        // there does not call MmUnsecureVirtualMemory (the kernel would bug check, 0x1A).
+        let _elsewhere = other.attach();
+        let mut byte = [0u8; 1];
+        println!(
+            "   a copy while attached to process {} -> {}",
+            other.id(),
+            guarded.read(0, &mut byte).unwrap_err()
+        );
+        drop(guarded);
+    }
+    println!(
+        "   dropped there: not unsecured, left to the process's exit ({} abandoned, {} standing)",
+        mmsecure::abandoned_secures() - abandoned_before,
+        app.secure_count()
+    );
+
+    println!("\n7. The process exits while the driver still holds a region.");
     let late = SecureRegion::new(buffer, PAGE, ProbeMode::ReadOnly)?;
     app.exit();
     println!(
@@ -150,7 +182,7 @@ fn main() -> Result<(), Error> {
     drop(late);
     println!(
         "   the late drop did nothing, as in the kernel; the model recorded it: {:?}",
-        app.misuses()
+        app.misuses().last()
     );
 
     println!("\nmisuses recorded in this run: {}", host::misuses().len());
