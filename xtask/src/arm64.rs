@@ -29,11 +29,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use object::pe::{
-    IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE, IMAGE_DLLCHARACTERISTICS_NX_COMPAT, IMAGE_FILE_DLL,
-    IMAGE_FILE_EXECUTABLE_IMAGE, IMAGE_FILE_MACHINE_ARM64, IMAGE_NT_OPTIONAL_HDR64_MAGIC,
-    IMAGE_SUBSYSTEM_NATIVE,
-};
+use object::pe::IMAGE_FILE_MACHINE_ARM64;
 
 use crate::command::{run_checked, stdout_of};
 use crate::cross::{self, Stopwatch};
@@ -281,55 +277,11 @@ pub fn verify(built: &Built) -> crate::Result {
             return checks.finish("check");
         }
     };
-    checks.record(
-        image.magic == IMAGE_NT_OPTIONAL_HDR64_MAGIC,
-        "PE32+",
-        format!("optional header magic {:#x}", image.magic),
-    );
-    checks.record(
-        image.machine == IMAGE_FILE_MACHINE_ARM64,
-        "machine ARM64 (0xAA64)",
-        format!("{:#06x}", image.machine),
-    );
-    checks.record(
-        image.subsystem == IMAGE_SUBSYSTEM_NATIVE,
-        "subsystem native (1)",
-        format!("subsystem {}", image.subsystem),
-    );
-    checks.record(
-        image.characteristics & IMAGE_FILE_EXECUTABLE_IMAGE != 0,
-        "executable image",
-        format!("characteristics {:#06x}", image.characteristics),
-    );
-    checks.record(
-        image.characteristics & IMAGE_FILE_DLL == 0,
-        "not a DLL (IMAGE_FILE_DLL clear)",
-        format!("characteristics {:#06x}", image.characteristics),
-    );
-    let wanted = IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE | IMAGE_DLLCHARACTERISTICS_NX_COMPAT;
-    checks.record(
-        image.dll_characteristics & wanted == wanted,
-        "relocatable and NX-compatible (DYNAMIC_BASE, NX_COMPAT)",
-        format!("DllCharacteristics {:#06x}", image.dll_characteristics),
-    );
-    match driver::map_symbol_rva(&map, "DriverEntry") {
-        Some(rva) => checks.record(
-            image.entry_point == rva,
-            "entry point is DriverEntry",
-            format!(
-                "AddressOfEntryPoint {:#x}, DriverEntry at {rva:#x}",
-                image.entry_point
-            ),
-        ),
-        None => checks.record(false, "entry point is DriverEntry", "not in the map"),
-    }
-    checks.record(
-        image.checksum != 0 && image.checksum == image.computed_checksum,
-        "checksum set and right",
-        format!(
-            "stored {:#x}, computed {:#x}",
-            image.checksum, image.computed_checksum
-        ),
+    driver::check_headers(
+        &image,
+        &map,
+        (IMAGE_FILE_MACHINE_ARM64, "ARM64 (0xAA64)"),
+        &mut checks,
     );
 
     let dlls: BTreeSet<String> = image

@@ -406,49 +406,31 @@ fn table(machine: &str, options: &Options, rows: &[Row], counts: Option<&Counts>
     };
     let iqr = |row: &Row| format!("time (IQR {:.3}-{:.3})", row.ratio_low, row.ratio_high);
 
-    for row in rows.iter().filter(|row| row.id == "secure_drop") {
-        if let Some(c) = counts {
-            push(
-                &row.what,
-                "instructions",
-                format!("raw pair {:.1}", c.raw),
-                format!("SecureRegion {:.1}", c.wrapper),
-                c.wrapper / c.raw,
-                row.goal,
-            );
-        }
-        let (baseline, measured) = wall(row);
-        push(
-            &row.what,
-            &iqr(row),
-            baseline,
-            measured,
-            row.ratio,
-            row.goal,
-        );
-    }
-    for row in rows
+    // Secure + drop, the copies, the reader, in that order; the rows that have an instruction
+    // count get it first, named for its baseline and its measured side.
+    let counted = |id: &str, c: &Counts| match id {
+        "secure_drop" => Some((("raw pair", c.raw), ("SecureRegion", c.wrapper))),
+        "reader_header" => Some((("read_value", c.read_value), ("Reader::read", c.reader))),
+        _ => None,
+    };
+    let in_order = rows
         .iter()
-        .filter(|row| row.id.starts_with("read_") || row.id.starts_with("write_"))
-    {
-        let (baseline, measured) = wall(row);
-        push(
-            &row.what,
-            &iqr(row),
-            baseline,
-            measured,
-            row.ratio,
-            row.goal,
-        );
-    }
-    for row in rows.iter().filter(|row| row.id == "reader_header") {
-        if let Some(c) = counts {
+        .filter(|row| row.id == "secure_drop")
+        .chain(
+            rows.iter()
+                .filter(|row| row.id.starts_with("read_") || row.id.starts_with("write_")),
+        )
+        .chain(rows.iter().filter(|row| row.id == "reader_header"));
+    for row in in_order {
+        if let Some(((base_name, base), (meas_name, meas))) =
+            counts.and_then(|c| counted(&row.id, c))
+        {
             push(
                 &row.what,
                 "instructions",
-                format!("read_value {:.1}", c.read_value),
-                format!("Reader::read {:.1}", c.reader),
-                c.reader / c.read_value,
+                format!("{base_name} {base:.1}"),
+                format!("{meas_name} {meas:.1}"),
+                meas / base,
                 row.goal,
             );
         }

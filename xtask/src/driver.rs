@@ -374,28 +374,19 @@ impl Checks {
     }
 }
 
-/// `--check`: reads the driver as a PE image and checks what a kernel driver must be.
-pub fn verify(built: &Built) -> crate::Result {
-    println!("[check] {}", built.sys.display());
-    let file = fs::read(&built.sys)?;
-    let map = fs::read_to_string(&built.map)?;
-    let mut checks = Checks::new();
-    let pe = match pe::parse(&file) {
-        Ok(pe) => pe,
-        Err(e) => {
-            checks.record(false, "a PE32+ image", e.to_string());
-            return checks.finish("check");
-        }
-    };
-
+/// The header checks every kernel driver passes, whatever its machine: PE32+, `machine`, the
+/// native subsystem, an executable image and no DLL, relocatable and NX-compatible, the entry
+/// point at `DriverEntry` (from the link map `map`), and the checksum Windows verifies.
+pub fn check_headers(pe: &pe::Image, map: &str, machine: (u16, &str), checks: &mut Checks) {
     checks.record(
         pe.magic == IMAGE_NT_OPTIONAL_HDR64_MAGIC,
         "PE32+",
         format!("optional header magic {:#x}", pe.magic),
     );
+    let (machine, machine_name) = machine;
     checks.record(
-        pe.machine == IMAGE_FILE_MACHINE_AMD64,
-        "machine x86-64",
+        pe.machine == machine,
+        &format!("machine {machine_name}"),
         format!("{:#06x}", pe.machine),
     );
     checks.record(
@@ -419,7 +410,7 @@ pub fn verify(built: &Built) -> crate::Result {
         "relocatable and NX-compatible (DYNAMIC_BASE, NX_COMPAT)",
         format!("DllCharacteristics {:#06x}", pe.dll_characteristics),
     );
-    match map_symbol_rva(&map, "DriverEntry") {
+    match map_symbol_rva(map, "DriverEntry") {
         Some(rva) => checks.record(
             pe.entry_point == rva,
             "entry point is DriverEntry",
@@ -431,7 +422,7 @@ pub fn verify(built: &Built) -> crate::Result {
         None => checks.record(
             false,
             "entry point is DriverEntry",
-            format!("no DriverEntry in {}", built.map.display()),
+            "no DriverEntry in the link map",
         ),
     }
     checks.record(
@@ -442,6 +433,23 @@ pub fn verify(built: &Built) -> crate::Result {
             pe.checksum, pe.computed_checksum
         ),
     );
+}
+
+/// `--check`: reads the driver as a PE image and checks what a kernel driver must be.
+pub fn verify(built: &Built) -> crate::Result {
+    println!("[check] {}", built.sys.display());
+    let file = fs::read(&built.sys)?;
+    let map = fs::read_to_string(&built.map)?;
+    let mut checks = Checks::new();
+    let pe = match pe::parse(&file) {
+        Ok(pe) => pe,
+        Err(e) => {
+            checks.record(false, "a PE32+ image", e.to_string());
+            return checks.finish("check");
+        }
+    };
+
+    check_headers(&pe, &map, (IMAGE_FILE_MACHINE_AMD64, "x86-64"), &mut checks);
 
     let dlls: BTreeSet<&str> = pe.imports.iter().map(|i| i.dll.as_str()).collect();
     checks.record(
