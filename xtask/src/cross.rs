@@ -128,13 +128,33 @@ pub fn cargo_target_dir(root: &Path) -> PathBuf {
 /// A Debian cargo 1.65 command for the sample workspace: rustc and rustdoc 1.63, the Windows
 /// target, offline, from the vendor folder, with the committed lockfile.
 pub fn debian_cargo(root: &Path, subcommand: &str) -> Command {
+    sample_cargo(
+        root,
+        subcommand,
+        TARGET,
+        Path::new(DEBIAN_RUSTC),
+        Path::new(DEBIAN_RUSTDOC),
+        &cargo_target_dir(root),
+    )
+}
+
+/// Debian's cargo 1.65 for the sample workspace with the given compilers, `target` and target
+/// folder: offline, from the vendor folder, with the committed lockfile.
+pub fn sample_cargo(
+    root: &Path,
+    subcommand: &str,
+    target: &str,
+    rustc: &Path,
+    rustdoc: &Path,
+    target_dir: &Path,
+) -> Command {
     let sample = sample_dir(root);
     let vendor = sample.join("vendor");
     let mut cmd = Command::new(DEBIAN_CARGO);
     cmd.arg(subcommand)
         .arg("--manifest-path")
         .arg(sample.join("Cargo.toml"))
-        .args(["--target", TARGET, "--offline", "--locked"])
+        .args(["--target", target, "--offline", "--locked"])
         // Source replacement on the command line rather than in a config file: rustup's cargo
         // also runs in that folder (to vendor) and must keep using the registry.
         .args([
@@ -146,9 +166,9 @@ pub fn debian_cargo(root: &Path, subcommand: &str) -> Command {
             "source.vendored-sources.directory={}",
             toml_string(&vendor.to_string_lossy())
         ))
-        .env("RUSTC", DEBIAN_RUSTC)
-        .env("RUSTDOC", DEBIAN_RUSTDOC)
-        .env("CARGO_TARGET_DIR", cargo_target_dir(root));
+        .env("RUSTC", rustc)
+        .env("RUSTDOC", rustdoc)
+        .env("CARGO_TARGET_DIR", target_dir);
     // `cargo xtask` runs under rustup's cargo, whose settings must not leak into cargo 1.65.
     clear_cargo_settings(&mut cmd);
     cmd

@@ -32,9 +32,6 @@ use crate::command::{run_checked, stdout_of};
 use crate::cross::{self, Stopwatch};
 use crate::debian;
 
-/// Debian's cargo 1.65, which can drive rustc 1.63 and parse the workspace's manifests.
-const DEBIAN_CARGO: &str = "/usr/bin/cargo";
-
 /// `cargo xtask cross --target aarch64-pc-windows-msvc`.
 pub fn run() -> crate::Result {
     let root = cross::workspace_root();
@@ -188,26 +185,7 @@ fn debian_cargo(
     rustc: &Path,
     rustdoc: &Path,
 ) -> Command {
-    let sample = cross::sample_dir(root);
-    let mut cmd = Command::new(DEBIAN_CARGO);
-    cmd.arg(subcommand)
-        .arg("--manifest-path")
-        .arg(sample.join("Cargo.toml"))
-        .args(["--target", TARGET, "--offline", "--locked"])
-        .args([
-            "--config",
-            r#"source.crates-io.replace-with="vendored-sources""#,
-        ])
-        .arg("--config")
-        .arg(format!(
-            "source.vendored-sources.directory={}",
-            cross::toml_string(&sample.join("vendor").to_string_lossy())
-        ))
-        .env("RUSTC", rustc)
-        .env("RUSTDOC", rustdoc)
-        .env("CARGO_TARGET_DIR", out.join("msrv"));
-    cross::clear_cargo_settings(&mut cmd);
-    cmd
+    cross::sample_cargo(root, subcommand, TARGET, rustc, rustdoc, &out.join("msrv"))
 }
 
 /// A sysroot with rustc 1.63's `core` for [`TARGET`], compiled from its `rust-src`, and an empty
