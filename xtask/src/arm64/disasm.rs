@@ -27,7 +27,7 @@ use std::path::Path;
 use super::a64::{self, Flow, Test};
 use super::unwind;
 use crate::bench::disasm::{
-    Allowed, ABANDON, ALLOCATOR_IMPORTS, ALLOCATOR_SYMBOLS, ALLOWED_WHILE_SECURED, MAX_PATHS,
+    Allowed, End, ABANDON, ALLOCATOR_IMPORTS, ALLOCATOR_SYMBOLS, ALLOWED_WHILE_SECURED, MAX_PATHS,
     RAW_CALLERS,
 };
 use crate::pe;
@@ -72,18 +72,6 @@ fn symbols(map: &str) -> BTreeMap<u64, String> {
             .or_insert_with(|| name.strip_prefix("__imp_").unwrap_or(name).to_owned());
     }
     by_address
-}
-
-/// How a path after a secure ended.
-#[derive(Debug, Clone, PartialEq)]
-enum End {
-    Unsecured,
-    Abandoned,
-    Refused,
-    Leaked(u64),
-    SecondSecure(u64),
-    Unfollowable(u64),
-    TooManyPaths,
 }
 
 /// One path from a secure to where it ends.

@@ -257,9 +257,9 @@ fn text_of(insn: &Instruction) -> String {
     text
 }
 
-/// How a path after a secure ended.
+/// How a path after a secure ended (x64 here, ARM64 in `arm64::disasm`).
 #[derive(Debug, Clone, PartialEq)]
-enum End {
+pub(crate) enum End {
     /// At the one `MmUnsecureVirtualMemory` call.
     Unsecured,
     /// At the call to mmsecure's `abandon`: dropped where it must not unsecure.
