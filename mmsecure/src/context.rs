@@ -94,8 +94,9 @@ pub(crate) unsafe fn release(handle: NonNull<c_void>, process: PEPROCESS) {
     } else {
         abandon(handle, process);
     }
-    // SAFETY: the caller gives up the reference it carries.
-    unsafe { dereference(process) };
+    // SAFETY: the caller gives up the reference it carries; the IRQL is the one read above
+    // (the unsecure returns at the IRQL it was called at).
+    unsafe { dereference_at(process, irql) };
 }
 
 /// Leaves a secure standing: counts it and reports it (see [`abandoned_secures`]). Out of line
@@ -116,7 +117,18 @@ fn abandon(handle: NonNull<c_void>, process: PEPROCESS) {
 /// The caller holds a reference on `process` and gives it up.
 #[inline]
 pub(crate) unsafe fn dereference(process: PEPROCESS) {
-    if kernel::irql() <= DEREFERENCE_MAX {
+    // SAFETY: the caller's contract, at the IRQL read now.
+    unsafe { dereference_at(process, kernel::irql()) };
+}
+
+/// [`dereference`] at `irql`, the current IRQL as the caller has just read it.
+///
+/// # Safety
+///
+/// As for [`dereference`], and `irql` is the current IRQL.
+#[inline(always)]
+unsafe fn dereference_at(process: PEPROCESS, irql: u8) {
+    if irql <= DEREFERENCE_MAX {
         // SAFETY: the caller's reference, given up at an IRQL the routine allows.
         unsafe { kernel::dereference(process) };
     }
