@@ -265,8 +265,8 @@ fn check(dst: usize, src: usize, len: usize, seen: Seen) -> Option<(usize, NTSTA
     let process = current_process();
     let injected = process
         .as_ref()
-        .and_then(|process| process.first_fault_injected(dst, src, len))
-        .filter(|_| INJECTED.load(Ordering::Relaxed) != 0);
+        .filter(|_| INJECTED.load(Ordering::Relaxed) != 0)
+        .and_then(|process| process.first_fault_injected(dst, src, len));
     let fault = match &process {
         Some(process) if src_user || dst_user => process.copy_faults(
             src_user.then_some(src),
