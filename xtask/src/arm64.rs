@@ -39,8 +39,7 @@ use crate::{debian, pe};
 /// The target: rustup's, tier 2 with host tools.
 pub const TARGET: &str = "aarch64-pc-windows-msvc";
 
-/// `llvm-dlltool` and `llvm-readobj` (Debian's `llvm`, LLVM 14 on bookworm).
-const LLVM_PACKAGES: &[&str] = &["llvm"];
+/// `llvm-dlltool` and `llvm-readobj` (Debian's `llvm`, LLVM 14 on bookworm: [`debian::LLVM`]).
 const DLLTOOL: &str = "llvm-dlltool";
 const READOBJ: &str = "llvm-readobj";
 
@@ -158,8 +157,7 @@ pub fn require_target(rustc: &Path) -> crate::Result {
 
 /// Builds and links the ARM64 sample driver, timing each step on `watch`.
 pub fn build(root: &Path, watch: &mut Stopwatch) -> crate::Result<Built> {
-    println!("[driver] Debian packages: {}", LLVM_PACKAGES.join(", "));
-    debian::ensure_packages(LLVM_PACKAGES)?;
+    debian::ensure("driver", &[debian::LLVM])?;
     let rustc = rustup_rustc();
     require_target(&rustc)?;
     watch.lap("packages (llvm), target");

@@ -307,7 +307,7 @@ fn default_source() -> Result<Source, String> {
             return Ok(Source::Wdk { include });
         }
     }
-    debian::ensure_packages(&["mingw-w64-x86-64-dev"]).map_err(|e| {
+    debian::ensure("codegen", &[debian::MINGW_HEADERS]).map_err(|e| {
         format!("mingw-w64's ddk/ntddk.h not found (or give the WDK with --wdk DIR): {e}")
     })?;
     find_mingw_include()
@@ -404,7 +404,7 @@ fn find_libclang() -> crate::Result<Option<PathBuf>> {
         let dir = match newest_llvm_libdir() {
             Some(dir) => dir,
             None => {
-                debian::ensure_packages(&["libclang-dev"])
+                debian::ensure("codegen", &[debian::LIBCLANG])
                     .map_err(|e| format!("libclang not found in /usr/lib/llvm-*/lib: {e}"))?;
                 newest_llvm_libdir().ok_or(
                     "libclang-dev is installed but no /usr/lib/llvm-*/lib/libclang*.so was \

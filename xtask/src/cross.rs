@@ -29,9 +29,6 @@ const DEBIAN_RUSTDOC: &str = "/usr/bin/rustdoc";
 /// Debian's cargo 1.65: rustup's cargo cannot drive rustc 1.63.
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 
-/// The Debian packages behind the three paths above.
-pub const TOOLCHAIN_PACKAGES: &[&str] = &["rustc", "cargo", "libstd-rust-dev-windows"];
-
 /// `cargo xtask cross`.
 pub fn run(args: &[String]) -> crate::Result {
     match args {
@@ -57,11 +54,16 @@ pub fn run(args: &[String]) -> crate::Result {
 
 /// The steps of `cross`, each timed on `watch`.
 fn check_target(root: &Path, watch: &mut Stopwatch) -> crate::Result {
-    println!(
-        "[cross] Debian toolchain: {}",
-        TOOLCHAIN_PACKAGES.join(", ")
-    );
-    debian::ensure_packages(TOOLCHAIN_PACKAGES)?;
+    // The toolchain behind the three paths above; mingw-w64's gcc and libraries link the
+    // sample driver's test programs.
+    debian::ensure(
+        "cross",
+        &[
+            debian::MSRV_TOOLCHAIN,
+            debian::MINGW_GCC,
+            debian::MINGW_HEADERS,
+        ],
+    )?;
     watch.lap("packages (toolchain)");
 
     vendor(root)?;

@@ -31,8 +31,6 @@ use crate::{debian, pe, x86};
 /// The service name the sample reports under, and the file's stem.
 pub const SERVICE: &str = "mmsecure_sample";
 
-/// What the link needs beyond the Rust toolchain: `libntoskrnl.a`, and dlltool and nm.
-const LINK_PACKAGES: &[&str] = &["mingw-w64-x86-64-dev", "binutils-mingw-w64-x86-64"];
 const LIBNTOSKRNL: &str = "/usr/x86_64-w64-mingw32/lib/libntoskrnl.a";
 const DLLTOOL: &str = "x86_64-w64-mingw32-dlltool";
 const NM: &str = "x86_64-w64-mingw32-nm";
@@ -111,10 +109,15 @@ pub fn run(args: &[String]) -> crate::Result {
 
 /// Builds and links the sample driver, timing each step on `watch`.
 pub fn build(root: &Path, watch: &mut Stopwatch) -> crate::Result<Built> {
-    let mut packages = cross::TOOLCHAIN_PACKAGES.to_vec();
-    packages.extend(LINK_PACKAGES);
-    println!("[driver] Debian packages: {}", packages.join(", "));
-    debian::ensure_packages(&packages)?;
+    // The toolchain, then what the link needs beyond it: `libntoskrnl.a`, dlltool, nm and ar.
+    debian::ensure(
+        "driver",
+        &[
+            debian::MSRV_TOOLCHAIN,
+            debian::MINGW_HEADERS,
+            debian::MINGW_BINUTILS,
+        ],
+    )?;
     watch.lap("packages (toolchain, mingw-w64)");
 
     cross::vendor(root)?;

@@ -37,16 +37,11 @@ use crate::debian;
 const WINDOWS_TOOLCHAIN: &str = "1.77";
 const WINDOWS_TARGET: &str = "x86_64-pc-windows-gnu";
 /// mingw-w64's gcc links the tests; its `libntoskrnl.a` links the kernel-path mistake test.
-const WINDOWS_PACKAGES: &[&str] = &["gcc-mingw-w64-x86-64", "mingw-w64-x86-64-dev", "wine64"];
+const WINDOWS_PACKAGES: &[&[&str]] = &[debian::MINGW_GCC, debian::MINGW_HEADERS, debian::WINE];
 const WINE: &str = "/usr/lib/wine/wine64";
 const WINESERVER: &str = "/usr/lib/wine/wineserver";
 
 const AARCH64_TARGET: &str = "aarch64-unknown-linux-gnu";
-const AARCH64_PACKAGES: &[&str] = &[
-    "gcc-aarch64-linux-gnu",
-    "libc6-dev-arm64-cross",
-    "qemu-user",
-];
 const AARCH64_RUNNER: &str = "qemu-aarch64 -L /usr/aarch64-linux-gnu";
 
 const MACOS_TARGETS: &[&str] = &["aarch64-apple-darwin", "x86_64-apple-darwin"];
@@ -104,7 +99,7 @@ fn windows(root: &Path, watch: &mut Stopwatch) -> crate::Result {
         return Ok(());
     }
     watch.lap("rustup (1.77, windows-gnu)");
-    if let Err(e) = debian::ensure_packages(WINDOWS_PACKAGES) {
+    if let Err(e) = debian::ensure("test-windows", WINDOWS_PACKAGES) {
         skipped("the Windows user-mode tests under Wine", &e.to_string());
         return Ok(());
     }
@@ -233,7 +228,7 @@ fn aarch64(root: &Path, watch: &mut Stopwatch) -> crate::Result {
         return Ok(());
     }
     watch.lap("rustup (aarch64 std)");
-    if let Err(e) = debian::ensure_packages(AARCH64_PACKAGES) {
+    if let Err(e) = debian::ensure("test-aarch64", &[debian::AARCH64_CROSS]) {
         skipped("the aarch64 tests under qemu", &e.to_string());
         return Ok(());
     }

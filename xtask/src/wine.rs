@@ -36,7 +36,6 @@ use crate::driver::{self, SERVICE};
 /// Wine 8's 64-bit loader and server, from Debian's `wine64` (and its `libwine` dependency).
 const WINE: &str = "/usr/lib/wine/wine64";
 const WINESERVER: &str = "/usr/lib/wine/wineserver";
-const PACKAGES: &[&str] = &["wine64"];
 
 /// The service key, as `reg add` takes it.
 const SERVICE_KEY: &str = r"HKLM\System\CurrentControlSet\Services\mmsecure_sample";
@@ -59,8 +58,7 @@ pub fn run(args: &[String]) -> crate::Result {
     let root = cross::workspace_root();
     let mut watch = Stopwatch::new("wine");
 
-    println!("[wine] Debian packages: {}", PACKAGES.join(", "));
-    debian::ensure_packages(PACKAGES)?;
+    debian::ensure("wine", &[debian::WINE])?;
     watch.lap("packages (wine64)");
 
     let built = match driver::build(&root, &mut watch) {

@@ -42,7 +42,7 @@ pub fn run() -> crate::Result {
 }
 
 fn check(root: &Path, watch: &mut Stopwatch) -> crate::Result {
-    debian::ensure_packages(&["cargo"])?;
+    debian::ensure("cross", &[debian::DEBIAN_CARGO])?;
     let rustc = stdout_of(Command::new("rustup").args(["which", "--toolchain", "1.63", "rustc"]))
         .map_err(|e| {
         format!(
