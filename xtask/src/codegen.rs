@@ -446,10 +446,32 @@ fn newest_llvm_libdir() -> Option<PathBuf> {
 
 fn has_libclang(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|entries| {
-        entries.filter_map(Result::ok).any(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with("libclang") && name.contains(".so")
-        })
+        entries
+            .filter_map(Result::ok)
+            .any(|e| is_libclang(&e.file_name().to_string_lossy()))
+    })
+}
+
+/// Whether `name` is a file bindgen loads as libclang: `libclang.so`, `libclang.so.14`,
+/// `libclang-14.so.1` (clang-sys's patterns), but not `libclang-cpp.so.14`, the C++ library that
+/// Debian's `llvm` package brings without libclang itself (issue #19: a new machine has it).
+fn is_libclang(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("libclang") else {
+        return false;
+    };
+    let is_so = |suffix: &str| suffix == ".so" || suffix.starts_with(".so.");
+    if is_so(rest) {
+        return true;
+    }
+    let Some(versioned) = rest.strip_prefix('-') else {
+        return false;
+    };
+    versioned.find(".so").is_some_and(|at| {
+        at > 0
+            && versioned[..at]
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.')
+            && is_so(&versioned[at..])
     })
 }
 
@@ -605,4 +627,29 @@ fn rustfmt(code: &str) -> crate::Result<String> {
         .into());
     }
     Ok(String::from_utf8(output.stdout)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_libclang;
+
+    #[test]
+    fn libclang_is_told_from_libclang_cpp() {
+        for name in [
+            "libclang.so",
+            "libclang.so.14",
+            "libclang-14.so",
+            "libclang-14.so.1",
+        ] {
+            assert!(is_libclang(name), "{name}");
+        }
+        for name in [
+            "libclang-cpp.so.14",
+            "libclang-cpp.so",
+            "libclangBasic.a",
+            "libclang.a",
+        ] {
+            assert!(!is_libclang(name), "{name}");
+        }
+    }
 }
