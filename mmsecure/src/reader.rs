@@ -173,7 +173,9 @@ impl<'r> Reader<'r> {
     /// arrays of them, and `#[repr(C)]` structs of them with `#[derive(AnyBitPattern)]` (see the
     /// crate docs' *Typed copies*).
     ///
-    /// Costs what [`SecureRegion::read_value`] costs, plus moving the cursor.
+    /// Costs what [`SecureRegion::read_value`] costs, plus moving the cursor. As there, `T` may
+    /// be at most [`MAX_TYPED_READ`](crate::MAX_TYPED_READ) (1 KiB) large, or the call does not
+    /// compile.
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
@@ -191,6 +193,7 @@ impl<'r> Reader<'r> {
     /// ```
     #[inline]
     pub fn read<T: AnyBitPattern>(&mut self) -> Result<T, CursorError> {
+        let () = crate::stack_bound::StackBound::<T>::CHECK;
         let result = self.region.read_value::<T>(self.offset);
         self.advance(core::mem::size_of::<T>(), result)
     }

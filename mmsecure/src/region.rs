@@ -345,6 +345,10 @@ impl SecureRegion {
     /// pattern ([`AnyBitPattern`]), since the user chooses the bytes. A fault is
     /// [`Error::Fault`], and no `T`.
     ///
+    /// The `T` is built on the kernel stack, so it may be at most
+    /// [`MAX_TYPED_READ`](crate::MAX_TYPED_READ) (1 KiB) large: a larger `T` does not compile.
+    /// Read a larger value into memory of your own with [`read`](Self::read).
+    ///
     /// Reading the same bytes twice while the region stands is a double fetch: the user may
     /// have changed them in between, and the host model reports it
     /// (`Process::double_fetches`). Read once, or use a [`reader`](Self::reader).
@@ -366,6 +370,7 @@ impl SecureRegion {
     /// ```
     #[inline]
     pub fn read_value<T: AnyBitPattern>(&self, offset: usize) -> Result<T, Error> {
+        let () = crate::stack_bound::StackBound::<T>::CHECK;
         let src = self.user_ptr(offset, size_of::<T>())?;
         let mut value = MaybeUninit::<T>::uninit();
         // SAFETY: as in `read`; `value` is a local of exactly `size_of::<T>()` bytes.

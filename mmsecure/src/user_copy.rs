@@ -11,7 +11,9 @@ use crate::{Error, ProbeMode, SecureRegion, UserPtr};
 /// struct; for anything read in parts, make a [`SecureRegion`] and its [`reader`](SecureRegion::reader).
 ///
 /// The same checks as [`SecureRegion::new`] and [`SecureRegion::read_value`], in the same
-/// order; a zero-sized `T` is [`Error::ZeroLength`].
+/// order; a zero-sized `T` is [`Error::ZeroLength`]. A `T` larger than
+/// [`MAX_TYPED_READ`](crate::MAX_TYPED_READ) (1 KiB) does not compile: it would sit on the kernel
+/// stack; read it with [`read_user_slice`] into memory of your own.
 ///
 /// ```
 /// use mmsecure::host::{Process, PAGE_READWRITE};
@@ -28,6 +30,7 @@ use crate::{Error, ProbeMode, SecureRegion, UserPtr};
 /// ```
 #[inline]
 pub fn read_user<T: AnyBitPattern>(address: impl Into<UserPtr>) -> Result<T, Error> {
+    let () = crate::stack_bound::StackBound::<T>::CHECK;
     SecureRegion::new(address, size_of::<T>(), ProbeMode::ReadOnly)?.read_value(0)
 }
 
