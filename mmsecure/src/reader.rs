@@ -198,7 +198,8 @@ impl<'r> Reader<'r> {
         self.advance(core::mem::size_of::<T>(), result)
     }
 
-    /// Copies the next `out.len()` bytes into `out`.
+    /// Copies the next `out.len()` bytes into `out`. After a fault `out` holds an exact prefix
+    /// of them and is unchanged after it, as after [`SecureRegion::read`].
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
@@ -223,7 +224,8 @@ impl<'r> Reader<'r> {
 
     /// Copies the next `out.len()` bytes into `out`, which need not be initialized: for a
     /// buffer the driver would otherwise zero first only to overwrite it. Once this returns
-    /// `Ok`, every byte of `out` is initialized; after an error, none may be assumed to be.
+    /// `Ok`, every byte of `out` is initialized; after an error, none may be assumed to be (a
+    /// fault writes an exact prefix, as [`SecureRegion::read`] does, but does not say how long).
     ///
     /// ```
     /// use core::mem::MaybeUninit;

@@ -285,7 +285,10 @@ impl SecureRegion {
     /// Copies `out.len()` bytes starting `offset` bytes into the region into `out`.
     ///
     /// A fault during the copy is [`Error::Fault`] (see the type's docs for where it is caught);
-    /// `out` then holds the bytes before the faulting page and is unchanged after it.
+    /// `out` then holds an exact prefix of the copy: the bytes before the first faulting byte
+    /// (the start of the first page that faults, or of the range) are copied, and `out` is
+    /// unchanged from there on, on x64, on ARM64 (built, never run on ARM64 hardware) and in the
+    /// host model alike.
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -313,8 +316,10 @@ impl SecureRegion {
     /// Copies `data` into the region starting `offset` bytes in. Refused with
     /// [`Error::NotWritable`] on a [`ProbeMode::ReadOnly`] region.
     ///
-    /// A fault during the copy is [`Error::Fault`]; the bytes before the faulting page have been
-    /// written to the region then, the rest not.
+    /// A fault during the copy is [`Error::Fault`]; the user's range then holds an exact
+    /// prefix of `data`: the bytes before the first faulting byte (the start of the first page
+    /// that faults, or of the range) have been written, and none from there on, as in
+    /// [`read`](Self::read).
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};

@@ -35,7 +35,9 @@ pub fn read_user<T: AnyBitPattern>(address: impl Into<UserPtr>) -> Result<T, Err
 }
 
 /// Copies `out.len()` bytes from user memory at `address` into `out` in one call: secure
-/// read-only, copy once, unsecure. An empty `out` is [`Error::ZeroLength`].
+/// read-only, copy once, unsecure. An empty `out` is [`Error::ZeroLength`]. After a fault
+/// ([`Error::Fault`]) `out` holds an exact prefix of the bytes and is unchanged after it, as after
+/// [`SecureRegion::read`].
 ///
 /// ```
 /// use mmsecure::host::{Process, PAGE_READWRITE};
@@ -77,7 +79,8 @@ pub fn write_user<T: NoUninit>(address: impl Into<UserPtr>, value: &T) -> Result
 }
 
 /// Copies `data` to user memory at `address` in one call: secure read-write, copy once,
-/// unsecure. An empty `data` is [`Error::ZeroLength`].
+/// unsecure. An empty `data` is [`Error::ZeroLength`]. After a fault ([`Error::Fault`]) the user's
+/// range holds an exact prefix of `data`, as after [`SecureRegion::write`].
 ///
 /// ```
 /// use mmsecure::{Error, UserPtr};
