@@ -123,6 +123,8 @@
 mod entry;
 #[cfg(not(test))]
 pub mod guard;
+#[cfg(all(not(test), target_arch = "x86_64"))]
+mod load_config;
 #[cfg(not(test))]
 pub mod ntoskrnl;
 #[cfg(not(test))]
