@@ -52,6 +52,10 @@ const BEFORE_FAULT: usize = 24;
 /// and writing to a `PAGE_READONLY` one. Reports `PartialReadStatus`, `PartialReadPrefix` (the
 /// bytes of `out` copied: 24 expected), `PartialReadRestUntouched` (1), and the same three for
 /// the write.
+// Not inlined: inlined into DriverEntry (release, LTO), this function made Wine 8 abort on the
+// earlier `call_raising_stub`'s raise instead of dispatching it to `call_guarded`'s handler
+// (seen once, not understood; issue #23's report). Kept apart, every guard step passes.
+#[inline(never)]
 pub fn partial_copies(buffer: &UserBuffer) {
     const PAGE: usize = 4096;
     const FILL: u8 = 0x5A;
