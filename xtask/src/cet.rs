@@ -50,7 +50,7 @@ pub fn verdicts(info: &ShadowStackInfo, map: &str) -> Vec<(bool, String, String)
             ),
         ),
         (
-            info.load_config_size.map_or(false, |size| size >= 280),
+            info.load_config_size.is_some_and(|size| size >= 280),
             format!("{LOAD_CONFIG_CHECK} (Size >= 280)"),
             format!("Size {:?}", info.load_config_size),
         ),
@@ -68,7 +68,7 @@ pub fn verdicts(info: &ShadowStackInfo, map: &str) -> Vec<(bool, String, String)
     ];
     for landing in LANDINGS {
         let rva = map_symbol_rva(map, landing);
-        let listed = rva.map_or(false, |rva| info.eh_continuation_targets.contains(&rva));
+        let listed = rva.is_some_and(|rva| info.eh_continuation_targets.contains(&rva));
         out.push((
             listed,
             format!("{landing} is a valid EH continuation target (its RVA is in the table)"),

@@ -225,7 +225,7 @@ impl ShadowStackInfo {
     /// Whether the image is marked CET-compatible.
     pub fn cet_compat(&self) -> bool {
         self.ex_dll_characteristics
-            .map_or(false, |c| c & IMAGE_DLLCHARACTERISTICS_EX_CET_COMPAT != 0)
+            .is_some_and(|c| c & IMAGE_DLLCHARACTERISTICS_EX_CET_COMPAT != 0)
     }
 
     /// Whether the load config says an EH continuation table is present.
