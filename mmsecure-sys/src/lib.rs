@@ -754,10 +754,35 @@ pub const COPY_GUARDED: bool = guard::COPY_GUARDED;
 ///
 /// The copy is one `rep movsb` on x86_64 (an `ldp`/`stp` loop on ARM64 Windows, relaxed atomic
 /// word copies in the host model elsewhere), an access the compiler cannot see into, so user threads
-/// writing the same bytes meanwhile is no data race (see [`copy_unguarded`]). It runs forward:
-/// when it faults, the bytes before the faulting byte have been copied (on ARM64, the 16-byte
-/// blocks before the faulting one) and the rest of `dst` is untouched, so a faulting read leaves
-/// the destination partly written, and a faulting write has changed part of the user's range.
+/// writing the same bytes meanwhile is no data race (see [`copy_unguarded`]). It runs forward,
+/// and a fault leaves an exact prefix, on every backend: when the access to byte `k` of the copy
+/// faults, `dst[..k]` holds the bytes copied from `src[..k]` and `dst[k..]` is untouched. Faults
+/// come per page, so `k` is where the first page that faults (of `src` for reading, or of `dst`
+/// for writing) begins within the copy, or 0. A faulting read thus leaves the driver's buffer
+/// written up to there, and a faulting write has changed the user's range up to there. (On
+/// ARM64 the block loop splits at page boundaries to keep this; built, never run on ARM64
+/// hardware: see `docs/exceptions.md`.)
+///
+/// ```
+/// # #[cfg(not(windows))] {
+/// use mmsecure_sys::host::{AccessMode, Process, PAGE_NOACCESS, PAGE_READWRITE, PAGE_SIZE};
+///
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// let user = process.allocate(2 * PAGE_SIZE, PAGE_READWRITE).unwrap();
+/// process.write(user, &[7; 2 * PAGE_SIZE]).unwrap();
+/// let second = user.wrapping_add(PAGE_SIZE);
+/// process.protect(second, PAGE_SIZE, PAGE_NOACCESS, AccessMode::User).unwrap();
+/// let mut out = [0xEE_u8; 64];
+/// // 24 bytes before the no-access page, then 40 in it.
+/// let src = user.wrapping_add(PAGE_SIZE - 24);
+/// // SAFETY: user memory of the current process (the fault is caught), and a local buffer.
+/// let status = unsafe { mmsecure_sys::copy_guarded(out.as_mut_ptr(), src, out.len()) };
+/// assert_eq!(status, mmsecure_sys::host::STATUS_ACCESS_VIOLATION);
+/// assert!(out[..24].iter().all(|b| *b == 7)); // the prefix, exactly
+/// assert!(out[24..].iter().all(|b| *b == 0xEE)); // and nothing from the faulting byte on
+/// # }
+/// ```
 ///
 /// ```
 /// let src = *b"payload";

@@ -75,6 +75,25 @@ global_asm!(
     ".seh_endproc",
 );
 
+// The two landing labels are where `RtlUnwindEx` resumes, never a return address: under kernel
+// shadow stacks (CET) the kernel may accept such a target only if the image's EH continuation
+// table lists it (`docs/exceptions.md`, "Kernel shadow stacks"). The build script writes an object
+// whose `.gehcont$y` section names both labels, for a driver linked with `/guard:ehcont`; this
+// reference to the object's one defined symbol makes the linker load it from its archive.
+extern "C" {
+    /// An absolute symbol (value 0) of the build script's EH continuation object.
+    static mmsecure_sys_ehcont_anchor: u8;
+}
+
+/// Keeps the reference to [`mmsecure_sys_ehcont_anchor`] in the object, so that every link of
+/// this crate loads the EH continuation object.
+#[used]
+static EHCONT_ANCHOR: &u8 = {
+    // SAFETY: only the symbol's address is taken, never read; the linker resolves it to the
+    // absolute symbol the build script's object defines.
+    unsafe { &mmsecure_sys_ehcont_anchor }
+};
+
 // The handler, `RtlUnwindEx` and the Rust side of the copy and the call: the same on both
 // architectures.
 #[path = "seh_handler.rs"]

@@ -12,6 +12,29 @@
 //! target PC, and execution resumes there with SP at the function's body and X0 = the exception
 //! code, which the epilogue returns.
 //!
+//! # Partial copies
+//!
+//! When the copy faults, the bytes before the faulting one have been copied and no byte from it
+//! on: the same contract as x64's `rep movsb` (`crate::copy_guarded`). Why the loop keeps it:
+//!
+//! - A fault on normal memory (an access violation, an in-page error, a guard page) is decided
+//!   per page: the page is mapped with the access, or it is not. No page is smaller than
+//!   4 KiB (the smallest AArch64 translation granule, which Windows uses), and every larger page
+//!   (a large page, or a 16 or 64 KiB granule) is made of whole aligned 4 KiB blocks, so two
+//!   bytes of one aligned 4 KiB block fault alike.
+//! - Each `ldp`/`stp` here touches 16 bytes inside one 4 KiB page of its side; where a block would
+//!   cross a boundary of the source or of the destination, the loop moves single bytes until it
+//!   no longer does. So every access that faults is one all of whose bytes fault: a faulting
+//!   `ldp` loaded nothing (and nothing was stored for its block), a faulting `stp` stored nothing
+//!   (no byte of a page that faults for writing can be written), and the bytes before it were
+//!   copied by the accesses that completed.
+//!
+//! That a faulting store inside one unwritable page writes nothing is our reading of the MMU's
+//! behaviour, not a sentence of the Arm manual; the loop's old form (a plain `ldp`/`stp` loop)
+//! could leave up to 15 bytes before the faulting one uncopied, and the half of an `stp` that
+//! straddled into a faulting page written. The cost is five instructions per 16 bytes, and at most
+//! 15 single bytes at each boundary.
+//!
 //! **Never run.** This file is built, linked into the sample driver and checked structurally
 //! (`cargo xtask driver --check --target aarch64-pc-windows-msvc`: the `.pdata`/`.xdata` entries,
 //! the unwind codes against the prologue, the handler RVA), but no ARM64 Windows machine has run
@@ -58,11 +81,16 @@ use core::arch::global_asm;
 /// Faults during the copy are caught on this target (by design; never run on ARM64 hardware).
 pub(crate) const COPY_GUARDED: bool = true;
 
-// The copy: x0 = dst, x1 = src, x2 = len. Sixteen bytes at a time with a post-indexed
-// `ldp`/`stp` of x3/x4, then the tail a byte at a time, all forward. Only volatile registers are
-// written. On a fault, `RtlUnwindEx` resumes at the landing label with SP where the body left
-// it (SP does not move in the body) and X0 = the code; the landing is the epilogue, which
-// reloads fp and lr from the stack whatever the body left in the registers.
+// The copy: x0 = dst, x1 = src, x2 = len, all forward. Sixteen bytes at a time with a
+// post-indexed `ldp`/`stp` of x3/x4 while neither the 16 source bytes nor the 16 destination
+// bytes cross a 4 KiB boundary; a byte at a time (`ldrb`/`strb`) otherwise, and for the last
+// fewer than 16. That keeps a faulting copy byte-exact, as `rep movsb` is on x64: faults come per
+// page, and every access lies in one page of each side, so the access that faults is one whose
+// every byte faults, and it changed nothing (see "Partial copies" in the module docs). Only
+// volatile registers are written (x0-x5). On a fault, `RtlUnwindEx` resumes at the landing label
+// with SP where the body left it (SP does not move in the body) and X0 = the code; the landing
+// is the epilogue, which reloads fp and lr from the stack whatever the body left in the
+// registers.
 global_asm!(
     ".text",
     ".p2align 2",
@@ -74,21 +102,29 @@ global_asm!(
     "    mov x29, sp",
     ".seh_set_fp",
     ".seh_endprologue",
-    "    subs x2, x2, #16",
-    "    b.lo 2f",
+    "    cbz x2, 4f",
+    // The last offset in a page at which 16 bytes still fit: 0x1000 - 16.
+    "    mov x5, #0xff0",
     "1:",
+    "    cmp x2, #16",
+    "    b.lo 3f",
+    "    and x3, x0, #0xfff",
+    "    and x4, x1, #0xfff",
+    // Bytes if dst's offset in its page is above 0xff0, or else (`ls`) if src's is; `#2` (C set,
+    // Z clear) makes `hi` hold when the first test already did.
+    "    cmp x3, x5",
+    "    ccmp x4, x5, #2, ls",
+    "    b.hi 3f",
     "    ldp x3, x4, [x1], #16",
     "    stp x3, x4, [x0], #16",
-    "    subs x2, x2, #16",
-    "    b.hs 1b",
-    "2:",
-    "    adds x2, x2, #16",
-    "    b.eq 4f",
+    "    sub x2, x2, #16",
+    "    cbnz x2, 1b",
+    "    b 4f",
     "3:",
     "    ldrb w3, [x1], #1",
     "    strb w3, [x0], #1",
     "    subs x2, x2, #1",
-    "    b.ne 3b",
+    "    b.ne 1b",
     "4:",
     "    mov w0, #0",
     ".globl mmsecure_sys_copy_guarded_landing",

@@ -11,7 +11,8 @@ use crate::Error;
 
 /// Copies `len` bytes from `src` to `dst`. A fault during the copy (an in-page error, say) is
 /// [`Error::Fault`] with the exception's code, where `mmsecure_sys::COPY_GUARDED`; the bytes
-/// before the faulting one have been copied then, the others not.
+/// before the faulting one have been copied then, the others not (an exact prefix on every
+/// backend: see `mmsecure_sys::copy_guarded`).
 ///
 /// # Safety
 ///

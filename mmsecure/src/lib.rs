@@ -88,6 +88,14 @@
 //! # Ok::<(), mmsecure::Error>(())
 //! ```
 //!
+//! A typed read builds its `T` on the kernel stack, which is 24 KiB on x64 and cannot grow; a
+//! `T` larger than [`MAX_TYPED_READ`] (1 KiB) does not compile, so that a 16 KiB request struct
+//! cannot overflow the stack (bug check 0x7F) at run time. Read such a request with
+//! [`SecureRegion::read`] or [`Reader::read_slice`] into memory of the driver's own (a pool
+//! allocation), and, for a `T` that is also [`NoUninit`](bytemuck::NoUninit) (bytemuck's `Pod`),
+//! view it there as a `T` with [`bytemuck::from_bytes_mut`] or fill it in place through
+//! [`bytemuck::bytes_of_mut`].
+//!
 //! Why bytemuck's traits and not traits of this crate (as the Linux kernel's `FromBytes` and
 //! `AsBytes`): they are the ones the ecosystem already implements and derives, they say exactly
 //! what a copy from and to user memory needs, and a second pair would need a derive macro of its
@@ -230,6 +238,7 @@ mod probe;
 mod raw;
 mod reader;
 mod region;
+mod stack_bound;
 pub mod status;
 mod user_copy;
 mod user_ptr;
@@ -245,6 +254,7 @@ pub use probe::ProbeMode;
 pub use raw::{FromRawError, RawRegion};
 pub use reader::Reader;
 pub use region::SecureRegion;
+pub use stack_bound::MAX_TYPED_READ;
 pub use user_copy::{read_user, read_user_slice, write_user, write_user_slice};
 pub use user_ptr::UserPtr;
 pub use user_range::highest_user_address;

@@ -173,7 +173,9 @@ impl<'r> Reader<'r> {
     /// arrays of them, and `#[repr(C)]` structs of them with `#[derive(AnyBitPattern)]` (see the
     /// crate docs' *Typed copies*).
     ///
-    /// Costs what [`SecureRegion::read_value`] costs, plus moving the cursor.
+    /// Costs what [`SecureRegion::read_value`] costs, plus moving the cursor. As there, `T` may
+    /// be at most [`MAX_TYPED_READ`](crate::MAX_TYPED_READ) (1 KiB) large, or the call does not
+    /// compile.
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
@@ -191,11 +193,13 @@ impl<'r> Reader<'r> {
     /// ```
     #[inline]
     pub fn read<T: AnyBitPattern>(&mut self) -> Result<T, CursorError> {
+        let () = crate::stack_bound::StackBound::<T>::CHECK;
         let result = self.region.read_value::<T>(self.offset);
         self.advance(core::mem::size_of::<T>(), result)
     }
 
-    /// Copies the next `out.len()` bytes into `out`.
+    /// Copies the next `out.len()` bytes into `out`. After a fault `out` holds an exact prefix
+    /// of them and is unchanged after it, as after [`SecureRegion::read`].
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
@@ -220,7 +224,8 @@ impl<'r> Reader<'r> {
 
     /// Copies the next `out.len()` bytes into `out`, which need not be initialized: for a
     /// buffer the driver would otherwise zero first only to overwrite it. Once this returns
-    /// `Ok`, every byte of `out` is initialized; after an error, none may be assumed to be.
+    /// `Ok`, every byte of `out` is initialized; after an error, none may be assumed to be (a
+    /// fault writes an exact prefix, as [`SecureRegion::read`] does, but does not say how long).
     ///
     /// ```
     /// use core::mem::MaybeUninit;

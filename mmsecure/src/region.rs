@@ -285,7 +285,10 @@ impl SecureRegion {
     /// Copies `out.len()` bytes starting `offset` bytes into the region into `out`.
     ///
     /// A fault during the copy is [`Error::Fault`] (see the type's docs for where it is caught);
-    /// `out` then holds the bytes before the faulting page and is unchanged after it.
+    /// `out` then holds an exact prefix of the copy: the bytes before the first faulting byte
+    /// (the start of the first page that faults, or of the range) are copied, and `out` is
+    /// unchanged from there on, on x64, on ARM64 (built, never run on ARM64 hardware) and in the
+    /// host model alike.
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -313,8 +316,10 @@ impl SecureRegion {
     /// Copies `data` into the region starting `offset` bytes in. Refused with
     /// [`Error::NotWritable`] on a [`ProbeMode::ReadOnly`] region.
     ///
-    /// A fault during the copy is [`Error::Fault`]; the bytes before the faulting page have been
-    /// written to the region then, the rest not.
+    /// A fault during the copy is [`Error::Fault`]; the user's range then holds an exact
+    /// prefix of `data`: the bytes before the first faulting byte (the start of the first page
+    /// that faults, or of the range) have been written, and none from there on, as in
+    /// [`read`](Self::read).
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -345,6 +350,10 @@ impl SecureRegion {
     /// pattern ([`AnyBitPattern`]), since the user chooses the bytes. A fault is
     /// [`Error::Fault`], and no `T`.
     ///
+    /// The `T` is built on the kernel stack, so it may be at most
+    /// [`MAX_TYPED_READ`](crate::MAX_TYPED_READ) (1 KiB) large: a larger `T` does not compile.
+    /// Read a larger value into memory of your own with [`read`](Self::read).
+    ///
     /// Reading the same bytes twice while the region stands is a double fetch: the user may
     /// have changed them in between, and the host model reports it
     /// (`Process::double_fetches`). Read once, or use a [`reader`](Self::reader).
@@ -366,6 +375,7 @@ impl SecureRegion {
     /// ```
     #[inline]
     pub fn read_value<T: AnyBitPattern>(&self, offset: usize) -> Result<T, Error> {
+        let () = crate::stack_bound::StackBound::<T>::CHECK;
         let src = self.user_ptr(offset, size_of::<T>())?;
         let mut value = MaybeUninit::<T>::uninit();
         // SAFETY: as in `read`; `value` is a local of exactly `size_of::<T>()` bytes.

@@ -11,7 +11,9 @@ use crate::{Error, ProbeMode, SecureRegion, UserPtr};
 /// struct; for anything read in parts, make a [`SecureRegion`] and its [`reader`](SecureRegion::reader).
 ///
 /// The same checks as [`SecureRegion::new`] and [`SecureRegion::read_value`], in the same
-/// order; a zero-sized `T` is [`Error::ZeroLength`].
+/// order; a zero-sized `T` is [`Error::ZeroLength`]. A `T` larger than
+/// [`MAX_TYPED_READ`](crate::MAX_TYPED_READ) (1 KiB) does not compile: it would sit on the kernel
+/// stack; read it with [`read_user_slice`] into memory of your own.
 ///
 /// ```
 /// use mmsecure::host::{Process, PAGE_READWRITE};
@@ -28,11 +30,14 @@ use crate::{Error, ProbeMode, SecureRegion, UserPtr};
 /// ```
 #[inline]
 pub fn read_user<T: AnyBitPattern>(address: impl Into<UserPtr>) -> Result<T, Error> {
+    let () = crate::stack_bound::StackBound::<T>::CHECK;
     SecureRegion::new(address, size_of::<T>(), ProbeMode::ReadOnly)?.read_value(0)
 }
 
 /// Copies `out.len()` bytes from user memory at `address` into `out` in one call: secure
-/// read-only, copy once, unsecure. An empty `out` is [`Error::ZeroLength`].
+/// read-only, copy once, unsecure. An empty `out` is [`Error::ZeroLength`]. After a fault
+/// ([`Error::Fault`]) `out` holds an exact prefix of the bytes and is unchanged after it, as after
+/// [`SecureRegion::read`].
 ///
 /// ```
 /// use mmsecure::host::{Process, PAGE_READWRITE};
@@ -74,7 +79,8 @@ pub fn write_user<T: NoUninit>(address: impl Into<UserPtr>, value: &T) -> Result
 }
 
 /// Copies `data` to user memory at `address` in one call: secure read-write, copy once,
-/// unsecure. An empty `data` is [`Error::ZeroLength`].
+/// unsecure. An empty `data` is [`Error::ZeroLength`]. After a fault ([`Error::Fault`]) the user's
+/// range holds an exact prefix of `data`, as after [`SecureRegion::write`].
 ///
 /// ```
 /// use mmsecure::{Error, UserPtr};

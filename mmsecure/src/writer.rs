@@ -131,7 +131,8 @@ impl<'r> Writer<'r> {
 
     /// Copies `value`'s bytes into the region at the cursor (no alignment needed). `T` must have
     /// no padding ([`NoUninit`]): padding bytes are uninitialized, and copying them out would
-    /// leak kernel memory to the user.
+    /// leak kernel memory to the user. After a fault the user's range holds an exact prefix of
+    /// the value's bytes, as after [`SecureRegion::write`].
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -152,7 +153,8 @@ impl<'r> Writer<'r> {
         self.write_slice(bytemuck::bytes_of(value))
     }
 
-    /// Copies `data` into the region at the cursor.
+    /// Copies `data` into the region at the cursor. After a fault the user's range holds an
+    /// exact prefix of `data`, as after [`SecureRegion::write`].
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};

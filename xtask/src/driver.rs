@@ -10,7 +10,8 @@
 //! 2. The sample's own imports are listed in `samples/driver/ntoskrnl.def`; those that mingw-w64's
 //!    `libntoskrnl.a` lacks get an import library from `x86_64-w64-mingw32-dlltool`.
 //! 3. rustup's `rust-lld -flavor link` links the driver: `/driver /subsystem:native
-//!    /entry:DriverEntry`, against `libntoskrnl.a` (which is what mmsecure-sys's `-l ntoskrnl`
+//!    /entry:DriverEntry /cetcompat /guard:ehcont` (kernel shadow stacks, issue #23: see
+//!    `cet`), against `libntoskrnl.a` (which is what mmsecure-sys's `-l ntoskrnl`
 //!    means here) and that import library, with a map file that gives DriverEntry's address.
 
 use std::collections::BTreeSet;
@@ -139,6 +140,27 @@ pub fn build(root: &Path, watch: &mut Stopwatch) -> crate::Result<Built> {
     let sys = out.join(format!("{SERVICE}.sys"));
     let map = out.join(format!("{SERVICE}.map"));
     println!("[driver] link with rust-lld as a kernel driver");
+    link(&sys, &map, &staticlib, extra.as_deref(), true)?;
+    watch.lap("link");
+
+    let size = fs::metadata(&sys)?.len();
+    println!("[driver] built {} ({size} bytes)", sys.display());
+    Ok(Built {
+        sys,
+        map,
+        staticlib,
+    })
+}
+
+/// Links the driver `sys` (and its map) from the staticlib, the extra import library and
+/// mingw-w64's `libntoskrnl.a`; `shadow_stacks` adds `/cetcompat /guard:ehcont`.
+fn link(
+    sys: &Path,
+    map: &Path,
+    staticlib: &Path,
+    extra: Option<&Path>,
+    shadow_stacks: bool,
+) -> crate::Result {
     let mut link = Command::new(rust_lld()?);
     link.args(["-flavor", "link"])
         .arg(format!("/out:{}", sys.display()))
@@ -153,22 +175,61 @@ pub fn build(root: &Path, watch: &mut Stopwatch) -> crate::Result<Built> {
             "/opt:ref",
             // Writes the checksum, which Windows verifies for drivers.
             "/release",
-        ])
-        .arg(&staticlib);
-    if let Some(lib) = &extra {
+        ]);
+    if shadow_stacks {
+        // Kernel shadow stacks (issue #23): marks the image CET-compatible (the
+        // IMAGE_DLLCHARACTERISTICS_EX_CET_COMPAT debug entry), and builds its EH continuation
+        // table from the `.gehcont$y` entries mmsecure-sys brings, which the sample's
+        // `_load_config_used` points to (`samples/driver/src/load_config.rs`).
+        link.args(["/cetcompat", "/guard:ehcont"]);
+    }
+    link.arg(staticlib);
+    if let Some(lib) = extra {
         link.arg(lib);
     }
     link.arg(LIBNTOSKRNL);
-    run_checked(&mut link)?;
-    watch.lap("link");
+    run_checked(&mut link)
+}
 
-    let size = fs::metadata(&sys)?.len();
-    println!("[driver] built {} ({size} bytes)", sys.display());
-    Ok(Built {
-        sys,
-        map,
-        staticlib,
-    })
+/// Shows that the shadow stack checks can fail on a real image: the same driver linked without
+/// `/cetcompat` and `/guard:ehcont` must fail every one of them but the load config's presence,
+/// which the sample's source provides either way.
+fn shadow_stack_self_check(built: &Built, checks: &mut Checks) {
+    let out = built.sys.parent().unwrap_or_else(|| Path::new("."));
+    let plain = out.join(format!("{SERVICE}_plain.sys"));
+    let plain_map = out.join(format!("{SERVICE}_plain.map"));
+    let extra = out.join("libsample_ntoskrnl.a");
+    let extra = extra.exists().then_some(extra);
+    let what = "self-check: the same driver linked without /cetcompat and /guard:ehcont fails \
+                every shadow stack check the two decide";
+    let verdicts = link(
+        &plain,
+        &plain_map,
+        &built.staticlib,
+        extra.as_deref(),
+        false,
+    )
+    .and_then(|()| {
+        let file = fs::read(&plain)?;
+        let map = fs::read_to_string(&plain_map)?;
+        let info = crate::pe::shadow_stack_info(&file)?;
+        Ok(crate::cet::verdicts(&info, &map))
+    });
+    match verdicts {
+        Ok(verdicts) => {
+            let passed: Vec<&String> = verdicts
+                .iter()
+                .filter(|(ok, what, _)| *ok && !what.starts_with(crate::cet::LOAD_CONFIG_CHECK))
+                .map(|(_, what, _)| what)
+                .collect();
+            checks.record(
+                passed.is_empty(),
+                what,
+                format!("{} checks, passed: {passed:?}", verdicts.len()),
+            );
+        }
+        Err(e) => checks.record(false, what, e.to_string()),
+    }
 }
 
 /// Where the release build puts the sample's staticlib.
@@ -453,6 +514,10 @@ pub fn verify(built: &Built) -> crate::Result {
     };
 
     check_headers(&pe, &map, (IMAGE_FILE_MACHINE_AMD64, "x86-64"), &mut checks);
+    // Kernel shadow stacks (issue #23): CETCOMPAT, and the landing labels in the EH
+    // continuation table.
+    crate::cet::check(&file, &map, &mut checks);
+    shadow_stack_self_check(built, &mut checks);
 
     let dlls: BTreeSet<&str> = pe.imports.iter().map(|i| i.dll.as_str()).collect();
     checks.record(

@@ -5,6 +5,7 @@
 
 mod arm64;
 mod bench;
+mod cet;
 mod codegen;
 mod command;
 mod cross;

@@ -193,6 +193,128 @@ impl Image {
     }
 }
 
+/// `IMAGE_DEBUG_TYPE_EX_DLLCHARACTERISTICS`: a debug directory entry whose data is the
+/// extended DLL characteristics (winnt.h; `object` 0.36 has no name for it).
+pub const IMAGE_DEBUG_TYPE_EX_DLLCHARACTERISTICS: u32 = 20;
+/// `IMAGE_DLLCHARACTERISTICS_EX_CET_COMPAT`: the image is compatible with CET shadow stacks
+/// (what `/CETCOMPAT` sets).
+pub const IMAGE_DLLCHARACTERISTICS_EX_CET_COMPAT: u32 = 0x0001;
+/// `IMAGE_GUARD_EH_CONTINUATION_TABLE_PRESENT` in the load config's `GuardFlags`.
+pub const IMAGE_GUARD_EH_CONTINUATION_TABLE_PRESENT: u32 = 0x0040_0000;
+/// Where `GuardEHContinuationTable` (a VA) and `GuardEHContinuationCount` sit in
+/// `IMAGE_LOAD_CONFIG_DIRECTORY64`, past the end of `object` 0.36's `ImageLoadConfigDirectory64`.
+const GUARD_EH_CONTINUATION_TABLE_AT: usize = 264;
+const GUARD_EH_CONTINUATION_COUNT_AT: usize = 272;
+/// Where `GuardFlags` sits in `IMAGE_LOAD_CONFIG_DIRECTORY64`.
+const GUARD_FLAGS_AT: usize = 144;
+
+/// What an image says about kernel shadow stacks (issue #23).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowStackInfo {
+    /// The extended DLL characteristics from the debug directory, if it has such an entry.
+    pub ex_dll_characteristics: Option<u32>,
+    /// The load config's `Size`, if the image has a load config.
+    pub load_config_size: Option<u32>,
+    /// The load config's `GuardFlags` (0 without a load config or one too short to hold them).
+    pub guard_flags: u32,
+    /// The RVAs of the EH continuation table, in table order (empty without a table).
+    pub eh_continuation_targets: Vec<u32>,
+}
+
+impl ShadowStackInfo {
+    /// Whether the image is marked CET-compatible.
+    pub fn cet_compat(&self) -> bool {
+        self.ex_dll_characteristics
+            .is_some_and(|c| c & IMAGE_DLLCHARACTERISTICS_EX_CET_COMPAT != 0)
+    }
+
+    /// Whether the load config says an EH continuation table is present.
+    pub fn has_eh_continuation_table(&self) -> bool {
+        self.guard_flags & IMAGE_GUARD_EH_CONTINUATION_TABLE_PRESENT != 0
+    }
+}
+
+/// Reads the debug directory's extended DLL characteristics and the load config's EH
+/// continuation table. The table's entries are `4 + n` bytes, an RVA and `n` bytes of flags, `n`
+/// from `GuardFlags`' `IMAGE_GUARD_CF_FUNCTION_TABLE_SIZE_MASK` (lld writes one flag byte).
+pub fn shadow_stack_info(file: &[u8]) -> Result<ShadowStackInfo, Error> {
+    use object::pe::{
+        ImageDebugDirectory, IMAGE_DIRECTORY_ENTRY_DEBUG, IMAGE_DIRECTORY_ENTRY_LOAD_CONFIG,
+        IMAGE_GUARD_CF_FUNCTION_TABLE_SIZE_MASK, IMAGE_GUARD_CF_FUNCTION_TABLE_SIZE_SHIFT,
+    };
+    let pe = PeFile64::parse(file)?;
+    let sections = pe.section_table();
+    let image_base = pe.nt_headers().optional_header().image_base();
+    let bytes_at = |rva: u32, len: usize| -> Result<&[u8], Error> {
+        sections
+            .pe_data_at(file, rva)
+            .and_then(|data| data.get(..len))
+            .ok_or_else(|| Error(format!("{len} bytes at RVA {rva:#x} are not in the file")))
+    };
+    let u32_at = |bytes: &[u8], at: usize| {
+        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+    };
+    let u64_at = |bytes: &[u8], at: usize| {
+        u64::from(u32_at(bytes, at)) | u64::from(u32_at(bytes, at + 4)) << 32
+    };
+
+    let mut ex_dll_characteristics = None;
+    if let Some(dir) = pe.data_directory(IMAGE_DIRECTORY_ENTRY_DEBUG) {
+        let entry_len = std::mem::size_of::<ImageDebugDirectory>();
+        let entries = bytes_at(dir.virtual_address.get(LE), dir.size.get(LE) as usize)?;
+        for entry in entries.chunks_exact(entry_len) {
+            // Type at 12, SizeOfData at 16, AddressOfRawData at 20.
+            if u32_at(entry, 12) == IMAGE_DEBUG_TYPE_EX_DLLCHARACTERISTICS && u32_at(entry, 16) >= 4
+            {
+                ex_dll_characteristics = Some(u32_at(bytes_at(u32_at(entry, 20), 4)?, 0));
+            }
+        }
+    }
+
+    let mut info = ShadowStackInfo {
+        ex_dll_characteristics,
+        load_config_size: None,
+        guard_flags: 0,
+        eh_continuation_targets: Vec::new(),
+    };
+    let Some(dir) = pe.data_directory(IMAGE_DIRECTORY_ENTRY_LOAD_CONFIG) else {
+        return Ok(info);
+    };
+    let at = dir.virtual_address.get(LE);
+    let size = u32_at(bytes_at(at, 4)?, 0);
+    info.load_config_size = Some(size);
+    let config = bytes_at(at, size as usize)?;
+    if config.len() >= GUARD_FLAGS_AT + 4 {
+        info.guard_flags = u32_at(config, GUARD_FLAGS_AT);
+    }
+    if config.len() < GUARD_EH_CONTINUATION_COUNT_AT + 8 {
+        return Ok(info);
+    }
+    let table = u64_at(config, GUARD_EH_CONTINUATION_TABLE_AT);
+    let count = u64_at(config, GUARD_EH_CONTINUATION_COUNT_AT);
+    if table == 0 || count == 0 {
+        return Ok(info);
+    }
+    let stride = 4
+        + ((info.guard_flags & IMAGE_GUARD_CF_FUNCTION_TABLE_SIZE_MASK)
+            >> IMAGE_GUARD_CF_FUNCTION_TABLE_SIZE_SHIFT) as usize;
+    let rva = table
+        .checked_sub(image_base)
+        .and_then(|rva| u32::try_from(rva).ok())
+        .ok_or_else(|| {
+            Error(format!(
+                "EH continuation table at {table:#x} is below the image"
+            ))
+        })?;
+    let len = usize::try_from(count)
+        .ok()
+        .and_then(|count| count.checked_mul(stride))
+        .ok_or_else(|| Error(format!("EH continuation count {count} is absurd")))?;
+    let entries = bytes_at(rva, len)?;
+    info.eh_continuation_targets = entries.chunks_exact(stride).map(|e| u32_at(e, 0)).collect();
+    Ok(info)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

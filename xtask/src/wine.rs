@@ -525,6 +525,24 @@ fn check(
         "the same guarded copy succeeded once the page was readable again",
         detail,
     );
+    // The partial-copy contract (issue #23) on this CPU: 24 bytes before the faulting page,
+    // exactly, and nothing after them.
+    for (side, page) in [("Read", "PAGE_NOACCESS"), ("Write", "PAGE_READONLY")] {
+        let (ok, detail) = dword(&format!("Partial{side}Status"), STATUS_ACCESS_VIOLATION);
+        record(
+            ok,
+            &format!("a guarded copy running into a {page} page returned STATUS_ACCESS_VIOLATION"),
+            detail,
+        );
+        let (ok, detail) = dword(&format!("Partial{side}Prefix"), 24);
+        record(
+            ok,
+            &format!("it copied exactly the 24 bytes before the {page} page"),
+            detail,
+        );
+        let (ok, detail) = dword(&format!("Partial{side}RestUntouched"), 1);
+        record(ok, "and changed nothing after them", detail);
+    }
     let (ok, detail) = dword("GuardedSecureCall", EXCEPTION_WINE_STUB);
     record(
         ok,

@@ -74,6 +74,11 @@ pub unsafe extern "system" fn DriverEntry(
         Err(status) => report::outcome("UserBuffer", Failed(status).text(&mut [0; 24])),
     }
 
+    match UserBuffer::allocate(8192) {
+        Ok(buffer) => guard::partial_copies(&buffer),
+        Err(status) => report::outcome("PartialBuffer", Failed(status).text(&mut [0; 24])),
+    }
+
     match (UserBuffer::allocate(65536), UserBuffer::allocate(65536)) {
         (Ok(from), Ok(to)) => guard::time_copies(&from, &to),
         (Err(status), _) | (_, Err(status)) => {

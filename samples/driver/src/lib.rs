@@ -30,9 +30,12 @@
 //! 5. exercises the exception guard ([`guard`], issue #9) on that page: a guarded copy after
 //!    making it `PAGE_NOACCESS` (an access violation, caught), the same copy after making it
 //!    read-write again, and a guarded call into `MmSecureVirtualMemory`, which raises under Wine;
-//! 6. times guarded against unguarded copies of 4 KiB and 64 KiB between two 64 KiB user
+//! 6. checks the partial-copy contract (issue #23) on a real CPU: a guarded copy that starts 24
+//!    bytes before a `PAGE_NOACCESS` page (reading) or a `PAGE_READONLY` page (writing) copies
+//!    exactly those 24 bytes and touches nothing after them ([`guard::partial_copies`]);
+//! 7. times guarded against unguarded copies of 4 KiB and 64 KiB between two 64 KiB user
 //!    buffers;
-//! 7. reports that it is done and returns `STATUS_SUCCESS` whatever the steps returned (Wine
+//! 8. reports that it is done and returns `STATUS_SUCCESS` whatever the steps returned (Wine
 //!    refuses any other status, and the reports carry the results).
 //!
 //! The unload routine reports that it ran. On Windows it runs when the service is stopped.
@@ -57,6 +60,9 @@
 //! | `GuardedCopyNoAccess` | dword | `copy_guarded` from the page made `PAGE_NOACCESS`: 0xC0000005 |
 //! | `GuardedCopyRestored` | dword | the same copy once the page is read-write again: 0 |
 //! | `GuardedSecureCall` | dword | `call_guarded` into `MmSecureVirtualMemory`: 0x80000100 under Wine, 0 on Windows |
+//! | `PartialReadStatus`, `PartialWriteStatus` | dword | the partial copies' statuses: 0xC0000005 |
+//! | `PartialReadPrefix`, `PartialWritePrefix` | dword | bytes copied before the faulting page: 24 |
+//! | `PartialReadRestUntouched`, `PartialWriteRestUntouched` | dword | nothing after them changed: 1 |
 //! | `Ticks4KGuarded`, `Ticks4KUnguarded`, `Ticks64KGuarded`, `Ticks64KUnguarded` | dword | time stamp counter ticks per copy, fastest of 9 runs |
 //! | `DriverEntryDone` | dword | DriverEntry finished |
 //! | `Unloaded` | dword | the unload routine ran |
@@ -117,6 +123,8 @@
 mod entry;
 #[cfg(not(test))]
 pub mod guard;
+#[cfg(all(not(test), target_arch = "x86_64"))]
+mod load_config;
 #[cfg(not(test))]
 pub mod ntoskrnl;
 #[cfg(not(test))]

@@ -72,9 +72,34 @@ impl UserBuffer {
         }
     }
 
+    /// Changes the protection of the pages of `offset..offset + len` of the buffer, or returns
+    /// the kernel's status.
+    pub fn protect_range(&self, offset: usize, len: usize, protect: ULONG) -> Result<(), NTSTATUS> {
+        let mut base: PVOID = self.base.cast::<u8>().wrapping_add(offset).cast();
+        let mut size = len as SIZE_T;
+        let mut old: ULONG = 0;
+        // SAFETY: as in `protect`; the range lies inside this buffer's allocation (the callers
+        // pass ranges inside `len`).
+        let status = unsafe {
+            ZwProtectVirtualMemory(NT_CURRENT_PROCESS, &mut base, &mut size, protect, &mut old)
+        };
+        if status == STATUS_SUCCESS {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    }
+
     /// The length asked for.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Sets every byte of the buffer to `byte`.
+    pub fn set_all(&self, byte: u8) {
+        // SAFETY: `base` is committed read-write memory of at least `self.len` bytes in the
+        // current process, allocated by this value and not yet freed.
+        unsafe { ptr::write_bytes(self.base.cast::<u8>(), byte, self.len) };
     }
 
     /// Copies `data` to the start of the buffer, as the user program would fill it. No reference
