@@ -8,10 +8,14 @@
 //!
 //! 1. every page of its page-rounded range stays committed in its allocation (the allocation is
 //!    not freed, unmapped or decommitted), with a protection that gives the access its probe
-//!    mode asked for (readable for `PAGE_READONLY`, writable for `PAGE_READWRITE`) and is not a
-//!    guard page; and
+//!    mode asked for (readable for `PAGE_READONLY`, execute-only included as WRK's `MmReadWrite`
+//!    has it, writable for `PAGE_READWRITE`) and is not a guard page; and
 //! 2. with `MM_SECURE_NO_CHANGE`, no page of its allocation that was committed when it was made
-//!    changes protection (a guard page's one-shot fault aside).
+//!    changes protection (a guard page's one-shot fault aside), unless a user commit ran on the
+//!    allocation since: WRK's `MEM_COMMIT` writes its protection into pages nobody touched with
+//!    no secure check (allocvm.c L1956, L1980; issue #22), and the model lets a user do it under
+//!    every secure, `NO_CHANGE` included (no source for the flag: the reading worse for the
+//!    driver).
 //!
 //! A `MM_SECURE_USER_MODE_ONLY` secure promises this against user-mode requests only: once a
 //! kernel-mode request has changed its allocation, it is exempt.
@@ -140,6 +144,8 @@ struct World {
     bases: [[usize; SLOTS]; 2],
     kernel_started: [[AtomicUsize; SLOTS]; 2],
     kernel_finished: [[AtomicUsize; SLOTS]; 2],
+    /// User commits started on each allocation.
+    commits_started: [[AtomicUsize; SLOTS]; 2],
 }
 
 impl World {
@@ -167,6 +173,7 @@ impl World {
             bases,
             kernel_started: Default::default(),
             kernel_finished: Default::default(),
+            commits_started: Default::default(),
         }
     }
 
@@ -236,12 +243,16 @@ struct Held {
     kernel_finished: usize,
     /// For NO_CHANGE secures: the allocation's protections when it was made.
     snapshot: Option<Vec<Option<u32>>>,
+    /// User commits started on the allocation just before securing.
+    commits_before: usize,
 }
 
+/// Readable as a read-only secure counts it: execute-only too (`MmReadWrite[MM_EXECUTE]` is
+/// 10, protect.c L2720; issue #22), though the model's copies do not read such pages.
 fn readable(protect: u32) -> bool {
     matches!(
         protect,
-        PAGE_READONLY | PAGE_READWRITE | PAGE_EXECUTE_READ | PAGE_EXECUTE_READWRITE
+        PAGE_READONLY | PAGE_EXECUTE | PAGE_READWRITE | PAGE_EXECUTE_READ | PAGE_EXECUTE_READWRITE
     )
 }
 
@@ -282,8 +293,9 @@ fn violation(world: &World, held: &Held) -> Option<String> {
     }
     if let Some(snapshot) = &held.snapshot {
         let now = protections(world, held.process, held.slot);
+        let commits = world.commits_started[held.process][held.slot].load(Ordering::SeqCst);
         for (page, (before, now)) in snapshot.iter().zip(&now).enumerate() {
-            if let Some(before) = before {
+            if let Some(before) = before.filter(|_| commits == held.commits_before) {
                 if now.map(|p| p & !PAGE_GUARD) != Some(before & !PAGE_GUARD) {
                     return Some(format!(
                         "NO_CHANGE page {page} went {before:#x} -> {now:x?} under {held:x?}"
@@ -317,6 +329,7 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<Vec<Held>, String> {
                     PAGE_READWRITE
                 };
                 let kernel_finished = world.kernel_finished(process, slot);
+                let commits_before = world.commits_started[process][slot].load(Ordering::SeqCst);
                 let handle = try_secure_ex(address, len, probe, flags);
                 if handle.is_null() {
                     continue;
@@ -336,6 +349,7 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<Vec<Held>, String> {
                     flags,
                     kernel_finished,
                     snapshot,
+                    commits_before,
                 });
             }
             Op::Unsecure { pick } if !held.is_empty() => {
@@ -377,6 +391,7 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<Vec<Held>, String> {
                 protect,
             } => {
                 let address = world.address(process, slot, page * PAGE);
+                world.commits_started[process][slot].fetch_add(1, Ordering::SeqCst);
                 let _ = world.processes[process].commit(address, pages * PAGE, protect);
             }
             Op::Remove {

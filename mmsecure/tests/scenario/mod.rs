@@ -1063,6 +1063,13 @@ fn writable(protect: u32) -> bool {
         )
 }
 
+/// Whether a standing secure with `mode` lets its pages have `protect`: as [`allows`], but a
+/// read-only secure also lets them go execute-only (`MmReadWrite[MM_EXECUTE]` is 10, WRK
+/// protect.c L2720; issue #22), though its probe and the copies do not read such pages.
+fn kept(mode: ProbeMode, protect: Option<u32>) -> bool {
+    allows(mode, protect) || (mode == ProbeMode::ReadOnly && protect == Some(PAGE_EXECUTE))
+}
+
 fn allows(mode: ProbeMode, protect: Option<u32>) -> bool {
     match (mode, protect) {
         (ProbeMode::ReadOnly, Some(protect)) => readable(protect),
@@ -1373,16 +1380,11 @@ impl Case {
         let Some(user) = world.process.as_ref().filter(|_| !world.exited) else {
             return Err((ACCESS_VIOLATION, 0));
         };
-        let kept = world
-            .standing
-            .iter()
-            .any(|s| s.region == Some(region.id) && !s.bypassed);
-        if kept {
-            return Ok(());
-        }
-        // A kernel-mode change went past the region's USER_MODE_ONLY secure (or freed its
-        // allocation): the copy faults at the first page that now denies it, as a forward copy
-        // touches them.
+        // The copy faults at the first page that now denies it, as a forward copy touches them.
+        // A standing secure does not make that impossible: a kernel-mode change may have gone
+        // past a USER_MODE_ONLY secure (or freed its allocation), and a user may make the pages
+        // of a read-only secure execute-only (WRK protect.c L2720; issue #22), which the model's
+        // copy does not read.
         let start = region.base + region.offset + offset;
         let end = start + len;
         let mut page = start / PAGE * PAGE;
@@ -2140,6 +2142,16 @@ impl Case {
                 for page in (first..end).filter(|page| before[*page].is_none()) {
                     bytes[page * PAGE..(page + 1) * PAGE].fill(0);
                 }
+                // A commit writes its protection into pages nobody touched with no secure check
+                // (WRK allocvm.c L1956, L1980; issue #22), `NO_CHANGE` included: what it did to
+                // the allocation is the new baseline. (Secured pages were touched by the probe,
+                // so the per-page check above still holds.)
+                let now = self.protections(process, base);
+                for standing in self.worlds[process].standing.iter_mut() {
+                    if standing.slot == slot && standing.snapshot.is_some() {
+                        standing.snapshot = Some(now.clone());
+                    }
+                }
                 Ok(())
             }
             Ok(()) => {
@@ -2274,7 +2286,7 @@ impl Case {
                     .ok_or_else(|| format!("process {index}: secured slot freed: {secure:?}"))?;
                 let now = self.protections(index, base);
                 for (page, protect) in now.iter().enumerate().take(secure.end).skip(secure.first) {
-                    if !allows(secure.mode, *protect) {
+                    if !kept(secure.mode, *protect) {
                         return Err(format!(
                             "process {index}: page {page} is {protect:x?} under {secure:x?}"
                         ));
