@@ -79,8 +79,8 @@ use mmsecure::{Error, ProbeMode, RawRegion, SecureFlags, SecureRegion};
 use mmsecure_sys::host::{
     self, AccessMode, MisuseKind, Process, Status, PAGE_EXECUTE, PAGE_EXECUTE_READ,
     PAGE_EXECUTE_READWRITE, PAGE_EXECUTE_WRITECOPY, PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY,
-    PAGE_READWRITE, PAGE_WRITECOPY, STATUS_ACCESS_VIOLATION, STATUS_GUARD_PAGE_VIOLATION,
-    STATUS_INVALID_PAGE_PROTECTION, STATUS_NOT_COMMITTED,
+    PAGE_READWRITE, PAGE_WRITECOPY, STATUS_ACCESS_VIOLATION, STATUS_FREE_VM_NOT_AT_BASE,
+    STATUS_GUARD_PAGE_VIOLATION, STATUS_INVALID_PAGE_PROTECTION, STATUS_NOT_COMMITTED,
 };
 use mmsecure_sys::{APC_LEVEL, DISPATCH_LEVEL};
 
@@ -301,7 +301,9 @@ pub enum Op {
         slot: u8,
         /// First page.
         page: u8,
-        /// How many pages (1 or 2).
+        /// How many pages (1 or 2); 3 modulo 4 is a size of 0, which at the base decommits the
+        /// whole allocation past every secure but `NO_CHANGE` (WRK freevm.c L813-L821, protect.c
+        /// L2679; issue #22).
         pages: u8,
     },
     /// A user thread frees an allocation (`VirtualFree(MEM_RELEASE)`).
@@ -907,8 +909,9 @@ struct Standing {
     flags: SecureFlags,
     /// With `NO_CHANGE`: the allocation's protections when it was made.
     snapshot: Option<Vec<Option<u32>>>,
-    /// A `USER_MODE_ONLY` secure whose allocation a kernel-mode change reached: it still
-    /// stands, but promises nothing about the pages any more.
+    /// A `USER_MODE_ONLY` secure whose allocation a kernel-mode change reached, or any secure
+    /// but `NO_CHANGE` whose allocation a user decommitted with a size of 0: it still stands, but
+    /// promises nothing about the pages any more.
     bypassed: bool,
 }
 
@@ -1581,6 +1584,12 @@ impl Case {
                 slot,
                 page,
                 pages,
+            } if pages % 4 == 3 => self.decommit_all(process, slot, page),
+            Op::Decommit {
+                process,
+                slot,
+                page,
+                pages,
             } => self.decommit(process, slot, page, pages, AccessMode::User),
             Op::Free { process, slot } => self.free(process, slot, AccessMode::User),
             Op::Kernel {
@@ -2201,6 +2210,46 @@ impl Case {
             expect_eq("decommit of pages no secure covers", result, Ok(()))?;
             if mode == AccessMode::Kernel && self.worlds[process].bypass(slot) {
                 self.stats.kernel_bypasses += 1;
+            }
+            Ok(())
+        }
+    }
+
+    /// A user's `MEM_DECOMMIT` of size 0 at `page`: at the base's page it decommits the whole
+    /// allocation, refused only by a `NO_CHANGE` secure; elsewhere `STATUS_FREE_VM_NOT_AT_BASE`.
+    /// The secures it went past stand on decommitted pages: they promise nothing more (as past a
+    /// kernel-mode change), so they are marked bypassed.
+    fn decommit_all(&mut self, process: u8, slot: u8, page: u8) -> Result<(), String> {
+        let Some((process, slot, base, first, _)) = self.user_pages(process, slot, page, 0) else {
+            return Ok(());
+        };
+        let result = self.worlds[process].user()?.decommit(
+            (base + first * PAGE) as *mut u8,
+            0,
+            AccessMode::User,
+        );
+        let world = &mut self.worlds[process];
+        let no_change = world
+            .standing
+            .iter()
+            .any(|s| s.slot == slot && s.flags.contains(SecureFlags::NO_CHANGE));
+        if first != 0 {
+            expect_eq(
+                "decommit of size 0 off the base",
+                result,
+                Err(Status(STATUS_FREE_VM_NOT_AT_BASE)),
+            )
+        } else if no_change {
+            self.stats.user_refused += 1;
+            expect_eq(
+                "decommit of size 0 under NO_CHANGE",
+                result,
+                Err(Status(STATUS_INVALID_PAGE_PROTECTION)),
+            )
+        } else {
+            expect_eq("decommit of size 0 at the base", result, Ok(()))?;
+            for standing in world.standing.iter_mut().filter(|s| s.slot == slot) {
+                standing.bypassed = true;
             }
             Ok(())
         }
