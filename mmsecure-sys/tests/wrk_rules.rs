@@ -11,14 +11,24 @@ mod common;
 
 use common::{protect, secure, try_secure, unsecure, PAGE, REFUSED};
 use mmsecure_sys::host::{
-    AccessMode, Process, Status, HIGHEST_USER_ADDRESS, PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_GUARD,
-    PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY, STATUS_ACCESS_VIOLATION,
-    STATUS_FREE_VM_NOT_AT_BASE, STATUS_GUARD_PAGE_VIOLATION,
+    AccessMode, Attach, Process, Status, HIGHEST_USER_ADDRESS, PAGE_EXECUTE, PAGE_EXECUTE_READ,
+    PAGE_EXECUTE_READWRITE, PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
+    PAGE_WRITECOPY, STATUS_ACCESS_VIOLATION, STATUS_FREE_VM_NOT_AT_BASE,
+    STATUS_GUARD_PAGE_VIOLATION,
 };
 use mmsecure_sys::{copy_guarded, NTSTATUS, STATUS_SUCCESS};
 
 /// MiSecureVirtualMemory's large path starts at 64 KiB (mapview.c L6125).
 const LARGE: usize = 64 * 1024;
+
+/// A fresh process, attached on this thread, with an allocation of `len` bytes committed with
+/// `protect`.
+fn attached(len: usize, protect: u32) -> (Process, Attach, *mut u8) {
+    let process = Process::new();
+    let attach = process.attach();
+    let buffer = process.allocate(len, protect).unwrap();
+    (process, attach, buffer)
+}
 
 /// A guarded read of one byte at `address` in the current process.
 fn read_byte(address: *const u8) -> NTSTATUS {
@@ -35,9 +45,7 @@ fn secure_refuses_zero_size_wrap_and_the_top_of_user_space() {
     // L6093: `Address + Size > MM_HIGHEST_USER_ADDRESS || Address + Size <= Address`: the
     // second half rejects a zero size (and a wrap), the first a range ending at the highest
     // user address itself.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(PAGE, PAGE_READWRITE);
     assert!(try_secure(buffer, 0, PAGE_READWRITE).is_null());
     assert!(try_secure(buffer, usize::MAX, PAGE_READONLY).is_null());
     let top = HIGHEST_USER_ADDRESS as *const u8;
@@ -49,9 +57,7 @@ fn secure_refuses_zero_size_wrap_and_the_top_of_user_space() {
 fn secure_needs_the_range_inside_one_allocation() {
     // L6441-L6450 (the long way) and L6152-L6155 (the large path): NULL unless the range's
     // first and last VPN are inside the one VAD holding its start.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(2 * PAGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(2 * PAGE, PAGE_READWRITE);
     assert!(try_secure(buffer, 3 * PAGE, PAGE_READONLY).is_null());
     let large = process.allocate(LARGE, PAGE_READWRITE).unwrap();
     assert!(try_secure(large, LARGE + 1, PAGE_READWRITE).is_null());
@@ -62,9 +68,7 @@ fn secure_needs_the_range_inside_one_allocation() {
 fn secure_is_recorded_page_rounded() {
     // L6461-L6463: start rounded down, end rounded up to the page; protect.c's
     // MiCheckSecuredVad then compares page ranges (L2707-L2708).
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(3 * PAGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(3 * PAGE, PAGE_READWRITE);
     let handle = secure(buffer.wrapping_add(PAGE + 1), 1, PAGE_READWRITE);
     assert_eq!(
         protect(&process, buffer, PAGE, PAGE_READONLY, AccessMode::User),
@@ -88,9 +92,7 @@ fn secure_is_recorded_page_rounded() {
 #[test]
 fn probe_read_only_needs_every_page_readable() {
     // L6400-L6409: one volatile read per page; an access violation returns NULL (L6414-L6418).
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(2 * PAGE, PAGE_READONLY).unwrap();
+    let (process, _in, buffer) = attached(2 * PAGE, PAGE_READONLY);
     let handle = secure(buffer, 2 * PAGE, PAGE_READONLY);
     unsecure(handle);
     process
@@ -107,9 +109,7 @@ fn probe_read_only_needs_every_page_readable() {
 #[test]
 fn probe_read_write_needs_every_page_writable() {
     // L6411: ProbeForWrite (ex/probe.c L116-L119: read and write back one byte per page).
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(2 * PAGE, PAGE_READONLY).unwrap();
+    let (process, _in, buffer) = attached(2 * PAGE, PAGE_READONLY);
     assert!(try_secure(buffer, 2 * PAGE, PAGE_READWRITE).is_null());
     process
         .protect(buffer, 2 * PAGE, PAGE_READWRITE, AccessMode::User)
@@ -121,9 +121,7 @@ fn probe_read_write_needs_every_page_writable() {
 #[test]
 fn probe_faults_on_no_access_pages() {
     // L6405-L6406 / L6411: a no-access page faults either way.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(PAGE, PAGE_NOACCESS).unwrap();
+    let (_process, _in, buffer) = attached(PAGE, PAGE_NOACCESS);
     assert!(try_secure(buffer, PAGE, PAGE_READONLY).is_null());
     assert!(try_secure(buffer, PAGE, PAGE_READWRITE).is_null());
 }
@@ -133,9 +131,7 @@ fn probe_faults_on_a_guard_page_and_takes_its_guard() {
     // L6405-L6411 under try: the access to a guard page raises STATUS_GUARD_PAGE_VIOLATION,
     // caught at L6414 (NULL). The fault is a real one: the guard is gone afterwards, so the
     // same secure succeeds the second time.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(PAGE, PAGE_READWRITE);
     process
         .protect(buffer, PAGE, PAGE_READWRITE | PAGE_GUARD, AccessMode::User)
         .unwrap();
@@ -149,9 +145,7 @@ fn probe_faults_on_a_guard_page_and_takes_its_guard() {
 fn probe_of_execute_only_pages_is_refused_by_the_stricter_reading() {
     // L6406 reads the page; x86 hardware lets it, Microsoft documents reads of PAGE_EXECUTE as
     // faulting. The model takes the stricter reading (rule 2): NULL.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(PAGE, PAGE_EXECUTE).unwrap();
+    let (process, _in, buffer) = attached(PAGE, PAGE_EXECUTE);
     assert!(try_secure(buffer, PAGE, PAGE_READONLY).is_null());
     let readable = process.allocate(PAGE, PAGE_EXECUTE_READ).unwrap();
     let handle = secure(readable, PAGE, PAGE_READONLY);
@@ -180,9 +174,7 @@ fn probe_for_write_breaks_copy_on_write() {
 fn large_untouched_secure_probes_nothing_and_touched_goes_the_long_way() {
     // L6125: Size >= 64 KiB; L6138/L6142: private, committed with the VAD; L6372: every PTE
     // zero, else L6374 goes the long way (which probes and faults on the guard page).
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(LARGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(LARGE, PAGE_READWRITE);
     let handle = secure(buffer, LARGE, PAGE_READWRITE);
     unsecure(handle);
     let guarded = process.allocate(LARGE, PAGE_READWRITE).unwrap();
@@ -202,9 +194,7 @@ fn large_path_takes_the_allocations_protection_for_read_only() {
     // L6161-L6164: for a read-only probe any VAD protection up to MM_EXECUTE_WRITECOPY passes,
     // execute-only included; nothing is probed, so the secure stands over pages the model's
     // copy cannot read (small, the long way refuses them: rule 2).
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(LARGE, PAGE_EXECUTE).unwrap();
+    let (process, _in, buffer) = attached(LARGE, PAGE_EXECUTE);
     let handle = secure(buffer, LARGE, PAGE_READONLY);
     assert_eq!(read_byte(buffer), STATUS_ACCESS_VIOLATION);
     unsecure(handle);
@@ -220,9 +210,7 @@ fn hole_commit_over_a_large_untouched_secure_makes_it_no_access() {
     // nothing, so their PTEs stay zero. allocvm.c, NtAllocateVirtualMemory, L1956-L1980: a
     // zero PTE gets MEM_COMMIT's protection written in with no secure check. The secured range
     // is then no-access and a copy from it faults.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(LARGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(LARGE, PAGE_READWRITE);
     let handle = secure(buffer, LARGE, PAGE_READWRITE);
     assert_eq!(process.commit(buffer, LARGE, PAGE_NOACCESS), Ok(()));
     assert_eq!(process.protection(buffer), Some(PAGE_NOACCESS));
@@ -244,9 +232,7 @@ fn commit_over_touched_secured_pages_is_checked_and_its_status_ignored() {
     // allocvm.c L2001-L2029: a non-zero PTE whose protection differs sets ChangeProtection;
     // L2091-L2103 runs MiProtectVirtualMemory over the range, which the secure refuses, and
     // returns the commit's own STATUS_SUCCESS. A touched page keeps its protection.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(LARGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(LARGE, PAGE_READWRITE);
     process.write(buffer, b"touched").unwrap();
     let handle = secure(buffer, LARGE, PAGE_READWRITE);
     assert_eq!(process.commit(buffer, LARGE, PAGE_NOACCESS), Ok(()));
@@ -260,9 +246,7 @@ fn commit_over_touched_secured_pages_is_checked_and_its_status_ignored() {
 #[test]
 fn protect_refuses_guard_pages_under_either_secure() {
     // L2714-L2717 (and L2749 for several secures): MI_IS_GUARD refuses before the table.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(PAGE, PAGE_READWRITE);
     for probe in [PAGE_READONLY, PAGE_READWRITE] {
         let handle = secure(buffer, PAGE, probe);
         assert_eq!(
@@ -280,25 +264,31 @@ fn protect_refuses_guard_pages_under_either_secure() {
 }
 
 #[test]
-fn protect_under_a_read_write_secure_needs_write_access() {
-    // L2726: MmReadWrite[mask] < 11 refused: no-access, read-only, execute, execute-read.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
-    let handle = secure(buffer, PAGE, PAGE_READWRITE);
-    for refused in [
-        PAGE_NOACCESS,
-        PAGE_READONLY,
-        PAGE_EXECUTE,
-        PAGE_EXECUTE_READ,
-    ] {
-        assert_eq!(
-            protect(&process, buffer, PAGE, refused, AccessMode::User),
-            REFUSED,
-            "{refused:#x}"
-        );
+fn protect_follows_the_mm_read_write_table() {
+    // L2720 / L2726: a read-only secure refuses `MmReadWrite[mask] < 10`, a read-write one
+    // `< 11`; acceschk.c L42: no access 1; read-only, execute, execute-read 10; read-write,
+    // execute-read-write 11.
+    let table = [
+        (PAGE_NOACCESS, true, true),
+        (PAGE_READONLY, false, true),
+        (PAGE_EXECUTE, false, true),
+        (PAGE_EXECUTE_READ, false, true),
+        (PAGE_READWRITE, false, false),
+        (PAGE_EXECUTE_READWRITE, false, false),
+    ];
+    for (new, refused_read_only, refused_read_write) in table {
+        for (probe, refused) in [
+            (PAGE_READONLY, refused_read_only),
+            (PAGE_READWRITE, refused_read_write),
+        ] {
+            let (process, _in, buffer) = attached(PAGE, PAGE_READWRITE);
+            let handle = secure(buffer, PAGE, probe);
+            let got = protect(&process, buffer, PAGE, new, AccessMode::User);
+            let expected = if refused { REFUSED } else { Ok(()) };
+            assert_eq!(got, expected, "{new:#x} under {probe:#x}");
+            unsecure(handle);
+        }
     }
-    unsecure(handle);
 }
 
 #[test]
@@ -306,9 +296,7 @@ fn hole_read_only_secure_lets_pages_go_execute_only() {
     // Issue #22, hole 3. L2720: a read-only secure refuses MmReadWrite[mask] < 10, and
     // acceschk.c L42 has MmReadWrite[MM_EXECUTE] = 10. The change passes; x86/x64 hardware
     // still reads the pages, the model's copy does not (rule 2's stricter reading).
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(PAGE, PAGE_READONLY).unwrap();
+    let (process, _in, buffer) = attached(PAGE, PAGE_READONLY);
     let handle = secure(buffer, PAGE, PAGE_READONLY);
     assert_eq!(
         protect(&process, buffer, PAGE, PAGE_EXECUTE, AccessMode::User),
@@ -328,9 +316,7 @@ fn hole_read_only_secure_lets_pages_go_execute_only() {
 fn decommit_is_checked_against_the_secured_range_only() {
     // L333-L336: MiCheckSecuredVad with the caller's range and MM_SECURE_DELETE_CHECK (which
     // L2702 turns into no access, refused by every secure); pages beside the secure go.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(3 * PAGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(3 * PAGE, PAGE_READWRITE);
     let handle = secure(buffer.wrapping_add(PAGE), PAGE, PAGE_READONLY);
     assert_eq!(
         process.decommit(buffer.wrapping_add(PAGE), PAGE, AccessMode::User),
@@ -345,9 +331,7 @@ fn hole_decommit_of_size_zero_at_the_base_takes_the_secured_pages() {
     // Issue #22, hole 2. L333-L336 checks the secures with size 0; protect.c L2679 makes End
     // = Base - 1, which no secure overlaps (L2707-L2708). Then L813-L821 widens size 0 to the
     // whole VAD: the secured pages are decommitted and a copy from them faults.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(2 * PAGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(2 * PAGE, PAGE_READWRITE);
     let handle = secure(buffer.wrapping_add(PAGE), PAGE, PAGE_READWRITE);
     assert_eq!(process.decommit(buffer, 0, AccessMode::User), Ok(()));
     assert_eq!(process.protection(buffer.wrapping_add(PAGE)), None);
@@ -368,9 +352,7 @@ fn hole_decommit_of_size_zero_at_the_base_takes_the_secured_pages() {
 fn release_is_checked_against_the_whole_allocation() {
     // L315-L329: MEM_RELEASE checks MiCheckSecuredVad over the whole VAD, so a secure of one
     // page keeps the allocation.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(3 * PAGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(3 * PAGE, PAGE_READWRITE);
     let handle = secure(buffer.wrapping_add(2 * PAGE), 1, PAGE_READONLY);
     assert_eq!(process.free(buffer, AccessMode::User), REFUSED);
     unsecure(handle);
@@ -442,9 +424,7 @@ fn fork_copies_pages_and_the_child_keeps_inherited_secures() {
 #[test]
 fn pool_exhaustion_makes_a_valid_secure_return_null() {
     // ExAllocatePoolWithTag(NonPagedPool, sizeof(MMVAD_LONG)) returning NULL: Return1.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(PAGE, PAGE_READWRITE);
     process.fail_pool_allocations(1);
     assert!(try_secure(buffer, PAGE, PAGE_READWRITE).is_null());
     assert_eq!(process.secure_count(), 0);
@@ -456,9 +436,7 @@ fn pool_exhaustion_makes_a_valid_secure_return_null() {
 fn guarded_copy_raises_the_guard_page_violation_once() {
     // Not mm's rule but the MMU's, which the probe above relies on: a guard page faults with
     // STATUS_GUARD_PAGE_VIOLATION once and loses its guard.
-    let process = Process::new();
-    let _in = process.attach();
-    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let (process, _in, buffer) = attached(PAGE, PAGE_READWRITE);
     process
         .protect(buffer, PAGE, PAGE_READWRITE | PAGE_GUARD, AccessMode::User)
         .unwrap();
