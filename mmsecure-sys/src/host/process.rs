@@ -311,10 +311,31 @@ impl Process {
         Ok(base as *mut u8)
     }
 
-    /// Commits the pages of `addr..addr + len` inside one reserved allocation, like
-    /// `VirtualAlloc(MEM_COMMIT)`. Newly committed pages read as zero. Pages already committed
-    /// with another protection are changed to `protect`, which a secure may refuse (as a
-    /// user-mode protection change).
+    /// Commits the pages of `addr..addr + len` inside one private allocation, like
+    /// `VirtualAlloc(MEM_COMMIT)`, as WRK's `NtAllocateVirtualMemory` does (rule 24 of the
+    /// [module docs](super)). Newly committed pages read as zero. Pages nobody has touched
+    /// (committed with the allocation, never accessed, protected or probed) and decommitted ones
+    /// get `protect` with **no secure check**; other pages with another protection are changed
+    /// as a user-mode protection change would change them, and if a secure refuses that they
+    /// keep their protection while the commit still succeeds.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{Process, PAGE_NOACCESS, PAGE_READWRITE};
+    /// use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory};
+    ///
+    /// // A secure of 64 KiB of untouched memory probes nothing (WRK's large path)...
+    /// let app = Process::new();
+    /// let buffer = app.allocate(64 * 1024, PAGE_READWRITE).unwrap();
+    /// let _in_app = app.attach();
+    /// // SAFETY: the routine validates the range itself.
+    /// let handle = unsafe { MmSecureVirtualMemory(buffer.cast(), 64 * 1024, PAGE_READWRITE) };
+    /// assert!(!handle.is_null());
+    /// // ...so a user's commit makes the secured pages no-access.
+    /// app.commit(buffer, 64 * 1024, PAGE_NOACCESS).unwrap();
+    /// assert_eq!(app.protection(buffer), Some(PAGE_NOACCESS));
+    /// // SAFETY: the handle is live and this thread is in its process.
+    /// unsafe { MmUnsecureVirtualMemory(handle) };
+    /// ```
     pub fn commit(&self, addr: *mut u8, len: usize, protect: u32) -> Result<(), Status> {
         self.live_state()?.space.commit(addr as usize, len, protect)
     }
@@ -339,8 +360,30 @@ impl Process {
     }
 
     /// Decommits the pages of `addr..addr + len` of a private allocation, like
-    /// `VirtualFree(MEM_DECOMMIT)`. Refused with `STATUS_INVALID_PAGE_PROTECTION` while any secure
-    /// that applies to `mode` stands anywhere on the allocation.
+    /// `VirtualFree(MEM_DECOMMIT)`. Refused with `STATUS_INVALID_PAGE_PROTECTION` while a secure
+    /// that applies to `mode` covers one of the pages, or has `MM_SECURE_NO_CHANGE` anywhere on
+    /// the allocation (rule 8). A `len` of 0 at the allocation's base page decommits the whole
+    /// allocation past every other secure, as WRK does (rule 25); elsewhere it is
+    /// `STATUS_FREE_VM_NOT_AT_BASE`.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READWRITE, PAGE_SIZE};
+    /// use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory};
+    ///
+    /// let app = Process::new();
+    /// let buffer = app.allocate(2 * PAGE_SIZE, PAGE_READWRITE).unwrap();
+    /// let _in_app = app.attach();
+    /// let second = buffer.wrapping_add(PAGE_SIZE);
+    /// // SAFETY: the routine validates the range itself.
+    /// let handle = unsafe { MmSecureVirtualMemory(second.cast(), PAGE_SIZE as u64, PAGE_READWRITE) };
+    /// assert!(!handle.is_null());
+    /// assert!(app.decommit(second, PAGE_SIZE, AccessMode::User).is_err());
+    /// // Size 0 at the base: the secured page goes too.
+    /// app.decommit(buffer, 0, AccessMode::User).unwrap();
+    /// assert_eq!(app.protection(second), None);
+    /// // SAFETY: the handle is live and this thread is in its process.
+    /// unsafe { MmUnsecureVirtualMemory(handle) };
+    /// ```
     pub fn decommit(&self, addr: *mut u8, len: usize, mode: AccessMode) -> Result<(), Status> {
         self.live_state()?.space.decommit(addr as usize, len, mode)
     }
