@@ -753,7 +753,7 @@ pub const COPY_GUARDED: bool = guard::COPY_GUARDED;
 /// 0xC0000006...), where [`COPY_GUARDED`] says exceptions are caught.
 ///
 /// The copy is one `rep movsb` on x86_64 (an `ldp`/`stp` loop on ARM64 Windows, relaxed atomic
-/// word copies in the host model elsewhere), an access the compiler cannot see into, so user threads
+/// byte copies in the host model elsewhere), an access the compiler cannot see into, so user threads
 /// writing the same bytes meanwhile is no data race (see [`copy_unguarded`]). It runs forward,
 /// and a fault leaves an exact prefix, on every backend: when the access to byte `k` of the copy
 /// faults, `dst[..k]` holds the bytes copied from `src[..k]` and `dst[k..]` is untouched. Faults

@@ -8,13 +8,19 @@
 //!
 //! 1. every page of its page-rounded range stays committed in its allocation (the allocation is
 //!    not freed, unmapped or decommitted), with a protection that gives the access its probe
-//!    mode asked for (readable for `PAGE_READONLY`, writable for `PAGE_READWRITE`) and is not a
-//!    guard page; and
+//!    mode asked for (readable for `PAGE_READONLY`, execute-only included as WRK's `MmReadWrite`
+//!    has it, writable for `PAGE_READWRITE`) and is not a guard page; and
 //! 2. with `MM_SECURE_NO_CHANGE`, no page of its allocation that was committed when it was made
-//!    changes protection (a guard page's one-shot fault aside).
+//!    changes protection (a guard page's one-shot fault aside), unless a user commit ran on the
+//!    allocation since: WRK's `MEM_COMMIT` writes its protection into pages nobody touched with
+//!    no secure check (allocvm.c L1956, L1980; issue #22), and the model lets a user do it under
+//!    every secure, `NO_CHANGE` included (no source for the flag: the reading worse for the
+//!    driver).
 //!
 //! A `MM_SECURE_USER_MODE_ONLY` secure promises this against user-mode requests only: once a
-//! kernel-mode request has changed its allocation, it is exempt.
+//! kernel-mode request has changed its allocation, it is exempt. And no secure but a `NO_CHANGE`
+//! one promises it once a decommit of size 0 at its allocation's base has run, which WRK lets
+//! take the whole allocation (freevm.c L813-L821; issue #22).
 //!
 //! And around it: a secure the model refuses to make leaves nothing behind (unsecuring in the
 //! wrong process is a bug check, tested in `host_context.rs`, not here); a forked child keeps exactly the secures made without `MM_SECURE_NO_INHERIT`; after exit, late
@@ -117,7 +123,8 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (at.clone(), protect.clone(), any::<bool>()).prop_map(|((process, slot, page, pages), protect, kernel)| {
             Op::Protect { process, slot, page, pages, protect, kernel }
         }),
-        1 => (at.clone(), any::<bool>()).prop_map(|((process, slot, page, pages), kernel)| {
+        // 0 pages: a size of 0, the whole allocation when at its base (issue #22).
+        1 => (at.clone(), 0..=2usize, any::<bool>()).prop_map(|((process, slot, page, _), pages, kernel)| {
             Op::Decommit { process, slot, page, pages, kernel }
         }),
         1 => (at, protect).prop_map(|((process, slot, page, pages), protect)| {
@@ -140,6 +147,10 @@ struct World {
     bases: [[usize; SLOTS]; 2],
     kernel_started: [[AtomicUsize; SLOTS]; 2],
     kernel_finished: [[AtomicUsize; SLOTS]; 2],
+    /// User commits started on each allocation.
+    commits_started: [[AtomicUsize; SLOTS]; 2],
+    /// Decommits of size 0 at the base started on each allocation.
+    wholesale_started: [[AtomicUsize; SLOTS]; 2],
 }
 
 impl World {
@@ -167,6 +178,8 @@ impl World {
             bases,
             kernel_started: Default::default(),
             kernel_finished: Default::default(),
+            commits_started: Default::default(),
+            wholesale_started: Default::default(),
         }
     }
 
@@ -194,6 +207,15 @@ impl World {
     /// Kernel-mode requests on the allocation finished so far: read just before securing.
     fn kernel_finished(&self, process: usize, slot: usize) -> usize {
         self.kernel_finished[process][slot].load(Ordering::SeqCst)
+    }
+
+    /// Whether a decommit of size 0 at the base of `held`'s allocation may have run since it was
+    /// made: it takes the whole allocation past every secure but `NO_CHANGE` (WRK freevm.c
+    /// L813-L821, protect.c L2679; issue #22), so such a secure is exempt too.
+    fn decommitted_wholesale(&self, held: &Held) -> bool {
+        held.flags & MM_SECURE_NO_CHANGE == 0
+            && self.wholesale_started[held.process][held.slot].load(Ordering::SeqCst)
+                > held.wholesale_before
     }
 
     /// Whether `held` is exempt from the invariant: a USER_MODE_ONLY secure whose allocation a
@@ -236,12 +258,18 @@ struct Held {
     kernel_finished: usize,
     /// For NO_CHANGE secures: the allocation's protections when it was made.
     snapshot: Option<Vec<Option<u32>>>,
+    /// User commits started on the allocation just before securing.
+    commits_before: usize,
+    /// Decommits of size 0 at the base started on the allocation just before securing.
+    wholesale_before: usize,
 }
 
+/// Readable as a read-only secure counts it: execute-only too (`MmReadWrite[MM_EXECUTE]` is
+/// 10, protect.c L2720; issue #22), though the model's copies do not read such pages.
 fn readable(protect: u32) -> bool {
     matches!(
         protect,
-        PAGE_READONLY | PAGE_READWRITE | PAGE_EXECUTE_READ | PAGE_EXECUTE_READWRITE
+        PAGE_READONLY | PAGE_EXECUTE | PAGE_READWRITE | PAGE_EXECUTE_READ | PAGE_EXECUTE_READWRITE
     )
 }
 
@@ -260,7 +288,9 @@ fn check(world: &World, held: &Held) -> Result<(), String> {
     // Read first, decide exemption after: a kernel-mode request whose effect was read has
     // started by then.
     match violation(world, held) {
-        Some(violation) if !world.exempt(held) => Err(violation),
+        Some(violation) if !world.exempt(held) && !world.decommitted_wholesale(held) => {
+            Err(violation)
+        }
         _ => Ok(()),
     }
 }
@@ -282,8 +312,9 @@ fn violation(world: &World, held: &Held) -> Option<String> {
     }
     if let Some(snapshot) = &held.snapshot {
         let now = protections(world, held.process, held.slot);
+        let commits = world.commits_started[held.process][held.slot].load(Ordering::SeqCst);
         for (page, (before, now)) in snapshot.iter().zip(&now).enumerate() {
-            if let Some(before) = before {
+            if let Some(before) = before.filter(|_| commits == held.commits_before) {
                 if now.map(|p| p & !PAGE_GUARD) != Some(before & !PAGE_GUARD) {
                     return Some(format!(
                         "NO_CHANGE page {page} went {before:#x} -> {now:x?} under {held:x?}"
@@ -317,6 +348,9 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<Vec<Held>, String> {
                     PAGE_READWRITE
                 };
                 let kernel_finished = world.kernel_finished(process, slot);
+                let commits_before = world.commits_started[process][slot].load(Ordering::SeqCst);
+                let wholesale_before =
+                    world.wholesale_started[process][slot].load(Ordering::SeqCst);
                 let handle = try_secure_ex(address, len, probe, flags);
                 if handle.is_null() {
                     continue;
@@ -336,6 +370,8 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<Vec<Held>, String> {
                     flags,
                     kernel_finished,
                     snapshot,
+                    commits_before,
+                    wholesale_before,
                 });
             }
             Op::Unsecure { pick } if !held.is_empty() => {
@@ -365,6 +401,9 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<Vec<Held>, String> {
                 kernel,
             } => {
                 let address = world.address(process, slot, page * PAGE);
+                if pages == 0 && page == 0 {
+                    world.wholesale_started[process][slot].fetch_add(1, Ordering::SeqCst);
+                }
                 let _ = world.request(process, slot, kernel, |mode| {
                     world.processes[process].decommit(address, pages * PAGE, mode)
                 });
@@ -377,6 +416,7 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<Vec<Held>, String> {
                 protect,
             } => {
                 let address = world.address(process, slot, page * PAGE);
+                world.commits_started[process][slot].fetch_add(1, Ordering::SeqCst);
                 let _ = world.processes[process].commit(address, pages * PAGE, protect);
             }
             Op::Remove {

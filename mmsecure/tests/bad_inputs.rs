@@ -408,24 +408,31 @@ fn uncommitted_pages_are_refused_by_the_kernel() {
 
 #[test]
 fn guard_page_is_refused_by_the_kernel() {
+    // WRK mapview.c, MiSecureVirtualMemory: the probe faults on the guard page (L6405-L6411)
+    // and returns NULL (L6414-L6418); the fault takes the guard off, so each attempt below
+    // re-arms it first (issue #22: before, the model kept the guard).
     let (process, _in) = attached();
     let pages = process.allocate(3 * PAGE, PAGE_READWRITE).unwrap();
-    process
-        .protect(
-            pages.wrapping_add(PAGE),
-            PAGE,
-            PAGE_READWRITE | PAGE_GUARD,
-            AccessMode::User,
-        )
-        .unwrap();
-    // The guard page alone, and a range with it in the middle.
-    refused_by_kernel(&process, pages.wrapping_add(PAGE), 1, &MODES);
-    refused_by_kernel(&process, pages, 3 * PAGE, &MODES);
-    process
-        .protect(pages, PAGE, PAGE_READONLY | PAGE_GUARD, AccessMode::User)
-        .unwrap();
-    refused_by_kernel(&process, pages, 1, &MODES);
+    let guard = pages.wrapping_add(PAGE);
+    for mode in MODES {
+        for flags in FLAGS {
+            // The guard page alone, and a range with it in the middle.
+            for (address, len) in [(guard, 1), (pages, 3 * PAGE)] {
+                process
+                    .protect(guard, PAGE, PAGE_READWRITE | PAGE_GUARD, AccessMode::User)
+                    .unwrap();
+                let got = secure(address, len, mode, flags).map(|r| r.into_raw());
+                assert_eq!(got, Err(Error::Refused), "{address:p}+{len:#x} {mode:?}");
+                assert_eq!(process.protection(guard), Some(PAGE_READWRITE));
+                assert_eq!(process.secure_count(), 0, "a refused secure stands");
+            }
+        }
+    }
+    assert!(process.misuses().is_empty(), "{:?}", process.misuses());
     // The pages beside the guard page can be secured.
+    process
+        .protect(guard, PAGE, PAGE_READWRITE | PAGE_GUARD, AccessMode::User)
+        .unwrap();
     let beside = SecureRegion::new(pages.wrapping_add(2 * PAGE), PAGE, ProbeMode::ReadWrite);
     assert!(beside.is_ok());
 }

@@ -14,10 +14,12 @@
 //!
 //! Driver code may copy these bytes at any time, from any thread (a user thread writes while a
 //! driver reads, exactly the race securing does not prevent). The model's own accesses are
-//! therefore relaxed atomic loads and stores, never plain reads or writes.
+//! therefore relaxed atomic loads and stores, never plain reads or writes, and all of one size,
+//! a byte, as are the portable copy's (`copy/portable.rs`): atomics of different sizes that
+//! overlap and race are undefined behaviour too.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::alloc::{self, Layout};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -110,65 +112,38 @@ impl Backing {
         if !self.fits(offset, bytes.len()) {
             return false;
         }
-        let start = self.base() + offset;
-        for_each_unit(start, bytes.len(), |address, unit| match unit {
-            Unit::Word(at) => {
-                let mut word = [0u8; WORD];
-                word.copy_from_slice(&bytes[at..at + WORD]);
-                // SAFETY: `address` is word-aligned and inside this live allocation (checked by
-                // `fits`); AtomicUsize has usize's layout; only atomics are used on these bytes
-                // from Rust.
-                let cell = unsafe { &*(address as *const AtomicUsize) };
-                cell.store(usize::from_ne_bytes(word), Ordering::Relaxed);
-            }
-            Unit::Byte(at) => {
-                // SAFETY: `address` is inside this live allocation; AtomicU8 has u8's layout.
-                let cell = unsafe { &*(address as *const AtomicU8) };
-                cell.store(bytes[at], Ordering::Relaxed);
-            }
-        });
+        for (at, byte) in bytes.iter().enumerate() {
+            self.cell(offset + at).store(*byte, Ordering::Relaxed);
+        }
         true
     }
 
-    /// Loads bytes at `offset` into `out`. Returns false, loading nothing, if they do not fit.
     pub(crate) fn load(&self, offset: usize, out: &mut [u8]) -> bool {
         if !self.fits(offset, out.len()) {
             return false;
         }
-        let start = self.base() + offset;
-        for_each_unit(start, out.len(), |address, unit| match unit {
-            Unit::Word(at) => {
-                // SAFETY: as in `store`.
-                let cell = unsafe { &*(address as *const AtomicUsize) };
-                let word = cell.load(Ordering::Relaxed).to_ne_bytes();
-                out[at..at + WORD].copy_from_slice(&word);
-            }
-            Unit::Byte(at) => {
-                // SAFETY: as in `store`.
-                let cell = unsafe { &*(address as *const AtomicU8) };
-                out[at] = cell.load(Ordering::Relaxed);
-            }
-        });
+        for (at, byte) in out.iter_mut().enumerate() {
+            *byte = self.cell(offset + at).load(Ordering::Relaxed);
+        }
         true
     }
 
-    /// Zeroes `len` bytes at `offset` (a freshly committed page reads as zeros).
     pub(crate) fn zero(&self, offset: usize, len: usize) {
         if !self.fits(offset, len) {
             return;
         }
-        for_each_unit(self.base() + offset, len, |address, unit| match unit {
-            Unit::Word(_) => {
-                // SAFETY: as in `store`.
-                let cell = unsafe { &*(address as *const AtomicUsize) };
-                cell.store(0, Ordering::Relaxed);
-            }
-            Unit::Byte(_) => {
-                // SAFETY: as in `store`.
-                let cell = unsafe { &*(address as *const AtomicU8) };
-                cell.store(0, Ordering::Relaxed);
-            }
-        });
+        for at in offset..offset + len {
+            self.cell(at).store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The byte at `offset` (checked by the caller with `fits`) as the atomic every Rust access
+    /// to it goes through: one size, a byte, on every side (the portable copy's too), so no
+    /// access races another of a different size (see `copy/portable.rs`).
+    fn cell(&self, offset: usize) -> &AtomicU8 {
+        // SAFETY: `offset` is inside this live allocation, which lives as long as `self`;
+        // AtomicU8 has u8's layout; only byte atomics are used on these bytes from Rust.
+        unsafe { &*((self.base() + offset) as *const AtomicU8) }
     }
 
     fn fits(&self, offset: usize, len: usize) -> bool {
@@ -189,30 +164,6 @@ impl Drop for Backing {
         // SAFETY: `start` came from `alloc_zeroed` with `layout` and is freed once, here; no
         // process maps it any more (every process holding it has been dropped).
         unsafe { alloc::dealloc(self.start.as_ptr(), self.layout) };
-    }
-}
-
-const WORD: usize = core::mem::size_of::<usize>();
-
-/// One access unit of a copy: a whole aligned word or a single byte, with its index in the copy.
-enum Unit {
-    Word(usize),
-    Byte(usize),
-}
-
-/// Splits `len` bytes at `start` into bytes up to word alignment, aligned words, and trailing
-/// bytes, calling `f` with each unit's address.
-fn for_each_unit(start: usize, len: usize, mut f: impl FnMut(usize, Unit)) {
-    let mut at = 0;
-    while at < len {
-        let address = start + at;
-        if address % WORD == 0 && len - at >= WORD {
-            f(address, Unit::Word(at));
-            at += WORD;
-        } else {
-            f(address, Unit::Byte(at));
-            at += 1;
-        }
     }
 }
 

@@ -12,9 +12,8 @@ use super::guard::{self, Fault};
 use super::lock;
 use super::misuse::Misuse;
 use super::object;
-use super::protection::{is_readable, is_writable};
 use super::secure::{self, Owner, SecureSpan};
-use super::status::{Status, STATUS_PROCESS_IS_TERMINATING};
+use super::status::{Status, STATUS_GUARD_PAGE_VIOLATION, STATUS_PROCESS_IS_TERMINATING};
 use super::thread::Attach;
 use super::vad::{AddressSpace, VadKind};
 use crate::{MM_SECURE_EXCLUSIVE, PAGE_READONLY, PEPROCESS};
@@ -22,6 +21,16 @@ use crate::{MM_SECURE_EXCLUSIVE, PAGE_READONLY, PEPROCESS};
 /// Process ids: multiples of 4, as on Windows, unique in the binary (4 would be System). Unlike
 /// `EPROCESS` values (see `object`), ids are never reused.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1000);
+
+/// The size from which `MiSecureVirtualMemory` may skip its probe (mapview.c L6125).
+const LARGE_SECURE: usize = 64 * 1024;
+
+/// Takes one from a counter of failures to come, if any is left.
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
 
 /// A per-process secret mixed into its handles (deterministic: derived from the id).
 fn cookie_of(id: u64) -> u64 {
@@ -83,6 +92,8 @@ pub(crate) struct ProcessInner {
     pub(crate) faults: Mutex<Vec<Fault>>,
     /// The double-fetch detector's requests and findings.
     pub(crate) fetches: Fetches,
+    /// How many of the next secures find the pool exhausted.
+    pool_failures: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -169,6 +180,7 @@ impl Process {
                     misuses: Mutex::new(Vec::new()),
                     faults: Mutex::new(Vec::new()),
                     fetches: Fetches::new(),
+                    pool_failures: AtomicUsize::new(0),
                 }
             }),
         }
@@ -299,10 +311,31 @@ impl Process {
         Ok(base as *mut u8)
     }
 
-    /// Commits the pages of `addr..addr + len` inside one reserved allocation, like
-    /// `VirtualAlloc(MEM_COMMIT)`. Newly committed pages read as zero. Pages already committed
-    /// with another protection are changed to `protect`, which a secure may refuse (as a
-    /// user-mode protection change).
+    /// Commits the pages of `addr..addr + len` inside one private allocation, like
+    /// `VirtualAlloc(MEM_COMMIT)`, as WRK's `NtAllocateVirtualMemory` does (rule 24 of the
+    /// [module docs](super)). Newly committed pages read as zero. Pages nobody has touched
+    /// (committed with the allocation, never accessed, protected or probed) and decommitted ones
+    /// get `protect` with **no secure check**; other pages with another protection are changed
+    /// as a user-mode protection change would change them, and if a secure refuses that they
+    /// keep their protection while the commit still succeeds.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{Process, PAGE_NOACCESS, PAGE_READWRITE};
+    /// use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory};
+    ///
+    /// // A secure of 64 KiB of untouched memory probes nothing (WRK's large path)...
+    /// let app = Process::new();
+    /// let buffer = app.allocate(64 * 1024, PAGE_READWRITE).unwrap();
+    /// let _in_app = app.attach();
+    /// // SAFETY: the routine validates the range itself.
+    /// let handle = unsafe { MmSecureVirtualMemory(buffer.cast(), 64 * 1024, PAGE_READWRITE) };
+    /// assert!(!handle.is_null());
+    /// // ...so a user's commit makes the secured pages no-access.
+    /// app.commit(buffer, 64 * 1024, PAGE_NOACCESS).unwrap();
+    /// assert_eq!(app.protection(buffer), Some(PAGE_NOACCESS));
+    /// // SAFETY: the handle is live and this thread is in its process.
+    /// unsafe { MmUnsecureVirtualMemory(handle) };
+    /// ```
     pub fn commit(&self, addr: *mut u8, len: usize, protect: u32) -> Result<(), Status> {
         self.live_state()?.space.commit(addr as usize, len, protect)
     }
@@ -327,8 +360,30 @@ impl Process {
     }
 
     /// Decommits the pages of `addr..addr + len` of a private allocation, like
-    /// `VirtualFree(MEM_DECOMMIT)`. Refused with `STATUS_INVALID_PAGE_PROTECTION` while any secure
-    /// that applies to `mode` stands anywhere on the allocation.
+    /// `VirtualFree(MEM_DECOMMIT)`. Refused with `STATUS_INVALID_PAGE_PROTECTION` while a secure
+    /// that applies to `mode` covers one of the pages, or has `MM_SECURE_NO_CHANGE` anywhere on
+    /// the allocation (rule 8). A `len` of 0 at the allocation's base page decommits the whole
+    /// allocation past every other secure, as WRK does (rule 25); elsewhere it is
+    /// `STATUS_FREE_VM_NOT_AT_BASE`.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READWRITE, PAGE_SIZE};
+    /// use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory};
+    ///
+    /// let app = Process::new();
+    /// let buffer = app.allocate(2 * PAGE_SIZE, PAGE_READWRITE).unwrap();
+    /// let _in_app = app.attach();
+    /// let second = buffer.wrapping_add(PAGE_SIZE);
+    /// // SAFETY: the routine validates the range itself.
+    /// let handle = unsafe { MmSecureVirtualMemory(second.cast(), PAGE_SIZE as u64, PAGE_READWRITE) };
+    /// assert!(!handle.is_null());
+    /// assert!(app.decommit(second, PAGE_SIZE, AccessMode::User).is_err());
+    /// // Size 0 at the base: the secured page goes too.
+    /// app.decommit(buffer, 0, AccessMode::User).unwrap();
+    /// assert_eq!(app.protection(second), None);
+    /// // SAFETY: the handle is live and this thread is in its process.
+    /// unsafe { MmUnsecureVirtualMemory(handle) };
+    /// ```
     pub fn decommit(&self, addr: *mut u8, len: usize, mode: AccessMode) -> Result<(), Status> {
         self.live_state()?.space.decommit(addr as usize, len, mode)
     }
@@ -452,6 +507,10 @@ impl Process {
         let done = first.map_or(len, |(at, _, _)| at);
         if let Some(dst) = dst {
             state.space.written(dst, done);
+            state.space.touch(dst, done);
+        }
+        if let Some(src) = src {
+            state.space.touch(src, done);
         }
         if let Some((at, status, Some(base))) = first {
             if status == super::status::STATUS_GUARD_PAGE_VIOLATION {
@@ -563,28 +622,98 @@ impl Process {
 
     /// `MmSecureVirtualMemory(Ex)` in this process, once the arguments passed the routine's own
     /// checks: the handle, or 0 if refused.
+    /// Makes the next `count` secures in this process that pass every check fail as if
+    /// nonpaged pool were exhausted: `MiSecureVirtualMemory` allocates its secure entry with
+    /// `ExAllocatePoolWithTag` and returns NULL when that fails (mapview.c L6481-L6486), for a
+    /// request that is otherwise valid. A driver's NULL path is so tested with good arguments
+    /// too. A refused secure (bad range, pages without the access) does not use one up; neither
+    /// does the large path's lack of a probe. Calling it again replaces the count.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{Process, PAGE_READWRITE, PAGE_SIZE};
+    /// use mmsecure_sys::MmSecureVirtualMemory;
+    ///
+    /// let app = Process::new();
+    /// let buffer = app.allocate(PAGE_SIZE, PAGE_READWRITE).unwrap();
+    /// let _in_app = app.attach();
+    /// app.fail_pool_allocations(1);
+    /// // SAFETY: the routine validates the range itself.
+    /// let handle = unsafe { MmSecureVirtualMemory(buffer.cast(), PAGE_SIZE as u64, PAGE_READWRITE) };
+    /// assert!(handle.is_null());
+    /// assert_eq!(app.secure_count(), 0);
+    /// ```
+    pub fn fail_pool_allocations(&self, count: usize) {
+        self.inner.pool_failures.store(count, Ordering::SeqCst);
+    }
+
+    /// `MiSecureVirtualMemory`'s checks of the pages (mapview.c): whether the secure may go on.
+    ///
+    /// A secure of 64 KiB or more (L6125) of a range inside one allocation (else NULL, L6152)
+    /// that takes the large path ([`Vad::takes_large_path`](super::vad::Vad)) is accepted with
+    /// no probe: pages stay untouched. Every other secure takes the long way (L6381-L6419): it
+    /// reads one byte of each page (read-only, L6405-L6408) or reads and writes one back
+    /// (`ProbeForWrite`, ex/probe.c L116-L119), in order, under `try`; the first fault returns
+    /// NULL (L6414-L6418). The probe is a real access: the pages before the fault are touched, a
+    /// copy-on-write page it writes becomes private read-write, and a guard page it reaches
+    /// faults and loses its guard (so a second secure of the same range gets past it).
+    fn probe_for_secure(space: &mut AddressSpace, address: usize, size: usize, probe: u32) -> bool {
+        if size >= LARGE_SECURE {
+            let (vad, first, end) = match space.locate(address, size) {
+                Ok(found) => found,
+                Err(_) => return false,
+            };
+            if vad.takes_large_path(first, end, probe) {
+                return true;
+            }
+        }
+        let write = probe != PAGE_READONLY;
+        let fault = space.probe(address, size, write);
+        let done = fault.map_or(size, |(at, _)| at);
+        if write {
+            space.written(address, done);
+        }
+        space.touch(address, done);
+        match fault {
+            Some((at, status)) => {
+                if status.0 == STATUS_GUARD_PAGE_VIOLATION {
+                    space.clear_guard(address + at);
+                }
+                false
+            }
+            None => true,
+        }
+    }
+
     pub(crate) fn secure(&self, address: usize, size: usize, probe: u32, flags: u32) -> usize {
         let mut guard = self.state();
         let state = &mut *guard;
         if state.exited {
             return 0;
         }
-        let (vad, first, end) = match state.space.locate(address, size) {
+        if !Self::probe_for_secure(&mut state.space, address, size, probe) {
+            return 0;
+        }
+        // mapview.c L6429-L6450: the range must lie inside one allocation.
+        let (vad, _, _) = match state.space.locate(address, size) {
             Ok(found) => found,
             Err(_) => return 0,
-        };
-        let accessible = if probe == PAGE_READONLY {
-            vad.pages_all(first, end, is_readable)
-        } else {
-            vad.pages_all(first, end, is_writable)
         };
         // EXCLUSIVE only if nothing else is on the allocation; and nothing joins an exclusive
         // secure (the kernel pins the VAD for it: the stricter reading).
         let exclusive_conflict =
             vad.has_exclusive() || (flags & MM_SECURE_EXCLUSIVE != 0 && vad.secure_count() > 0);
-        if !accessible || exclusive_conflict {
+        if exclusive_conflict {
             return 0;
         }
+        // mapview.c L6481-L6486: the secure entry (or the long VAD) comes from nonpaged pool;
+        // when `ExAllocatePoolWithTag` fails the routine returns NULL for a valid request.
+        if take_one(&self.inner.pool_failures) {
+            return 0;
+        }
+        let (vad, first, end) = match state.space.locate(address, size) {
+            Ok(found) => found,
+            Err(_) => return 0,
+        };
         let base = vad.base();
         let owner = Owner {
             pid: self.id(),

@@ -75,6 +75,19 @@ pub(crate) fn validate(protect: u32, mapped: bool) -> Result<(), Status> {
     Ok(())
 }
 
+/// WRK's `MmReadWrite` value for a protection (acceschk.c L42, indexed by the protection mask
+/// the `PAGE_*` value maps to): 1 for no access, 10 for readable, 11 for writable. Execute-only
+/// is 10, as x86 hardware reads it. `MiCheckSecuredVad` (protect.c L2720, L2726) refuses a
+/// change below 10 under a read-only secure and below 11 under a read-write one; guard pages it
+/// refuses before the table (L2714).
+pub(crate) fn mm_read_write(protect: u32) -> u8 {
+    match protect & BASE_MASK {
+        PAGE_READONLY | PAGE_EXECUTE | PAGE_EXECUTE_READ => 10,
+        PAGE_READWRITE | PAGE_WRITECOPY | PAGE_EXECUTE_READWRITE | PAGE_EXECUTE_WRITECOPY => 11,
+        _ => 1,
+    }
+}
+
 /// The protection a writable page has after a thread wrote it: copy-on-write pages become
 /// private read-write pages.
 pub(crate) fn after_write(protect: u32) -> u32 {
@@ -100,6 +113,13 @@ mod tests {
         assert!(!is_readable(PAGE_EXECUTE));
         assert!(is_readable(PAGE_EXECUTE_READ));
         assert!(!is_writable(PAGE_EXECUTE_READ));
+    }
+
+    #[test]
+    fn execute_only_counts_as_readable_in_the_secure_table() {
+        assert_eq!(mm_read_write(PAGE_EXECUTE), 10);
+        assert_eq!(mm_read_write(PAGE_NOACCESS), 1);
+        assert_eq!(mm_read_write(PAGE_EXECUTE_READWRITE), 11);
     }
 
     #[test]

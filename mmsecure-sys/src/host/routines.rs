@@ -73,8 +73,12 @@ fn secure(address: usize, size: SIZE_T, probe: ULONG, flags: ULONG) -> HANDLE {
         Ok(size) if size > 0 => size,
         _ => return core::ptr::null_mut(),
     };
-    match address.checked_add(size - 1) {
-        Some(last) if last <= HIGHEST_USER_ADDRESS => {}
+    // mapview.c, MiSecureVirtualMemory, L6093: NULL if `Address + Size` wraps or is not above
+    // `Address` (a zero size, rejected above too), or lies above `MM_HIGHEST_USER_ADDRESS`: a
+    // range whose last byte is that address itself is refused, one byte stricter than "the
+    // last byte must be user memory".
+    match address.checked_add(size) {
+        Some(end) if end <= HIGHEST_USER_ADDRESS => {}
         _ => return core::ptr::null_mut(),
     }
     // WRK treats every ProbeMode but PAGE_READONLY as read-write; the model refuses unknown

@@ -13,7 +13,7 @@ use std::sync::{Mutex, Weak};
 use super::access::AccessMode;
 use super::lock;
 use super::process::ProcessInner;
-use super::protection::{is_readable, is_writable, PAGE_GUARD};
+use super::protection::{mm_read_write, PAGE_GUARD};
 use crate::{
     MM_SECURE_EXCLUSIVE, MM_SECURE_NO_CHANGE, MM_SECURE_NO_INHERIT, MM_SECURE_USER_MODE_ONLY,
     PAGE_READONLY,
@@ -65,14 +65,15 @@ impl SecureSpan {
         if end <= self.first || self.end <= first {
             return false;
         }
+        // protect.c, MiCheckSecuredVad: a guard page is refused before anything else (L2714);
+        // then `MmReadWrite` decides (L2720 read-only, L2726 read-write). Execute-only is 10 in
+        // that table, so a read-only secure lets a user make its pages `PAGE_EXECUTE` (issue
+        // #22's third hole; x86/x64 hardware still reads them, the model's copy does not).
         if new & PAGE_GUARD != 0 {
             return true;
         }
-        if self.probe == PAGE_READONLY {
-            !is_readable(new)
-        } else {
-            !is_writable(new)
-        }
+        let needed = if self.probe == PAGE_READONLY { 10 } else { 11 };
+        mm_read_write(new) < needed
     }
 }
 

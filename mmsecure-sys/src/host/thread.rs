@@ -17,6 +17,8 @@ std::thread_local! {
     /// read of `CURRENT`, kept beside it as plain values: no borrow, no destructor to register.
     static FAST: Cell<Fast> = const { Cell::new(SYSTEM) };
     static IRQL: Cell<KIRQL> = const { Cell::new(PASSIVE_LEVEL as KIRQL) };
+    /// How many [`Attach`] guards of this thread stand.
+    static ATTACH_DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
 /// The current process as the hot paths see it.
@@ -109,20 +111,36 @@ pub(crate) fn current_pid() -> u64 {
 
 /// This thread's time in another process' context: made by
 /// [`Process::attach`](super::Process::attach), like `KeStackAttachProcess`; dropping it returns
-/// to the context before (`KeUnstackDetachProcess`). Attaches nest.
+/// to the context before (`KeUnstackDetachProcess`). Attaches nest, and must be undone in the
+/// reverse order: dropping one while a later one of the same thread stands (or after a later
+/// one was leaked with `mem::forget`) stops the caller as the bug check
+/// `INVALID_PROCESS_DETACH_ATTEMPT` (0x6) would. WRK's `KeUnstackDetachProcess` bug checks so
+/// when the thread is not attached or has APCs queued for the attached process (ke/procobj.c
+/// L719-L724); that it also checks the `KAPC_STATE` is the latest one has no WRK line: the
+/// model takes the stricter reading, with Microsoft's description of bug check 0x6.
 ///
 /// Neither `Send` nor `Sync`: the attachment belongs to the thread that made it.
 #[must_use = "the thread is attached only until this guard is dropped"]
 pub struct Attach {
     previous: Option<Process>,
+    /// This guard's place among the thread's attaches, from 1.
+    depth: usize,
     _thread: PhantomData<*mut ()>,
 }
 
 impl Attach {
     pub(crate) fn new(process: &Process) -> Attach {
+        let depth = ATTACH_DEPTH
+            .try_with(|depth| {
+                let mine = depth.get() + 1;
+                depth.set(mine);
+                mine
+            })
+            .unwrap_or(0);
         let previous = set_current(Some(process.clone()));
         Attach {
             previous,
+            depth,
             _thread: PhantomData,
         }
     }
@@ -130,8 +148,19 @@ impl Attach {
 
 impl Drop for Attach {
     fn drop(&mut self) {
-        // At thread exit the slot may be gone already; there is nothing to restore then. The
-        // process replaced (or handed back) is dropped here, after `FAST` no longer names it.
+        // At thread exit the slots may be gone already; there is nothing to check or restore
+        // then. The process replaced (or handed back) is dropped here, after `FAST` no longer
+        // names it.
+        let mine = self.depth;
+        if let Ok(latest) = ATTACH_DEPTH.try_with(|depth| depth.replace(mine.saturating_sub(1))) {
+            if latest != mine && mine != 0 {
+                stop(format_args!(
+                    "INVALID_PROCESS_DETACH_ATTEMPT (bug check 0x6): KeUnstackDetachProcess of \
+                     attach number {mine} of this thread while attach number {latest} is the \
+                     latest: attaches must be undone in the reverse order"
+                ));
+            }
+        }
         drop(set_current(self.previous.take()));
     }
 }
@@ -217,8 +246,25 @@ pub struct Irql {
 }
 
 impl Drop for Irql {
+    /// Lowers the IRQL back (`KeLowerIrql`). If that level is above the current one (a guard
+    /// dropped after another raised earlier one lowered the IRQL past it: out of order), this
+    /// stops the caller as the bug check `IRQL_NOT_LESS_OR_EQUAL` (0xA) would. WRK's
+    /// `KeLowerIrql` only asserts it (inc/amd64.h L3186, checked builds) and on a free build
+    /// would silently raise; Driver Verifier stops such a driver with
+    /// `DRIVER_VERIFIER_DETECTED_VIOLATION` (0xC4): the model takes the fatal reading, worse for
+    /// the driver, and names the IRQL bug check family the x86 HAL's checked `KfLowerIrql` uses.
     fn drop(&mut self) {
         let previous = self.previous;
+        let current = irql();
+        if previous > current {
+            stop(format_args!(
+                "IRQL_NOT_LESS_OR_EQUAL (bug check 0xA): KeLowerIrql to IRQL {previous} ({}) at \
+                 IRQL {current} ({}), a lowering to a higher level: IRQL guards dropped out of \
+                 order (Driver Verifier: bug check 0xC4)",
+                irql_name(previous),
+                irql_name(current),
+            ));
+        }
         let _ = IRQL.try_with(|irql| irql.set(previous));
     }
 }

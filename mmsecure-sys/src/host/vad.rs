@@ -9,7 +9,11 @@ use std::vec::Vec;
 
 use super::access::AccessMode;
 use super::memory::{changed, Backing};
-use super::protection::{after_write, is_readable, is_writable, validate, PAGE_GUARD};
+use super::protection::PAGE_EXECUTE_READWRITE;
+use super::protection::{
+    after_write, is_readable, is_writable, mm_read_write, validate, PAGE_GUARD, PAGE_NOACCESS,
+    PAGE_READONLY, PAGE_READWRITE,
+};
 use super::secure::SecureSpan;
 use super::status::{
     Status, STATUS_ACCESS_VIOLATION, STATUS_CONFLICTING_ADDRESSES, STATUS_FREE_VM_NOT_AT_BASE,
@@ -48,10 +52,25 @@ type SecureMap = HashMap<usize, SecureSpan, BuildHasherDefault<DefaultHasher>>;
 
 /// One allocation: its pages' protections (0 = reserved, not committed) and its secures by
 /// handle.
+///
+/// `touched` stands for WRK's "the page's PTE is not zero": a page committed with the allocation
+/// (`VirtualAlloc(MEM_RESERVE | MEM_COMMIT)`, the VAD's `MemCommit`) that nobody has accessed,
+/// protected, decommitted or probed still has a zero PTE, which means "demand zero, with the
+/// VAD's protection". Two WRK paths skip their checks over such pages: a secure of 64 KiB or more
+/// probes nothing (mapview.c, `MiSecureVirtualMemory`, L6125-L6378), and `MEM_COMMIT` writes its
+/// new protection into them with no secure check (allocvm.c, `NtAllocateVirtualMemory`, L1956,
+/// L1980). The model counts a page touched when the model sees an access to it (a user read or
+/// write, a guarded copy, a secure's probe) or a change of its PTE (protect, commit, decommit);
+/// a driver's raw-pointer access it cannot see, so such a page stays untouched: the reading
+/// worse for the driver.
 pub(crate) struct Vad {
     pub(crate) kind: VadKind,
     backing: Arc<Backing>,
     pages: Vec<u32>,
+    touched: Vec<bool>,
+    /// Committed when it was made (WRK's `MemCommit`), with this protection (the VAD's).
+    mem_commit: bool,
+    vad_protect: u32,
     secures: SecureMap,
     counts: Counts,
 }
@@ -65,9 +84,25 @@ impl Vad {
         self.base() + self.pages.len() * PAGE_SIZE
     }
 
-    /// The pages `first..end` hold protections `ok` accepts (committed, not guard, ...).
-    pub(crate) fn pages_all(&self, first: usize, end: usize, ok: impl Fn(u32) -> bool) -> bool {
-        self.pages[first..end].iter().all(|p| *p != 0 && ok(*p))
+    /// Whether a secure of pages `first..end` with `probe` takes WRK's large path, which probes
+    /// nothing: mapview.c, `MiSecureVirtualMemory`. The caller checked `Size >= 64 KiB` (L6125)
+    /// and that the range is inside this allocation (L6152). Then: private memory committed when
+    /// it was made (L6138, L6142), whose protection is not no-access (L6157) and suits the probe
+    /// (L6161-L6171: for read-only any protection up to `MM_EXECUTE_WRITECOPY`, execute-only
+    /// included; for read-write exactly read-write or execute-read-write), and every PTE of the
+    /// range zero (L6372: one non-zero PTE sends it the long way, which probes).
+    pub(crate) fn takes_large_path(&self, first: usize, end: usize, probe: u32) -> bool {
+        let suits = if self.vad_protect & PAGE_GUARD != 0 || self.vad_protect == PAGE_NOACCESS {
+            false
+        } else if probe == PAGE_READONLY {
+            mm_read_write(self.vad_protect) >= 10
+        } else {
+            matches!(self.vad_protect, PAGE_READWRITE | PAGE_EXECUTE_READWRITE)
+        };
+        self.kind == VadKind::Private
+            && self.mem_commit
+            && suits
+            && self.touched[first..end].iter().all(|t| !*t)
     }
 
     pub(crate) fn secure_count(&self) -> usize {
@@ -194,6 +229,9 @@ impl Vad {
             kind: self.kind,
             backing: Arc::clone(&self.backing),
             pages: self.pages.clone(),
+            touched: self.touched.clone(),
+            mem_commit: self.mem_commit,
+            vad_protect: self.vad_protect,
             secures: SecureMap::default(),
             counts: Counts::default(),
         }
@@ -246,6 +284,9 @@ impl AddressSpace {
             kind,
             backing,
             pages: std::vec![protect; pages],
+            touched: std::vec![false; pages],
+            mem_commit: protect != 0,
+            vad_protect: protect,
             secures: SecureMap::default(),
             counts: Counts::default(),
         };
@@ -317,8 +358,14 @@ impl AddressSpace {
         Ok((vad, first, end))
     }
 
-    /// `VirtualAlloc(MEM_COMMIT)`: reserved pages become committed (zeroed) with `protect`;
-    /// committed pages whose protection differs are changed as `protect` would change them.
+    /// `VirtualAlloc(MEM_COMMIT)`, as allocvm.c's `NtAllocateVirtualMemory` does it for private
+    /// memory (L1941-L2045, L2091-L2103). A page with a zero PTE (untouched, or reserved and
+    /// never committed) and a decommitted page get the new protection written straight in, with
+    /// **no secure check** (L1956-L1980, L1984-L1991): over an untouched secured range the user
+    /// so makes secured pages no-access (issue #22's first hole). If any other page's protection
+    /// differs, the whole range then goes through `MiProtectVirtualMemory` (L2099), which checks
+    /// the secures; its status is ignored, so the commit succeeds either way, and a refused
+    /// change leaves those pages as they were.
     pub(crate) fn commit(
         &mut self,
         address: usize,
@@ -330,17 +377,26 @@ impl AddressSpace {
             return Err(Status(STATUS_CONFLICTING_ADDRESSES));
         }
         validate(protect, false)?;
-        let changes = vad.pages[first..end]
-            .iter()
-            .any(|p| *p != 0 && *p != protect);
-        if changes {
-            vad.check_protect(first, end, protect, AccessMode::User)?;
-        }
+        let mut change_protection = false;
         for index in first..end {
             if vad.pages[index] == 0 {
                 vad.backing.zero(index * PAGE_SIZE, PAGE_SIZE);
+                vad.pages[index] = protect;
+            } else if !vad.touched[index] {
+                vad.pages[index] = protect;
+            } else if vad.pages[index] != protect {
+                change_protection = true;
             }
-            vad.pages[index] = protect;
+            vad.touched[index] = true;
+        }
+        if change_protection
+            && vad
+                .check_protect(first, end, protect, AccessMode::User)
+                .is_ok()
+        {
+            for page in &mut vad.pages[first..end] {
+                *page = protect;
+            }
         }
         changed();
         Ok(())
@@ -364,25 +420,44 @@ impl AddressSpace {
         for page in &mut vad.pages[first..end] {
             *page = protect;
         }
+        vad.touched[first..end].fill(true);
         changed();
         Ok(old)
     }
 
-    /// `VirtualFree(MEM_DECOMMIT)`.
+    /// `VirtualFree(MEM_DECOMMIT)`. A size of 0 at the allocation's base decommits the whole
+    /// allocation, secured pages included (issue #22's second hole): freevm.c,
+    /// `NtFreeVirtualMemory`, checks the secures with the caller's size (L333-L336), and
+    /// protect.c's `MiCheckSecuredVad` computes `End = Base + Size - 1` (L2679), one byte before
+    /// the base, which no secure overlaps; only then does L813-L821 widen a size of 0 to the
+    /// whole VAD (and refuse it anywhere but the base's page, `STATUS_FREE_VM_NOT_AT_BASE`).
     pub(crate) fn decommit(
         &mut self,
         address: usize,
         len: usize,
         mode: AccessMode,
     ) -> Result<(), Status> {
-        let (vad, first, end) = self.locate_mut(address, len)?;
+        let (vad, first, end, checked_end) = if len == 0 {
+            let vad = self
+                .vad_at_mut(address)
+                .ok_or(Status(STATUS_MEMORY_NOT_ALLOCATED))?;
+            if vad.kind == VadKind::Private && (address - vad.base()) / PAGE_SIZE != 0 {
+                return Err(Status(STATUS_FREE_VM_NOT_AT_BASE));
+            }
+            let pages = vad.pages.len();
+            (vad, 0, pages, 0)
+        } else {
+            let (vad, first, end) = self.locate_mut(address, len)?;
+            (vad, first, end, end)
+        };
         if vad.kind != VadKind::Private {
             return Err(Status(STATUS_UNABLE_TO_DELETE_SECTION));
         }
-        vad.check_decommit(first, end, mode)?;
+        vad.check_decommit(first, checked_end, mode)?;
         for page in &mut vad.pages[first..end] {
             *page = 0;
         }
+        vad.touched[first..end].fill(true);
         changed();
         Ok(())
     }
@@ -455,6 +530,7 @@ impl AddressSpace {
         if write {
             self.written(address, len);
         }
+        self.touch(address, len);
         Ok(found)
     }
 
@@ -502,7 +578,24 @@ impl AddressSpace {
         if let Some(vad) = self.vad_at_mut(address) {
             let index = (address - vad.base()) / PAGE_SIZE;
             vad.pages[index] &= !PAGE_GUARD;
+            vad.touched[index] = true;
             changed();
+        }
+    }
+
+    /// `len` bytes at `address` were accessed: their pages' PTEs are no longer zero.
+    pub(crate) fn touch(&mut self, address: usize, len: usize) {
+        let end = address.saturating_add(len);
+        let mut page = address & !(PAGE_SIZE - 1);
+        while page < end {
+            if let Some(vad) = self.vad_at_mut(page) {
+                let index = (page - vad.base()) / PAGE_SIZE;
+                vad.touched[index] = true;
+            }
+            page = match page.checked_add(PAGE_SIZE) {
+                Some(next) => next,
+                None => break,
+            };
         }
     }
 

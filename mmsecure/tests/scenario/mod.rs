@@ -79,8 +79,8 @@ use mmsecure::{Error, ProbeMode, RawRegion, SecureFlags, SecureRegion};
 use mmsecure_sys::host::{
     self, AccessMode, MisuseKind, Process, Status, PAGE_EXECUTE, PAGE_EXECUTE_READ,
     PAGE_EXECUTE_READWRITE, PAGE_EXECUTE_WRITECOPY, PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY,
-    PAGE_READWRITE, PAGE_WRITECOPY, STATUS_ACCESS_VIOLATION, STATUS_GUARD_PAGE_VIOLATION,
-    STATUS_INVALID_PAGE_PROTECTION, STATUS_NOT_COMMITTED,
+    PAGE_READWRITE, PAGE_WRITECOPY, STATUS_ACCESS_VIOLATION, STATUS_FREE_VM_NOT_AT_BASE,
+    STATUS_GUARD_PAGE_VIOLATION, STATUS_INVALID_PAGE_PROTECTION, STATUS_NOT_COMMITTED,
 };
 use mmsecure_sys::{APC_LEVEL, DISPATCH_LEVEL};
 
@@ -301,7 +301,9 @@ pub enum Op {
         slot: u8,
         /// First page.
         page: u8,
-        /// How many pages (1 or 2).
+        /// How many pages (1 or 2); 3 modulo 4 is a size of 0, which at the base decommits the
+        /// whole allocation past every secure but `NO_CHANGE` (WRK freevm.c L813-L821, protect.c
+        /// L2679; issue #22).
         pages: u8,
     },
     /// A user thread frees an allocation (`VirtualFree(MEM_RELEASE)`).
@@ -907,8 +909,9 @@ struct Standing {
     flags: SecureFlags,
     /// With `NO_CHANGE`: the allocation's protections when it was made.
     snapshot: Option<Vec<Option<u32>>>,
-    /// A `USER_MODE_ONLY` secure whose allocation a kernel-mode change reached: it still
-    /// stands, but promises nothing about the pages any more.
+    /// A `USER_MODE_ONLY` secure whose allocation a kernel-mode change reached, or any secure
+    /// but `NO_CHANGE` whose allocation a user decommitted with a size of 0: it still stands, but
+    /// promises nothing about the pages any more.
     bypassed: bool,
 }
 
@@ -1061,6 +1064,13 @@ fn writable(protect: u32) -> bool {
             protect,
             PAGE_READWRITE | PAGE_WRITECOPY | PAGE_EXECUTE_READWRITE | PAGE_EXECUTE_WRITECOPY
         )
+}
+
+/// Whether a standing secure with `mode` lets its pages have `protect`: as [`allows`], but a
+/// read-only secure also lets them go execute-only (`MmReadWrite[MM_EXECUTE]` is 10, WRK
+/// protect.c L2720; issue #22), though its probe and the copies do not read such pages.
+fn kept(mode: ProbeMode, protect: Option<u32>) -> bool {
+    allows(mode, protect) || (mode == ProbeMode::ReadOnly && protect == Some(PAGE_EXECUTE))
 }
 
 fn allows(mode: ProbeMode, protect: Option<u32>) -> bool {
@@ -1373,16 +1383,11 @@ impl Case {
         let Some(user) = world.process.as_ref().filter(|_| !world.exited) else {
             return Err((ACCESS_VIOLATION, 0));
         };
-        let kept = world
-            .standing
-            .iter()
-            .any(|s| s.region == Some(region.id) && !s.bypassed);
-        if kept {
-            return Ok(());
-        }
-        // A kernel-mode change went past the region's USER_MODE_ONLY secure (or freed its
-        // allocation): the copy faults at the first page that now denies it, as a forward copy
-        // touches them.
+        // The copy faults at the first page that now denies it, as a forward copy touches them.
+        // A standing secure does not make that impossible: a kernel-mode change may have gone
+        // past a USER_MODE_ONLY secure (or freed its allocation), and a user may make the pages
+        // of a read-only secure execute-only (WRK protect.c L2720; issue #22), which the model's
+        // copy does not read.
         let start = region.base + region.offset + offset;
         let end = start + len;
         let mut page = start / PAGE * PAGE;
@@ -1574,6 +1579,12 @@ impl Case {
                 let protect = PROTECTIONS[usize::from(protect) % PROTECTIONS.len()];
                 self.protect_or_commit(process, slot, page, pages, protect, None)
             }
+            Op::Decommit {
+                process,
+                slot,
+                page,
+                pages,
+            } if pages % 4 == 3 => self.decommit_all(process, slot, page),
             Op::Decommit {
                 process,
                 slot,
@@ -2140,6 +2151,16 @@ impl Case {
                 for page in (first..end).filter(|page| before[*page].is_none()) {
                     bytes[page * PAGE..(page + 1) * PAGE].fill(0);
                 }
+                // A commit writes its protection into pages nobody touched with no secure check
+                // (WRK allocvm.c L1956, L1980; issue #22), `NO_CHANGE` included: what it did to
+                // the allocation is the new baseline. (Secured pages were touched by the probe,
+                // so the per-page check above still holds.)
+                let now = self.protections(process, base);
+                for standing in self.worlds[process].standing.iter_mut() {
+                    if standing.slot == slot && standing.snapshot.is_some() {
+                        standing.snapshot = Some(now.clone());
+                    }
+                }
                 Ok(())
             }
             Ok(()) => {
@@ -2189,6 +2210,46 @@ impl Case {
             expect_eq("decommit of pages no secure covers", result, Ok(()))?;
             if mode == AccessMode::Kernel && self.worlds[process].bypass(slot) {
                 self.stats.kernel_bypasses += 1;
+            }
+            Ok(())
+        }
+    }
+
+    /// A user's `MEM_DECOMMIT` of size 0 at `page`: at the base's page it decommits the whole
+    /// allocation, refused only by a `NO_CHANGE` secure; elsewhere `STATUS_FREE_VM_NOT_AT_BASE`.
+    /// The secures it went past stand on decommitted pages: they promise nothing more (as past a
+    /// kernel-mode change), so they are marked bypassed.
+    fn decommit_all(&mut self, process: u8, slot: u8, page: u8) -> Result<(), String> {
+        let Some((process, slot, base, first, _)) = self.user_pages(process, slot, page, 0) else {
+            return Ok(());
+        };
+        let result = self.worlds[process].user()?.decommit(
+            (base + first * PAGE) as *mut u8,
+            0,
+            AccessMode::User,
+        );
+        let world = &mut self.worlds[process];
+        let no_change = world
+            .standing
+            .iter()
+            .any(|s| s.slot == slot && s.flags.contains(SecureFlags::NO_CHANGE));
+        if first != 0 {
+            expect_eq(
+                "decommit of size 0 off the base",
+                result,
+                Err(Status(STATUS_FREE_VM_NOT_AT_BASE)),
+            )
+        } else if no_change {
+            self.stats.user_refused += 1;
+            expect_eq(
+                "decommit of size 0 under NO_CHANGE",
+                result,
+                Err(Status(STATUS_INVALID_PAGE_PROTECTION)),
+            )
+        } else {
+            expect_eq("decommit of size 0 at the base", result, Ok(()))?;
+            for standing in world.standing.iter_mut().filter(|s| s.slot == slot) {
+                standing.bypassed = true;
             }
             Ok(())
         }
@@ -2274,7 +2335,7 @@ impl Case {
                     .ok_or_else(|| format!("process {index}: secured slot freed: {secure:?}"))?;
                 let now = self.protections(index, base);
                 for (page, protect) in now.iter().enumerate().take(secure.end).skip(secure.first) {
-                    if !allows(secure.mode, *protect) {
+                    if !kept(secure.mode, *protect) {
                         return Err(format!(
                             "process {index}: page {page} is {protect:x?} under {secure:x?}"
                         ));
