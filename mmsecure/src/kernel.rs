@@ -30,6 +30,17 @@ pub(crate) fn reference_current() -> sys::PEPROCESS {
     process
 }
 
+/// `ObfReferenceObject` on a process object the caller already holds a reference on (a second
+/// cursor over one slice).
+///
+/// # Safety
+///
+/// The caller holds a reference on `process`, at IRQL <= `DISPATCH_LEVEL`.
+pub(crate) unsafe fn reference(process: sys::PEPROCESS) {
+    // SAFETY: the caller's reference keeps the object alive; the IRQL is the caller's promise.
+    unsafe { sys::ObfReferenceObject(process.cast()) };
+}
+
 /// `ObfDereferenceObject`.
 ///
 /// # Safety

@@ -238,11 +238,13 @@ mod probe;
 mod raw;
 mod reader;
 mod region;
+mod span;
 mod stack_bound;
 pub mod status;
 mod user_copy;
 mod user_ptr;
 mod user_range;
+mod user_slice;
 mod writer;
 
 pub use context::abandoned_secures;
@@ -258,6 +260,7 @@ pub use stack_bound::MAX_TYPED_READ;
 pub use user_copy::{read_user, read_user_slice, write_user, write_user_slice};
 pub use user_ptr::UserPtr;
 pub use user_range::highest_user_address;
+pub use user_slice::UserSlice;
 pub use writer::Writer;
 
 /// The bytemuck crate, whose [`AnyBitPattern`](bytemuck::AnyBitPattern) (what a read may produce)
