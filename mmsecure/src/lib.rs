@@ -228,6 +228,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod capture;
 mod context;
 mod copy;
 mod cursor_error;
@@ -247,6 +248,9 @@ mod user_range;
 mod user_slice;
 mod writer;
 
+#[cfg(feature = "alloc")]
+pub use capture::capture_unicode_string_vec;
+pub use capture::{capture_unicode_string, UserAbi};
 pub use context::abandoned_secures;
 pub use cursor_error::CursorError;
 pub use error::Error;
