@@ -34,7 +34,10 @@
 //! back, each byte at most once, so the header a driver checked is never read again from the
 //! user's memory, where the user may have changed it (a *double fetch*; see [`Reader`]).
 //! [`SecureRegion::writer`] writes a reply the same way. For a request that is one value,
-//! [`read_user`] secures, copies once and unsecures in one call.
+//! [`read_user`] probes and copies once in one call, with no secure; a [`UserSlice`] reads a
+//! request in parts the same way (a probe, guarded copies, no secure), and
+//! [`capture_unicode_string`] captures a `UNICODE_STRING`. Secure a range the driver keeps using
+//! (the guide's "which one do I use" table).
 //!
 //! ## Typed copies
 //!
