@@ -8,6 +8,7 @@ use mmsecure_sys as sys;
 use crate::{context, Error};
 
 /// The current IRQL.
+#[inline]
 pub(crate) fn irql() -> u8 {
     // SAFETY: drivers run in kernel mode, where reading the IRQL is always allowed; off Windows
     // the host backend answers from its per-thread model.
@@ -15,6 +16,7 @@ pub(crate) fn irql() -> u8 {
 }
 
 /// The process whose address space is current on this thread.
+#[inline]
 pub(crate) fn current_process() -> sys::PEPROCESS {
     // SAFETY: `IoGetCurrentProcess` takes nothing and may be called at any IRQL.
     unsafe { sys::IoGetCurrentProcess() }

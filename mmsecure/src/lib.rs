@@ -263,6 +263,7 @@ pub use probe::ProbeMode;
 pub use raw::{FromRawError, RawRegion};
 pub use reader::Reader;
 pub use region::SecureRegion;
+pub use span::{CursorHold, RegionHold, SliceHold};
 pub use stack_bound::MAX_TYPED_READ;
 pub use user_copy::{read_user, read_user_slice, write_user, write_user_slice};
 pub use user_ptr::UserPtr;

@@ -5,7 +5,7 @@ use core::mem::MaybeUninit;
 
 use bytemuck::AnyBitPattern;
 
-use crate::span::Cursor;
+use crate::span::{Cursor, CursorHold, RegionHold};
 use crate::{CursorError, Error, SecureRegion};
 
 /// A cursor over a [`SecureRegion`] or a [`UserSlice`](crate::UserSlice) that copies its bytes
@@ -50,8 +50,8 @@ use crate::{CursorError, Error, SecureRegion};
 /// assert!(process.double_fetches().is_empty());
 /// # Ok::<(), mmsecure::Error>(())
 /// ```
-pub struct Reader<'r> {
-    cursor: Cursor<'r>,
+pub struct Reader<'r, H = RegionHold> {
+    cursor: Cursor<'r, H>,
 }
 
 impl SecureRegion {
@@ -80,9 +80,9 @@ impl SecureRegion {
     }
 }
 
-impl<'r> Reader<'r> {
+impl<'r, H: CursorHold> Reader<'r, H> {
     #[inline]
-    pub(crate) fn new(cursor: Cursor<'r>) -> Reader<'r> {
+    pub(crate) fn new(cursor: Cursor<'r, H>) -> Reader<'r, H> {
         Reader { cursor }
     }
 
@@ -370,7 +370,7 @@ impl<'r> Reader<'r> {
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
     #[must_use]
-    pub fn clone_reader(&self) -> Reader<'r> {
+    pub fn clone_reader(&self) -> Reader<'r, H> {
         Reader::new(self.cursor.duplicate())
     }
 
@@ -418,7 +418,7 @@ impl<'r> Reader<'r> {
     }
 }
 
-impl fmt::Debug for Reader<'_> {
+impl<H: CursorHold> fmt::Debug for Reader<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reader")
             .field("offset", &self.cursor.offset)

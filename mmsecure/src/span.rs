@@ -113,78 +113,146 @@ pub(crate) unsafe fn copy_out(dst: usize, data: &[u8]) -> Result<(), Error> {
     unsafe { copy_bytes(dst as *mut u8, data.as_ptr(), data.len()) }
 }
 
-/// A position in a [`Span`], and, for a slice's cursor, the process reference and the
-/// double-fetch request it holds of its own (a region's cursor borrows the region's for `'r`).
-pub(crate) struct Cursor<'r> {
+/// What a cursor holds to keep its range meaningful: nothing of its own for a region's cursor
+/// ([`RegionHold`], the region holds the secure and the process reference for the borrow `'r`),
+/// a process reference and a double-fetch request for a slice's ([`SliceHold`]). Sealed: only
+/// this crate's two types implement it. A driver names it to take either kind of cursor:
+///
+/// ```
+/// use mmsecure::{CursorHold, Reader, UserSlice};
+/// # use mmsecure::host::{Process, PAGE_READWRITE};
+///
+/// fn tag<H: CursorHold>(reader: &mut Reader<'_, H>) -> Result<u32, mmsecure::CursorError> {
+///     reader.read()
+/// }
+/// # let process = Process::new();
+/// # let _in_process = process.attach();
+/// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// assert_eq!(tag(&mut UserSlice::new(page, 4)?.reader())?, 0);
+/// # Ok::<(), mmsecure::Error>(())
+/// ```
+pub trait CursorHold: sealed::Sealed {}
+
+mod sealed {
+    /// The crate's own: a second hold, for a clone of the cursor.
+    pub trait Sealed: Sized {
+        fn duplicate(&self) -> Self;
+    }
+}
+
+/// A region's cursor's hold: nothing (the region holds the secure and the process reference),
+/// so a region's [`Reader`](crate::Reader) and [`Writer`](crate::Writer) have no drop code. The
+/// default of their type parameter.
+///
+/// ```
+/// use mmsecure::{ProbeMode, Reader, RegionHold, SecureRegion};
+/// # use mmsecure::host::{Process, PAGE_READWRITE};
+/// # let process = Process::new();
+/// # let _in_process = process.attach();
+/// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// let region = SecureRegion::new(page, 8, ProbeMode::ReadOnly)?;
+/// let _reader: Reader<'_, RegionHold> = region.reader(); // the same type as Reader<'_>
+/// # Ok::<(), mmsecure::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RegionHold(());
+
+impl CursorHold for RegionHold {}
+
+impl sealed::Sealed for RegionHold {
+    #[inline]
+    fn duplicate(&self) -> RegionHold {
+        RegionHold(())
+    }
+}
+
+/// A slice's cursor's hold: a reference on the slice's process (`ObfReferenceObject`) and a hold
+/// on its double-fetch request, both given up when the cursor is dropped. Each cursor (a
+/// clone's too) has its own.
+///
+/// ```
+/// use mmsecure::{Reader, SliceHold, UserSlice};
+/// # use mmsecure::host::{Process, PAGE_READWRITE};
+/// # let process = Process::new();
+/// # let _in_process = process.attach();
+/// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// let reader: Reader<'static, SliceHold> = UserSlice::new(page, 8)?.reader();
+/// assert_eq!(process.driver_references(), 1);
+/// drop(reader);
+/// assert_eq!(process.driver_references(), 0);
+/// # Ok::<(), mmsecure::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SliceHold {
+    process: PEPROCESS,
+    request: usize,
+}
+
+impl SliceHold {
+    /// Takes over a reference on `process` and a hold on `request`.
+    #[inline]
+    pub(crate) fn adopt(process: PEPROCESS, request: usize) -> SliceHold {
+        SliceHold { process, request }
+    }
+}
+
+impl CursorHold for SliceHold {}
+
+impl sealed::Sealed for SliceHold {
+    fn duplicate(&self) -> SliceHold {
+        // SAFETY: this hold has a reference on the process; taking one more only adds a count,
+        // allowed at any IRQL <= DISPATCH_LEVEL (a cursor's copies run at APC_LEVEL or below).
+        unsafe { kernel::reference(self.process) };
+        mmsecure_sys::report_request_retain(self.request);
+        SliceHold::adopt(self.process, self.request)
+    }
+}
+
+impl Drop for SliceHold {
+    #[inline]
+    fn drop(&mut self) {
+        mmsecure_sys::report_request_end(self.request);
+        // SAFETY: this hold's own reference, given up once, here.
+        unsafe { context::dereference(self.process) };
+    }
+}
+
+/// A position in a [`Span`], with what keeps the span meaningful (`H`).
+pub(crate) struct Cursor<'r, H> {
     pub(crate) span: Span,
     pub(crate) offset: usize,
-    hold: Hold,
+    hold: H,
     /// The region borrowed, for a region's cursor. Only this field names `'r`, and it has no
-    /// drop glue: so a region's reader may be dropped after its region's last use without
-    /// keeping the borrow alive (drop check looks at `Hold`, which names no lifetime).
+    /// drop glue (drop check looks at `H`, which names no lifetime).
     _borrow: PhantomData<&'r ()>,
     /// Tied to a process context: not `Send`, not `Sync`.
     _context: PhantomData<*mut ()>,
 }
 
-/// What a slice's cursor holds of its own: a reference on the process and a hold on the
-/// double-fetch request, given up when it is dropped. A region's cursor holds nothing.
-struct Hold {
-    process: PEPROCESS,
-    request: usize,
-    owned: bool,
-}
-
-impl Drop for Hold {
-    #[inline]
-    fn drop(&mut self) {
-        if self.owned {
-            mmsecure_sys::report_request_end(self.request);
-            // SAFETY: this cursor's own reference, given up once, here.
-            unsafe { context::dereference(self.process) };
-        }
-    }
-}
-
-impl<'r> Cursor<'r> {
+impl<'r> Cursor<'r, RegionHold> {
     /// A cursor at the start of a region's span, borrowing what the region holds.
     #[inline]
-    pub(crate) fn borrowed(span: Span) -> Cursor<'r> {
-        Cursor::new(span, false, 0)
+    pub(crate) fn borrowed(span: Span) -> Cursor<'r, RegionHold> {
+        Cursor::new(span, RegionHold(()))
     }
+}
 
-    /// A cursor that takes over a process reference on `span.process` and the request `request`.
+impl<'r, H: CursorHold> Cursor<'r, H> {
     #[inline]
-    pub(crate) fn owning(span: Span, request: usize) -> Cursor<'r> {
-        Cursor::new(span, true, request)
-    }
-
-    #[inline]
-    fn new(span: Span, owned: bool, request: usize) -> Cursor<'r> {
+    pub(crate) fn new(span: Span, hold: H) -> Cursor<'r, H> {
         Cursor {
             span,
             offset: 0,
-            hold: Hold {
-                process: span.process,
-                request,
-                owned,
-            },
+            hold,
             _borrow: PhantomData,
             _context: PhantomData,
         }
     }
 
-    /// A second cursor at the same place, with its own reference and hold on the request when
-    /// this one has them.
-    pub(crate) fn duplicate(&self) -> Cursor<'r> {
-        if self.hold.owned {
-            // SAFETY: this cursor holds a reference on the process; taking one more is allowed
-            // at any IRQL <= DISPATCH_LEVEL, and a cursor is only used at or below APC_LEVEL
-            // (its copies check it; a clone made above it still only adds a count).
-            unsafe { kernel::reference(self.span.process) };
-            mmsecure_sys::report_request_retain(self.hold.request);
-        }
-        let mut copy = Cursor::new(self.span, self.hold.owned, self.hold.request);
+    /// A second cursor at the same place, with a hold of its own.
+    #[inline]
+    pub(crate) fn duplicate(&self) -> Cursor<'r, H> {
+        let mut copy = Cursor::new(self.span, sealed::Sealed::duplicate(&self.hold));
         copy.offset = self.offset;
         copy
     }

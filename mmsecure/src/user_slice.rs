@@ -6,7 +6,7 @@ use core::mem::ManuallyDrop;
 
 use mmsecure_sys::PEPROCESS;
 
-use crate::span::{Cursor, Span};
+use crate::span::{Cursor, SliceHold, Span};
 use crate::{context, kernel, user_range, Error, Reader, UserPtr, Writer};
 
 /// A range of user memory checked as `ProbeForRead`/`ProbeForWrite` check it, and reached only
@@ -207,9 +207,9 @@ impl UserSlice {
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
     #[must_use]
-    pub fn reader(self) -> Reader<'static> {
-        let (span, request) = self.into_parts();
-        Reader::new(Cursor::owning(span, request))
+    pub fn reader(self) -> Reader<'static, SliceHold> {
+        let (span, hold) = self.into_parts();
+        Reader::new(Cursor::new(span, hold))
     }
 
     /// Turns the slice into a [`Writer`] over all of it, as [`reader`](Self::reader) does. The
@@ -227,9 +227,9 @@ impl UserSlice {
     /// # Ok::<(), Error>(())
     /// ```
     #[must_use]
-    pub fn writer(self) -> Writer<'static> {
-        let (span, request) = self.into_parts();
-        Writer::new(Cursor::owning(span, request))
+    pub fn writer(self) -> Writer<'static, SliceHold> {
+        let (span, hold) = self.into_parts();
+        Writer::new(Cursor::new(span, hold))
     }
 
     /// A [`Reader`] and a [`Writer`] over the same bytes, each at the start and each with a
@@ -252,17 +252,17 @@ impl UserSlice {
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
     #[must_use]
-    pub fn reader_writer(self) -> (Reader<'static>, Writer<'static>) {
-        let (span, request) = self.into_parts();
-        let reader = Cursor::owning(span, request);
+    pub fn reader_writer(self) -> (Reader<'static, SliceHold>, Writer<'static, SliceHold>) {
+        let (span, hold) = self.into_parts();
+        let reader = Cursor::new(span, hold);
         let writer = reader.duplicate();
         (Reader::new(reader), Writer::new(writer))
     }
 
-    /// The span and the request, with the process reference handed on to the caller.
-    fn into_parts(self) -> (Span, usize) {
+    /// The span, and the process reference and request handed on to the caller as a hold.
+    fn into_parts(self) -> (Span, SliceHold) {
         let this = ManuallyDrop::new(self);
-        (this.span, this.request)
+        (this.span, SliceHold::adopt(this.span.process, this.request))
     }
 }
 

@@ -4,7 +4,7 @@ use core::fmt;
 
 use bytemuck::NoUninit;
 
-use crate::span::Cursor;
+use crate::span::{Cursor, CursorHold, RegionHold};
 use crate::{CursorError, SecureRegion};
 
 /// A cursor over a [`SecureRegion`] or a [`UserSlice`](crate::UserSlice) that copies bytes into
@@ -39,8 +39,8 @@ use crate::{CursorError, SecureRegion};
 /// assert_eq!(&seen, b"\x02\x01reply!");
 /// # Ok::<(), mmsecure::Error>(())
 /// ```
-pub struct Writer<'r> {
-    cursor: Cursor<'r>,
+pub struct Writer<'r, H = RegionHold> {
+    cursor: Cursor<'r, H>,
 }
 
 impl SecureRegion {
@@ -67,9 +67,9 @@ impl SecureRegion {
     }
 }
 
-impl<'r> Writer<'r> {
+impl<'r, H: CursorHold> Writer<'r, H> {
     #[inline]
-    pub(crate) fn new(cursor: Cursor<'r>) -> Writer<'r> {
+    pub(crate) fn new(cursor: Cursor<'r, H>) -> Writer<'r, H> {
         Writer { cursor }
     }
 
@@ -207,7 +207,7 @@ impl<'r> Writer<'r> {
     }
 }
 
-impl fmt::Debug for Writer<'_> {
+impl<H: CursorHold> fmt::Debug for Writer<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Writer")
             .field("offset", &self.cursor.offset)

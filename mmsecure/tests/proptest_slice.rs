@@ -18,7 +18,7 @@ use mmsecure::host::{
 };
 use mmsecure::status::STATUS_ACCESS_VIOLATION;
 use mmsecure::sys::DISPATCH_LEVEL;
-use mmsecure::{Error, Reader, UserSlice, Writer};
+use mmsecure::{Error, Reader, SliceHold, UserSlice, Writer};
 use proptest::prelude::*;
 
 const PAGES: usize = 3;
@@ -76,8 +76,8 @@ enum Page {
 }
 
 enum Cursor {
-    Read(Reader<'static>),
-    Write(Writer<'static>),
+    Read(Reader<'static, SliceHold>),
+    Write(Writer<'static, SliceHold>),
 }
 
 /// The predicted cursor: its page and offset there, length, position, and whether its slice
