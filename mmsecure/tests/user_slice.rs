@@ -332,8 +332,8 @@ fn two_slices_over_one_header_are_caught_by_a_request_scope() {
 
 #[test]
 fn a_region_reader_can_outlive_its_last_use_before_the_region_drops() {
-    // Readers have drop glue now (a slice's holds a reference); a region's borrow must still end
-    // at its last use, as before.
+    // A slice's reader gives up a reference when dropped; a region's has no drop code, so its
+    // borrow still ends at its last use, as before the cursors were shared.
     let (_process, page, _in) = app();
     let region = mmsecure::SecureRegion::new(page, 8, mmsecure::ProbeMode::ReadOnly).unwrap();
     let mut reader = region.reader();
