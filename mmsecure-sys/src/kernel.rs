@@ -25,6 +25,20 @@ extern "C" {
 #[inline]
 pub(crate) fn abandoned(_handle: HANDLE, _process: PEPROCESS) {}
 
+/// Windows: the kernel has no double-fetch detector; a request is not recorded.
+#[inline]
+pub(crate) fn request_begin(_process: PEPROCESS, _address: usize, _len: usize) -> usize {
+    0
+}
+
+/// Windows: nothing recorded.
+#[inline]
+pub(crate) fn request_retain(_token: usize) {}
+
+/// Windows: nothing recorded.
+#[inline]
+pub(crate) fn request_end(_token: usize) {}
+
 /// Returns the current IRQL, as `KeGetCurrentIrql` in `wdm.h` does on x64: by reading CR8.
 ///
 /// In debug builds it first checks the privilege level (the low bits of CS, readable in any

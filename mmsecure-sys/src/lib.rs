@@ -718,6 +718,61 @@ pub fn report_abandoned_secure(handle: HANDLE, process: PEPROCESS) {
     backend::abandoned(handle, process);
 }
 
+/// Tells the backend that a wrapper starts a request on `len` bytes at `address` of `process`
+/// without a secure (a probed slice of user memory): the host model's double-fetch detector then
+/// counts guarded reads there as one request, as it does for a secure's life, until the last
+/// [`report_request_end`] of the returned token. On Windows it does nothing and returns 0.
+///
+/// ```
+/// # #[cfg(any(not(windows), feature = "host"))] {
+/// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+///
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// let buffer = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// let token = mmsecure_sys::report_request_begin(process.eprocess(), buffer as usize, 8);
+/// let mut out = [0u8; 8];
+/// // SAFETY: the model's memory of the current process; `out` is ours.
+/// unsafe { mmsecure_sys::copy_guarded(out.as_mut_ptr(), buffer, 8) };
+/// // SAFETY: as above.
+/// unsafe { mmsecure_sys::copy_guarded(out.as_mut_ptr(), buffer, 8) };
+/// mmsecure_sys::report_request_end(token);
+/// assert_eq!(process.double_fetches().len(), 1);
+/// # }
+/// ```
+#[inline]
+pub fn report_request_begin(process: PEPROCESS, address: usize, len: usize) -> usize {
+    backend::request_begin(process, address, len)
+}
+
+/// One more holder of the request `token` (from [`report_request_begin`]): a second cursor over
+/// the same slice. Each holder ends it once with [`report_request_end`].
+///
+/// ```
+/// # #[cfg(any(not(windows), feature = "host"))] {
+/// # let process = mmsecure_sys::host::Process::new();
+/// let token = mmsecure_sys::report_request_begin(process.eprocess(), 0x1000, 8);
+/// mmsecure_sys::report_request_retain(token);
+/// mmsecure_sys::report_request_end(token);
+/// mmsecure_sys::report_request_end(token);
+/// # }
+/// ```
+#[inline]
+pub fn report_request_retain(token: usize) {
+    backend::request_retain(token);
+}
+
+/// One holder of the request `token` is done; the request ends with the last one. Token 0 is
+/// ignored.
+///
+/// ```
+/// mmsecure_sys::report_request_end(0);
+/// ```
+#[inline]
+pub fn report_request_end(token: usize) {
+    backend::request_end(token);
+}
+
 mod copy;
 pub use copy::copy_unguarded;
 

@@ -37,7 +37,7 @@ use std::ptr;
 use std::time::{Duration, Instant};
 
 use mmsecure::bytemuck::AnyBitPattern;
-use mmsecure::{ProbeMode, SecureRegion};
+use mmsecure::{capture_unicode_string, ProbeMode, SecureRegion, UserAbi, UserSlice};
 use mmsecure_sys::host::{Process, PAGE_READWRITE, PAGE_SIZE};
 use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory, PVOID, SIZE_T};
 
@@ -141,6 +141,50 @@ pub extern "C" fn mmsecure_bench_reader(region: *const u8, _len: usize) -> bool 
     let region = unsafe { &*region.cast::<SecureRegion>() };
     let mut reader = region.reader();
     black_box(reader.read::<Header>()).is_ok()
+}
+
+/// The C idiom for one 64-byte request (issue #20): `ProbeForRead`'s range check (null, wrap,
+/// above the highest user address) and `memcpy` under `__try`, here the same backend's raw
+/// guarded copy. No IRQL check: C drivers do not make one.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mmsecure_bench_c_idiom(address: *const u8, _len: usize) -> bool {
+    let start = address as usize;
+    match start.checked_add(63) {
+        Some(last) if start != 0 && last <= mmsecure::highest_user_address() => {}
+        _ => return false,
+    }
+    let mut out = [0u8; 64];
+    // SAFETY: a probed user range of the attached process; `out` is ours, 64 bytes.
+    let status = unsafe { mmsecure_sys::copy_guarded(out.as_mut_ptr(), start as *const u8, 64) };
+    black_box(out);
+    status == 0
+}
+
+/// `read_user::<[u8; 64]>`: probe and one guarded copy (issue #20).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mmsecure_bench_read_user(address: *const u8, _len: usize) -> bool {
+    black_box(mmsecure::read_user::<[u8; 64]>(address)).is_ok()
+}
+
+/// What `read_user::<[u8; 64]>` was before issue #20: secure, one copy, unsecure.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mmsecure_bench_read_user_secure(address: *const u8, _len: usize) -> bool {
+    let value = SecureRegion::new(address, 64, ProbeMode::ReadOnly)
+        .and_then(|region| region.read_value::<[u8; 64]>(0));
+    black_box(value).is_ok()
+}
+
+/// `capture_unicode_string` of 64 characters: a 16-byte structure at `address`, the string
+/// after it (see `capture_page`).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mmsecure_bench_capture(address: *const u8, _len: usize) -> bool {
+    let mut out = [0u16; 64];
+    let captured = capture_unicode_string(address, UserAbi::Native, &mut out).map(|s| s.len());
+    black_box(captured) == Ok(64)
 }
 
 /// A measured function.
@@ -556,6 +600,126 @@ fn reader_row(config: &Config) -> Row {
     }
 }
 
+/// A process with a page holding a native `UNICODE_STRING` of 64 characters at its start (the
+/// string at offset 64), this thread attached, the detector off.
+fn capture_page() -> (Process, *mut u8, mmsecure_sys::host::Attach) {
+    let process = Process::new();
+    process.set_double_fetch_detection(false);
+    let attach = process.attach();
+    let page = allocate(&process, PAGE_SIZE);
+    let text = page.wrapping_add(64);
+    let mut header = [0u8; 16];
+    header[0..2].copy_from_slice(&128u16.to_ne_bytes());
+    header[2..4].copy_from_slice(&128u16.to_ne_bytes());
+    header[8..16].copy_from_slice(&(text as u64).to_ne_bytes());
+    process.write(page, &header).expect("write the structure");
+    process.write(text, &[b'a'; 128]).expect("write the string");
+    (process, page, attach)
+}
+
+/// Issue #20's rows: `read_user::<[u8; 64]>` against the C idiom and against the secure-based
+/// path it replaced; a slice reader of 4 KiB against `copy_nonoverlapping`; a capture.
+fn user_rows(config: &Config) -> Vec<Row> {
+    let (process, page, _in_process) = capture_page();
+    let ns_row =
+        |id: &str, what: &str, base: &'static str, meas: &'static str, pair: Pair, goal| Row {
+            id: id.to_owned(),
+            what: what.to_owned(),
+            baseline_name: base,
+            baseline: pair.baseline_ns,
+            measured_name: meas,
+            measured: pair.measured_ns,
+            unit: "ns",
+            ratio: pair.ratio,
+            ratio_low: pair.ratio_low,
+            ratio_high: pair.ratio_high,
+            goal,
+        };
+    let idiom = compare(
+        config,
+        &mut || assert!(mmsecure_bench_c_idiom(black_box(page), 64)),
+        &mut || assert!(mmsecure_bench_read_user(black_box(page), 64)),
+    );
+    let secure = compare(
+        config,
+        &mut || assert!(mmsecure_bench_read_user_secure(black_box(page), 64)),
+        &mut || assert!(mmsecure_bench_read_user(black_box(page), 64)),
+    );
+    let capture = compare(
+        config,
+        &mut || assert!(mmsecure_bench_c_idiom(black_box(page), 64)),
+        &mut || assert!(mmsecure_bench_capture(black_box(page), 64)),
+    );
+    let len = 4096;
+    let source = Plain::new(len, 0xA5);
+    let mut plain = Plain::new(len, 0);
+    let mut driver = Plain::new(len, 0);
+    // The reader reads on through 256 KiB of user memory, 4 KiB a time, as a request's payload
+    // is read; a new slice is made when it is used up (once every 64 reads), so the row weighs
+    // the reader's copies, as the SecureRegion rows do, with the slice's making amortized.
+    let span = 256 << 10;
+    let user = allocate(&process, span);
+    let new_reader = || UserSlice::new(user, span).expect("a user range").reader();
+    let mut slice_reader = new_reader();
+    let reader = compare(
+        config,
+        &mut || {
+            let src = black_box(source.slice(len));
+            let dst = black_box(plain.slice_mut(len));
+            // SAFETY: both slices are `len` bytes of distinct buffers.
+            unsafe { ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr(), len) };
+            black_box(dst);
+        },
+        &mut || {
+            if slice_reader.len() < len {
+                slice_reader = new_reader();
+            }
+            let out = black_box(driver.slice_mut(len));
+            slice_reader.read_slice(out).expect("read 4 KiB");
+            black_box(out);
+        },
+    );
+    vec![
+        ns_row(
+            "user_read_64",
+            "read_user::<[u8; 64]>",
+            "C idiom",
+            "read_user",
+            idiom,
+            Goal::AtMost(1.05),
+        ),
+        ns_row(
+            "user_read_secure_64",
+            "read_user::<[u8; 64]> vs the secure path",
+            "secure path",
+            "read_user",
+            secure,
+            Goal::None,
+        ),
+        Row {
+            id: "user_slice_reader_4096".to_owned(),
+            what: "UserSlice reader, 4 KiB".to_owned(),
+            baseline_name: "copy_nonoverlapping",
+            baseline: len as f64 / reader.baseline_ns,
+            measured_name: "UserSlice",
+            measured: len as f64 / reader.measured_ns,
+            unit: "GB/s",
+            ratio: 1.0 / reader.ratio,
+            ratio_low: 1.0 / reader.ratio_high,
+            ratio_high: 1.0 / reader.ratio_low,
+            goal: Goal::AtLeast(0.95),
+        },
+        ns_row(
+            "user_capture_64",
+            "capture_unicode_string, 64 chars",
+            "C idiom 64 B",
+            "capture",
+            capture,
+            Goal::None,
+        ),
+    ]
+}
+
 fn allocate(process: &Process, len: usize) -> *mut u8 {
     match process.allocate(len, PAGE_READWRITE) {
         Ok(address) => address,
@@ -644,6 +808,18 @@ fn run_op(name: &str, iters: u64) -> Result<(), String> {
         repeat(op, &region as *const SecureRegion as *mut u8, iters);
         return Ok(());
     }
+    let user_op: Option<Op> = match name {
+        "c-idiom" => Some(mmsecure_bench_c_idiom),
+        "read-user" => Some(mmsecure_bench_read_user),
+        "read-user-secure" => Some(mmsecure_bench_read_user_secure),
+        "capture" => Some(mmsecure_bench_capture),
+        _ => None,
+    };
+    if let Some(op) = user_op {
+        let (_process, page, _in_process) = capture_page();
+        repeat(op, page, iters);
+        return Ok(());
+    }
     let (op, standing): (Op, usize) = match name {
         "empty" => (mmsecure_bench_empty, 0),
         "raw" => (mmsecure_bench_raw, 0),
@@ -706,6 +882,7 @@ fn main() -> ExitCode {
     rows.extend(copy_rows(&config));
     rows.extend(standing_rows(&config));
     rows.push(reader_row(&config));
+    rows.extend(user_rows(&config));
     if tsv {
         print_tsv(&rows);
     } else {

@@ -139,9 +139,9 @@ mod volume {
         if input_len < REQUEST_LEN || output_len < REPLY_LEN {
             return Err(Failure::TooShort);
         }
-        // Copy the request in once (secure, copy, unsecure). The secure keeps the user from
-        // freeing or re-protecting the buffer during the copy; it does not keep the bytes still,
-        // so everything after this line looks at `raw` only, never at the user's buffer again.
+        // Copy the request in once (probe, one guarded copy: a buffer the user frees or
+        // re-protects meanwhile is a caught fault). The bytes may change after, so everything
+        // after this line looks at `raw` only, never at the user's buffer again.
         let raw: RawRequest = mmsecure::read_user(input)?;
         let request = Request::parse(raw)?;
 
@@ -348,7 +348,9 @@ mod tests {
         app.process.free(app.input, AccessMode::User).unwrap();
         assert_eq!(
             volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
-            Err(Failure::Buffer(Error::Refused))
+            Err(Failure::Buffer(Error::Fault {
+                code: mmsecure::status::STATUS_ACCESS_VIOLATION
+            }))
         );
     }
 
@@ -361,7 +363,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             volume::set_volume(&mut mixer, app.input, 8, app.output, 4),
-            Err(Failure::Buffer(Error::Refused))
+            Err(Failure::Buffer(Error::Fault {
+                code: mmsecure::status::STATUS_ACCESS_VIOLATION
+            }))
         );
     }
 

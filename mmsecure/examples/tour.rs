@@ -2,7 +2,7 @@
 //! driver sees at each step. Run with `cargo run --example tour`.
 
 use mmsecure::host::{self, AccessMode, Process, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE};
-use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
+use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion, UserSlice};
 
 const PAGE: usize = host::PAGE_SIZE;
 
@@ -81,6 +81,28 @@ fn main() -> Result<(), Error> {
         app.protect(buffer, PAGE, PAGE_READONLY, AccessMode::User)
             .map(|_| ()),
     );
+
+    println!("\n3b. Read in the dispatch routine and answered at once: no secure, a UserSlice.");
+    let mut reader = UserSlice::new(buffer, 64)?.reader();
+    let mut command = [0u8; 32];
+    let command = reader.read_cstr(&mut command)?;
+    println!(
+        "   probed and copied once under the guard: {:?} (secures standing: {})",
+        String::from_utf8_lossy(command),
+        app.secure_count()
+    );
+    drop(reader);
+    let spare = app.allocate(PAGE, PAGE_READWRITE).expect("allocate");
+    let spare_reader = UserSlice::new(spare, 8)?.reader();
+    step(
+        "user frees a buffer a slice reads",
+        app.free(spare, AccessMode::User),
+    );
+    let mut spare_reader = spare_reader;
+    match spare_reader.read::<u64>() {
+        Ok(_) => println!("   the slice read freed memory (unexpected)"),
+        Err(e) => println!("   the slice's next copy: {e} (caught, no crash)"),
+    }
 
     println!(
         "\n4. Flags (MmSecureVirtualMemoryEx, found at run time: available = {}).",

@@ -18,6 +18,7 @@ use crate::Error;
 ///
 /// As `mmsecure_sys::copy_guarded`: the ranges do not overlap, and each is the driver's own
 /// memory valid for `len` bytes or user memory of the current process.
+#[inline]
 pub(crate) unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Error> {
     // SAFETY: the caller's contract is the sys crate's.
     let status = unsafe { mmsecure_sys::copy_guarded(dst, src, len) };

@@ -86,6 +86,25 @@ pub enum Error {
     /// An allocation failed: `Reader::read_all` (feature `alloc`) could not grow its `Vec` for
     /// the rest of the region. Nothing was read.
     NoMemory,
+    /// The address is not a multiple of the alignment asked for
+    /// ([`UserSlice::aligned`](crate::UserSlice::aligned), a `UNICODE_STRING`'s buffer): what
+    /// `ProbeForRead`/`ProbeForWrite` raise as `STATUS_DATATYPE_MISALIGNMENT`.
+    Misaligned {
+        /// The alignment asked for, in bytes.
+        align: usize,
+    },
+    /// The alignment asked for is not a power of two; holds it.
+    BadAlignment(usize),
+    /// No NUL within the bound of a string read
+    /// ([`Reader::read_cstr`](crate::Reader::read_cstr),
+    /// [`Reader::read_wstr`](crate::Reader::read_wstr)).
+    Unterminated,
+    /// A captured `UNICODE_STRING` is malformed: an odd `Length`, or `Length` above
+    /// `MaximumLength`.
+    BadUnicodeString,
+    /// A captured string is longer than the driver's buffer or maximum; holds its length in
+    /// UTF-16 units.
+    StringTooLong(usize),
 }
 
 impl fmt::Display for Error {
@@ -126,6 +145,19 @@ impl fmt::Display for Error {
                 write!(f, "the copy raised exception {:#010X}", code as u32)
             }
             Error::NoMemory => f.write_str("an allocation for the copy failed"),
+            Error::Misaligned { align } => {
+                write!(f, "the user address is not aligned to {align} bytes")
+            }
+            Error::BadAlignment(align) => {
+                write!(f, "alignment {align} is not a power of two")
+            }
+            Error::Unterminated => f.write_str("no NUL within the bound of the string"),
+            Error::BadUnicodeString => {
+                f.write_str("the UNICODE_STRING's Length is odd or above its MaximumLength")
+            }
+            Error::StringTooLong(units) => {
+                write!(f, "the string's {units} UTF-16 units do not fit")
+            }
         }
     }
 }

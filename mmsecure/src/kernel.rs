@@ -8,6 +8,7 @@ use mmsecure_sys as sys;
 use crate::{context, Error};
 
 /// The current IRQL.
+#[inline]
 pub(crate) fn irql() -> u8 {
     // SAFETY: drivers run in kernel mode, where reading the IRQL is always allowed; off Windows
     // the host backend answers from its per-thread model.
@@ -15,6 +16,7 @@ pub(crate) fn irql() -> u8 {
 }
 
 /// The process whose address space is current on this thread.
+#[inline]
 pub(crate) fn current_process() -> sys::PEPROCESS {
     // SAFETY: `IoGetCurrentProcess` takes nothing and may be called at any IRQL.
     unsafe { sys::IoGetCurrentProcess() }
@@ -28,6 +30,17 @@ pub(crate) fn reference_current() -> sys::PEPROCESS {
     // `APC_LEVEL` or below (they have just secured), within the routine's `DISPATCH_LEVEL`.
     unsafe { sys::ObfReferenceObject(process.cast()) };
     process
+}
+
+/// `ObfReferenceObject` on a process object the caller already holds a reference on (a second
+/// cursor over one slice).
+///
+/// # Safety
+///
+/// The caller holds a reference on `process`, at IRQL <= `DISPATCH_LEVEL`.
+pub(crate) unsafe fn reference(process: sys::PEPROCESS) {
+    // SAFETY: the caller's reference keeps the object alive; the IRQL is the caller's promise.
+    unsafe { sys::ObfReferenceObject(process.cast()) };
 }
 
 /// `ObfDereferenceObject`.

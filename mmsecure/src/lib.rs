@@ -34,7 +34,10 @@
 //! back, each byte at most once, so the header a driver checked is never read again from the
 //! user's memory, where the user may have changed it (a *double fetch*; see [`Reader`]).
 //! [`SecureRegion::writer`] writes a reply the same way. For a request that is one value,
-//! [`read_user`] secures, copies once and unsecures in one call.
+//! [`read_user`] probes and copies once in one call, with no secure; a [`UserSlice`] reads a
+//! request in parts the same way (a probe, guarded copies, no secure), and
+//! [`capture_unicode_string`] captures a `UNICODE_STRING`. Secure a range the driver keeps using
+//! (the guide's "which one do I use" table).
 //!
 //! ## Typed copies
 //!
@@ -228,6 +231,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod capture;
 mod context;
 mod copy;
 mod cursor_error;
@@ -238,13 +242,18 @@ mod probe;
 mod raw;
 mod reader;
 mod region;
+mod span;
 mod stack_bound;
 pub mod status;
 mod user_copy;
 mod user_ptr;
 mod user_range;
+mod user_slice;
 mod writer;
 
+#[cfg(feature = "alloc")]
+pub use capture::capture_unicode_string_vec;
+pub use capture::{capture_unicode_string, UserAbi};
 pub use context::abandoned_secures;
 pub use cursor_error::CursorError;
 pub use error::Error;
@@ -254,10 +263,12 @@ pub use probe::ProbeMode;
 pub use raw::{FromRawError, RawRegion};
 pub use reader::Reader;
 pub use region::SecureRegion;
+pub use span::{CursorHold, RegionHold, SliceHold};
 pub use stack_bound::MAX_TYPED_READ;
 pub use user_copy::{read_user, read_user_slice, write_user, write_user_slice};
 pub use user_ptr::UserPtr;
 pub use user_range::highest_user_address;
+pub use user_slice::UserSlice;
 pub use writer::Writer;
 
 /// The bytemuck crate, whose [`AnyBitPattern`](bytemuck::AnyBitPattern) (what a read may produce)

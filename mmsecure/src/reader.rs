@@ -5,10 +5,14 @@ use core::mem::MaybeUninit;
 
 use bytemuck::AnyBitPattern;
 
+use crate::span::{Cursor, CursorHold, RegionHold};
 use crate::{CursorError, Error, SecureRegion};
 
-/// A cursor over a [`SecureRegion`] that copies its bytes out front to back: each read starts
-/// where the last one ended, so no byte is read twice. Made by [`SecureRegion::reader`].
+/// A cursor over a [`SecureRegion`] or a [`UserSlice`](crate::UserSlice) that copies its bytes
+/// out front to back: each read starts where the last one ended, so no byte is read twice. Made
+/// by [`SecureRegion::reader`] (borrowing the region: `'r`) and by
+/// [`UserSlice::reader`](crate::UserSlice::reader) (owning what the slice held: `'static`).
+/// One implementation serves both.
 ///
 /// # Why a cursor
 ///
@@ -46,9 +50,8 @@ use crate::{CursorError, Error, SecureRegion};
 /// assert!(process.double_fetches().is_empty());
 /// # Ok::<(), mmsecure::Error>(())
 /// ```
-pub struct Reader<'r> {
-    region: &'r SecureRegion,
-    offset: usize,
+pub struct Reader<'r, H = RegionHold> {
+    cursor: Cursor<'r, H>,
 }
 
 impl SecureRegion {
@@ -73,14 +76,16 @@ impl SecureRegion {
     #[inline]
     #[must_use]
     pub fn reader(&self) -> Reader<'_> {
-        Reader {
-            region: self,
-            offset: 0,
-        }
+        Reader::new(Cursor::borrowed(self.span()))
     }
 }
 
-impl<'r> Reader<'r> {
+impl<'r, H: CursorHold> Reader<'r, H> {
+    #[inline]
+    pub(crate) fn new(cursor: Cursor<'r, H>) -> Reader<'r, H> {
+        Reader { cursor }
+    }
+
     /// How many bytes are left to read.
     ///
     /// ```
@@ -98,7 +103,7 @@ impl<'r> Reader<'r> {
     #[inline]
     #[must_use]
     pub fn len(&self) -> usize {
-        self.region.len() - self.offset
+        self.cursor.len()
     }
 
     /// Whether every byte has been read (or skipped).
@@ -139,7 +144,7 @@ impl<'r> Reader<'r> {
     #[inline]
     #[must_use]
     pub fn offset(&self) -> usize {
-        self.offset
+        self.cursor.offset
     }
 
     /// Moves on `n` bytes without reading them (a field the driver ignores, padding). More than
@@ -161,11 +166,7 @@ impl<'r> Reader<'r> {
     /// ```
     #[inline]
     pub fn skip(&mut self, n: usize) -> Result<(), CursorError> {
-        if n > self.len() {
-            return Err(self.out_of_bounds(n));
-        }
-        self.offset += n;
-        Ok(())
+        self.cursor.skip(n)
     }
 
     /// Copies the next `size_of::<T>()` bytes out as a `T` (no alignment needed). `T` must
@@ -194,8 +195,7 @@ impl<'r> Reader<'r> {
     #[inline]
     pub fn read<T: AnyBitPattern>(&mut self) -> Result<T, CursorError> {
         let () = crate::stack_bound::StackBound::<T>::CHECK;
-        let result = self.region.read_value::<T>(self.offset);
-        self.advance(core::mem::size_of::<T>(), result)
+        self.cursor.read_value::<T>()
     }
 
     /// Copies the next `out.len()` bytes into `out`. After a fault `out` holds an exact prefix
@@ -218,8 +218,8 @@ impl<'r> Reader<'r> {
     /// ```
     #[inline]
     pub fn read_slice(&mut self, out: &mut [u8]) -> Result<(), CursorError> {
-        let result = self.region.read(self.offset, out);
-        self.advance(out.len(), result)
+        // SAFETY: `out` is the driver's own memory, valid for its length.
+        unsafe { self.cursor.read_into(out.as_mut_ptr(), out.len()) }
     }
 
     /// Copies the next `out.len()` bytes into `out`, which need not be initialized: for a
@@ -248,11 +248,103 @@ impl<'r> Reader<'r> {
         let len = out.len();
         // SAFETY: `out` is the driver's own memory, valid for `len` bytes of writes; the copy
         // writes bytes only, so uninitialized bytes there are fine.
-        let result = unsafe {
-            self.region
-                .read_into(self.offset, out.as_mut_ptr().cast(), len)
-        };
-        self.advance(len, result)
+        unsafe { self.cursor.read_into(out.as_mut_ptr().cast(), len) }
+    }
+
+    /// Copies the next `size_of_val(out)` bytes into `out`, a typed array: a counted array of
+    /// structs, read in one copy into the driver's own memory (`T` accepts any bit pattern, as
+    /// for [`read`](Self::read)). After a fault `out` holds an exact prefix of the bytes (its
+    /// elements stay valid `T`s, whatever bytes they hold), as after
+    /// [`read_slice`](Self::read_slice).
+    ///
+    /// ```
+    /// use mmsecure::UserSlice;
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// // A count, then that many u32 entries.
+    /// process.write(page, &[2, 0, 0, 0, 7, 0, 0, 0, 9, 0, 0, 0]).unwrap();
+    /// let mut reader = UserSlice::new(page, 12)?.reader();
+    /// let count = u32::from_le(reader.read::<u32>()?) as usize;
+    /// let mut entries = [0u32; 8];
+    /// let entries = entries.get_mut(..count).ok_or(mmsecure::Error::StringTooLong(count))?;
+    /// reader.read_into(entries)?;
+    /// assert_eq!(entries, &[7u32.to_le(), 9u32.to_le()]);
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
+    #[inline]
+    pub fn read_into<T: AnyBitPattern>(&mut self, out: &mut [T]) -> Result<(), CursorError> {
+        let () = crate::stack_bound::StackBound::<T>::CHECK;
+        let bytes = core::mem::size_of_val(out);
+        // SAFETY: `out` is the driver's own memory, valid for `bytes` bytes of writes; any
+        // bytes make valid `T`s (`AnyBitPattern`), so a partial copy leaves valid elements.
+        unsafe { self.cursor.read_into(out.as_mut_ptr().cast(), bytes) }
+    }
+
+    /// Reads a NUL-terminated byte string into `buf`: the bytes up to the NUL, which is read
+    /// but not returned. Each byte is read from user memory once (the user may change the string
+    /// meanwhile: what this returns is one reading of it). The bound is `buf.len()` or what is
+    /// left, whichever is smaller; no NUL within it is [`Error::Unterminated`]. The cursor moves
+    /// past every byte read: the NUL included, or the whole bound.
+    ///
+    /// ```
+    /// use mmsecure::{Error, UserSlice};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// process.write(page, b"name\0rest").unwrap();
+    /// let mut reader = UserSlice::new(page, 9)?.reader();
+    /// let mut buf = [0u8; 16];
+    /// assert_eq!(reader.read_cstr(&mut buf)?, b"name");
+    /// assert_eq!(reader.offset(), 5);
+    /// let err = reader.read_cstr(&mut buf).unwrap_err(); // "rest" has no NUL
+    /// assert_eq!(err.error(), Error::Unterminated);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn read_cstr<'b>(&mut self, buf: &'b mut [u8]) -> Result<&'b [u8], CursorError> {
+        let len = self.read_terminated(buf)?;
+        Ok(&buf[..len])
+    }
+
+    /// Reads a NUL-terminated UTF-16 string into `buf`, as [`read_cstr`](Self::read_cstr) does
+    /// bytes: up to the `0u16` (read, not returned), each unit read once, no NUL within the
+    /// bound is [`Error::Unterminated`]. Units are read in native byte order, unaligned.
+    ///
+    /// ```
+    /// use mmsecure::UserSlice;
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let units: Vec<u8> = [b'h' as u16, b'i' as u16, 0].iter().flat_map(|u| u.to_ne_bytes()).collect();
+    /// process.write(page, &units).unwrap();
+    /// let mut buf = [0u16; 8];
+    /// let name = UserSlice::new(page, 64)?.reader().read_wstr(&mut buf)?.to_vec();
+    /// assert_eq!(String::from_utf16(&name).unwrap(), "hi");
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
+    pub fn read_wstr<'b>(&mut self, buf: &'b mut [u16]) -> Result<&'b [u16], CursorError> {
+        let len = self.read_terminated(buf)?;
+        Ok(&buf[..len])
+    }
+
+    /// Reads units into `buf` one at a time until a zero unit: how many came before it.
+    fn read_terminated<U: AnyBitPattern + PartialEq>(
+        &mut self,
+        buf: &mut [U],
+    ) -> Result<usize, CursorError> {
+        let start = self.cursor.offset;
+        let bound = buf.len().min(self.len() / core::mem::size_of::<U>());
+        for (i, slot) in buf.iter_mut().take(bound).enumerate() {
+            let unit: U = self.cursor.read_value()?;
+            if unit == U::zeroed() {
+                return Ok(i);
+            }
+            *slot = unit;
+        }
+        Err(CursorError::new(start, Error::Unterminated))
     }
 
     /// A second reader at the same offset, to read the same bytes again: the one explicit way
@@ -278,11 +370,8 @@ impl<'r> Reader<'r> {
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
     #[must_use]
-    pub fn clone_reader(&self) -> Reader<'r> {
-        Reader {
-            region: self.region,
-            offset: self.offset,
-        }
+    pub fn clone_reader(&self) -> Reader<'r, H> {
+        Reader::new(self.cursor.duplicate())
     }
 
     /// Appends every byte left to `out`, growing it with `Vec::try_reserve`
@@ -315,62 +404,24 @@ impl<'r> Reader<'r> {
             return Ok(());
         }
         if out.try_reserve(len).is_err() {
-            return Err(CursorError::new(self.offset, Error::NoMemory));
+            return Err(CursorError::new(self.cursor.offset, Error::NoMemory));
         }
         let spare = out.spare_capacity_mut();
         // SAFETY: `try_reserve` made `spare` at least `len` bytes of the driver's own memory,
         // disjoint from user memory.
-        let result = unsafe {
-            self.region
-                .read_into(self.offset, spare.as_mut_ptr().cast(), len)
-        };
-        self.advance(len, result)?;
+        unsafe { self.cursor.read_into(spare.as_mut_ptr().cast(), len) }?;
         let filled = out.len() + len;
         // SAFETY: the copy succeeded, so the `len` bytes after the old length are initialized,
         // and `try_reserve` made room for them.
         unsafe { out.set_len(filled) };
         Ok(())
     }
-
-    /// Moves the cursor past a read of `len` bytes that succeeded or faulted (a fault read some
-    /// of them); any other error touched no user memory and leaves it.
-    #[inline]
-    fn advance<T>(&mut self, len: usize, result: Result<T, Error>) -> Result<T, CursorError> {
-        match result {
-            Ok(value) => {
-                self.offset += len;
-                Ok(value)
-            }
-            Err(error) => Err(self.failed(len, error)),
-        }
-    }
-
-    #[cold]
-    fn failed(&mut self, len: usize, error: Error) -> CursorError {
-        let at = self.offset;
-        if let Error::Fault { .. } = error {
-            self.offset += len;
-        }
-        CursorError::new(at, error)
-    }
-
-    #[cold]
-    fn out_of_bounds(&self, len: usize) -> CursorError {
-        CursorError::new(
-            self.offset,
-            Error::OutOfBounds {
-                offset: self.offset,
-                len,
-                region_len: self.region.len(),
-            },
-        )
-    }
 }
 
-impl fmt::Debug for Reader<'_> {
+impl<H: CursorHold> fmt::Debug for Reader<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reader")
-            .field("offset", &self.offset)
+            .field("offset", &self.cursor.offset)
             .field("len", &self.len())
             .finish()
     }

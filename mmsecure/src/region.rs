@@ -3,14 +3,14 @@
 use core::ffi::c_void;
 use core::fmt;
 use core::marker::PhantomData;
-use core::mem::{size_of, ManuallyDrop, MaybeUninit};
+use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 
 use bytemuck::{AnyBitPattern, NoUninit};
 use mmsecure_sys::PEPROCESS;
 
-use crate::copy::copy_bytes;
 use crate::raw::{FromRawError, RawRegion};
+use crate::span::Span;
 use crate::{context, kernel, user_range, Error, ProbeMode, SecureFlags, UserPtr};
 
 /// A user-mode address range secured against being freed or made more restrictive, until this
@@ -306,11 +306,7 @@ impl SecureRegion {
     /// ```
     #[inline]
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), Error> {
-        let src = self.user_ptr(offset, out.len())?;
-        // SAFETY: `user_ptr` checked that the range lies inside the region and that this is the
-        // securing process, so the secure keeps it allocated and readable (a fault there comes
-        // back as an error); `out` is the driver's own memory, disjoint from user memory.
-        unsafe { copy_bytes(out.as_mut_ptr(), src, out.len()) }
+        self.span().read(offset, out)
     }
 
     /// Copies `data` into the region starting `offset` bytes in. Refused with
@@ -336,14 +332,7 @@ impl SecureRegion {
     /// ```
     #[inline]
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), Error> {
-        if self.mode != ProbeMode::ReadWrite {
-            return Err(Error::NotWritable);
-        }
-        let dst = self.user_ptr(offset, data.len())?;
-        // SAFETY: `user_ptr` checked the range and the process; a read-write secure keeps the
-        // pages writable (a fault there comes back as an error); `data` is the driver's own
-        // memory, disjoint from user memory.
-        unsafe { copy_bytes(dst as *mut u8, data.as_ptr(), data.len()) }
+        self.span().write(offset, data)
     }
 
     /// Copies a `T` out of the region at `offset` (no alignment needed). `T` must accept any bit
@@ -376,13 +365,7 @@ impl SecureRegion {
     #[inline]
     pub fn read_value<T: AnyBitPattern>(&self, offset: usize) -> Result<T, Error> {
         let () = crate::stack_bound::StackBound::<T>::CHECK;
-        let src = self.user_ptr(offset, size_of::<T>())?;
-        let mut value = MaybeUninit::<T>::uninit();
-        // SAFETY: as in `read`; `value` is a local of exactly `size_of::<T>()` bytes.
-        unsafe { copy_bytes(value.as_mut_ptr().cast::<u8>(), src, size_of::<T>()) }?;
-        // SAFETY: the copy succeeded, so every byte of `value` was written, and
-        // `T: AnyBitPattern` makes any bytes a valid `T`.
-        Ok(unsafe { value.assume_init() })
+        self.span().read_value(offset)
     }
 
     /// Copies `value` into the region at `offset` (no alignment needed). `T` has no padding
@@ -406,34 +389,16 @@ impl SecureRegion {
         self.write(offset, bytemuck::bytes_of(value))
     }
 
-    /// Copies `len` bytes at `offset` into `dst`, with the checks of [`read`](Self::read).
-    ///
-    /// # Safety
-    ///
-    /// `dst` is the driver's own memory, valid for `len` bytes of writes.
+    /// The region's bytes as a [`Span`]: writable when secured read-write (a read-write secure
+    /// keeps the pages writable), in the securing process, whose reference the region holds.
     #[inline]
-    pub(crate) unsafe fn read_into(
-        &self,
-        offset: usize,
-        dst: *mut u8,
-        len: usize,
-    ) -> Result<(), Error> {
-        let src = self.user_ptr(offset, len)?;
-        // SAFETY: as in `read`; the caller vouches for `dst`.
-        unsafe { copy_bytes(dst, src, len) }
-    }
-
-    /// The user address `offset` bytes in, once `len` bytes there are known to lie inside the
-    /// region, the IRQL allows touching user memory, and this thread is in the securing
-    /// process's context.
-    #[inline]
-    fn user_ptr(&self, offset: usize, len: usize) -> Result<*const u8, Error> {
-        user_range::check_access(offset, len, self.len)?;
-        context::require_irql(context::SECURE_MAX)?;
-        if kernel::current_process() != self.process {
-            return Err(Error::WrongProcess);
+    pub(crate) fn span(&self) -> Span {
+        Span {
+            base: self.address.as_ptr() as usize,
+            len: self.len,
+            process: self.process,
+            writable: self.mode == ProbeMode::ReadWrite,
         }
-        Ok(self.address.as_ptr().wrapping_add(offset) as *const u8)
     }
 
     /// Takes the region apart without unsecuring it, to keep the secure beyond this value's life

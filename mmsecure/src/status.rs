@@ -18,6 +18,8 @@
 //! | `WrongProcess`, `IrqlTooHigh` | [`STATUS_INTERNAL_ERROR`] | the driver called in the wrong context: nothing the user did, nothing the user can fix. The kernel has no status for either (it bug checks: `IRQL_NOT_LESS_OR_EQUAL`, or an unsecure in the wrong process), so the table says "an internal error occurred" \[4\] |
 //! | `Unavailable` | [`STATUS_NOT_SUPPORTED`] | `MmSecureVirtualMemoryEx` does not exist on this Windows: "the request is not supported" \[4\] |
 //! | `NoMemory` | [`STATUS_INSUFFICIENT_RESOURCES`] | what a failed pool allocation is reported as, by convention of the WDK's IOCTL pages \[4\]\[5\] |
+//! | `Misaligned` | [`STATUS_DATATYPE_MISALIGNMENT`] | what `ProbeForRead`/`ProbeForWrite` raise for a start that is not a multiple of the alignment \[1\]\[3\] (a warning: complete with `Information = 0`, see below) |
+//! | `BadAlignment`, `Unterminated`, `BadUnicodeString`, `StringTooLong` | [`STATUS_INVALID_PARAMETER`] | an argument the routine cannot use: an alignment that is not a power of two, a string without its NUL, a `UNICODE_STRING` whose lengths disagree or that exceeds what the driver accepts \[4\] |
 //! | `Fault { code }` | `code` | the exception the copy raised, as a `__try/__except` handler would return `GetExceptionCode()`: `STATUS_IN_PAGE_ERROR`, `STATUS_ACCESS_VIOLATION`, ... \[1\] |
 //!
 //! `Fault`'s code can be a warning (`STATUS_GUARD_PAGE_VIOLATION`, 0x80000001): `NT_SUCCESS` is
@@ -75,7 +77,9 @@ pub const STATUS_SUCCESS: NTSTATUS = 0;
 /// ```
 pub const STATUS_GUARD_PAGE_VIOLATION: NTSTATUS = 0x8000_0001_u32 as NTSTATUS;
 /// `STATUS_DATATYPE_MISALIGNMENT` (0x80000002, a warning): what `ProbeForRead` raises for a
-/// misaligned start. This crate's copies need no alignment and never return it.
+/// misaligned start, and [`Error::Misaligned`]'s status. The copies themselves need no
+/// alignment; only a range checked for one ([`UserSlice::aligned`](crate::UserSlice::aligned))
+/// returns it.
 ///
 /// ```
 /// assert_eq!(mmsecure::status::STATUS_DATATYPE_MISALIGNMENT as u32, 0x8000_0002);
@@ -162,6 +166,11 @@ impl Error {
             Error::Unavailable => STATUS_NOT_SUPPORTED,
             Error::NoMemory => STATUS_INSUFFICIENT_RESOURCES,
             Error::Fault { code } => code,
+            Error::Misaligned { .. } => STATUS_DATATYPE_MISALIGNMENT,
+            Error::BadAlignment(_)
+            | Error::Unterminated
+            | Error::BadUnicodeString
+            | Error::StringTooLong(_) => STATUS_INVALID_PARAMETER,
         }
     }
 }
@@ -193,6 +202,10 @@ mod tests {
             Error::Fault {
                 code: STATUS_IN_PAGE_ERROR,
             },
+            Error::BadAlignment(3),
+            Error::Unterminated,
+            Error::BadUnicodeString,
+            Error::StringTooLong(70_000),
         ];
         for error in errors {
             // Severity 3 (error): the top two bits set.
@@ -202,6 +215,9 @@ mod tests {
             code: STATUS_GUARD_PAGE_VIOLATION,
         };
         assert_eq!(guard.to_ntstatus(), STATUS_GUARD_PAGE_VIOLATION);
+        // As ProbeForRead raises it: a warning, whose IRP completes with Information = 0.
+        let misaligned = Error::Misaligned { align: 2 };
+        assert_eq!(misaligned.to_ntstatus(), STATUS_DATATYPE_MISALIGNMENT);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub fn highest_user_address() -> usize {
 
 /// Checks `address .. address + len` for everything the caller can know to be wrong before the
 /// kernel is asked: null, zero length, wrap-around, and any byte above the user range.
+#[inline]
 pub(crate) fn check(address: usize, len: usize) -> Result<(), Error> {
     if address == 0 {
         return Err(Error::NullAddress);

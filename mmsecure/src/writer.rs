@@ -4,10 +4,13 @@ use core::fmt;
 
 use bytemuck::NoUninit;
 
-use crate::{CursorError, Error, SecureRegion};
+use crate::span::{Cursor, CursorHold, RegionHold};
+use crate::{CursorError, SecureRegion};
 
-/// A cursor over a [`SecureRegion`] that copies bytes into it front to back: each write starts
-/// where the last one ended. Made by [`SecureRegion::writer`].
+/// A cursor over a [`SecureRegion`] or a [`UserSlice`](crate::UserSlice) that copies bytes into
+/// it front to back: each write starts where the last one ended. Made by
+/// [`SecureRegion::writer`] and [`UserSlice::writer`](crate::UserSlice::writer) (one
+/// implementation, shared with [`Reader`](crate::Reader)).
 ///
 /// Each write checks what [`SecureRegion::write`] checks: a [`ProbeMode::ReadOnly`] region refuses
 /// it ([`Error::NotWritable`]), and so do the bounds, the IRQL and the process. An error that
@@ -36,9 +39,8 @@ use crate::{CursorError, Error, SecureRegion};
 /// assert_eq!(&seen, b"\x02\x01reply!");
 /// # Ok::<(), mmsecure::Error>(())
 /// ```
-pub struct Writer<'r> {
-    region: &'r SecureRegion,
-    offset: usize,
+pub struct Writer<'r, H = RegionHold> {
+    cursor: Cursor<'r, H>,
 }
 
 impl SecureRegion {
@@ -61,14 +63,16 @@ impl SecureRegion {
     #[inline]
     #[must_use]
     pub fn writer(&self) -> Writer<'_> {
-        Writer {
-            region: self,
-            offset: 0,
-        }
+        Writer::new(Cursor::borrowed(self.span()))
     }
 }
 
-impl<'r> Writer<'r> {
+impl<'r, H: CursorHold> Writer<'r, H> {
+    #[inline]
+    pub(crate) fn new(cursor: Cursor<'r, H>) -> Writer<'r, H> {
+        Writer { cursor }
+    }
+
     /// How many bytes are left to write.
     ///
     /// ```
@@ -86,7 +90,7 @@ impl<'r> Writer<'r> {
     #[inline]
     #[must_use]
     pub fn len(&self) -> usize {
-        self.region.len() - self.offset
+        self.cursor.len()
     }
 
     /// Whether the region is full.
@@ -126,7 +130,7 @@ impl<'r> Writer<'r> {
     #[inline]
     #[must_use]
     pub fn offset(&self) -> usize {
-        self.offset
+        self.cursor.offset
     }
 
     /// Copies `value`'s bytes into the region at the cursor (no alignment needed). `T` must have
@@ -173,29 +177,40 @@ impl<'r> Writer<'r> {
     /// ```
     #[inline]
     pub fn write_slice(&mut self, data: &[u8]) -> Result<(), CursorError> {
-        match self.region.write(self.offset, data) {
-            Ok(()) => {
-                self.offset += data.len();
-                Ok(())
-            }
-            Err(error) => Err(self.failed(data.len(), error)),
-        }
+        self.cursor.write(data)
     }
 
-    #[cold]
-    fn failed(&mut self, len: usize, error: Error) -> CursorError {
-        let at = self.offset;
-        if let Error::Fault { .. } = error {
-            self.offset += len;
-        }
-        CursorError::new(at, error)
+    /// Copies as much of `value` as fits before the end, from its start, and returns how many
+    /// bytes that was: for an output that is answered with `STATUS_BUFFER_OVERFLOW` (the
+    /// warning that says "this much of it") when the user's buffer is short. Nothing left is
+    /// `Ok(0)`. A fault or a check that fails is an error, as for [`write`](Self::write).
+    ///
+    /// ```
+    /// use mmsecure::UserSlice;
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let mut writer = UserSlice::new(page, 6)?.writer();
+    /// assert_eq!(writer.write_truncated(&0x0807_0605_0403_0201_u64.to_le())?, 6);
+    /// assert_eq!(writer.write_truncated(&1u32)?, 0);
+    /// let mut seen = [0u8; 6];
+    /// process.read(page, &mut seen).unwrap();
+    /// assert_eq!(seen, [1, 2, 3, 4, 5, 6]);
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
+    pub fn write_truncated<T: NoUninit>(&mut self, value: &T) -> Result<usize, CursorError> {
+        let bytes = bytemuck::bytes_of(value);
+        let fits = &bytes[..bytes.len().min(self.len())];
+        self.cursor.write(fits)?;
+        Ok(fits.len())
     }
 }
 
-impl fmt::Debug for Writer<'_> {
+impl<H: CursorHold> fmt::Debug for Writer<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Writer")
-            .field("offset", &self.offset)
+            .field("offset", &self.cursor.offset)
             .field("len", &self.len())
             .finish()
     }

@@ -182,7 +182,7 @@ fn constructors_take_any_raw_pointer_without_a_cast() {
 }
 
 #[test]
-fn one_call_copies_secure_copy_once_and_unsecure() {
+fn one_call_copies_probe_and_copy_once_without_a_secure() {
     let (process, page, _in) = page();
     process.write(page, &0xABCD_u16.to_ne_bytes()).unwrap();
     assert_eq!(mmsecure::read_user::<u16>(page), Ok(0xABCD));
@@ -191,7 +191,17 @@ fn one_call_copies_secure_copy_once_and_unsecure() {
     mmsecure::read_user_slice(page, &mut both).unwrap();
     assert_eq!(&both[2..], &0x1234_u16.to_ne_bytes());
     assert_eq!(process.secure_count(), 0);
-    assert_eq!(mmsecure::read_user::<()>(page), Err(Error::ZeroLength));
+    // Zero bytes: valid, as ProbeForRead takes them, and nothing is touched (issue #20).
+    assert_eq!(mmsecure::read_user::<()>(page), Ok(()));
+    assert_eq!(mmsecure::read_user_slice(UserPtr::NULL, &mut []), Ok(()));
+    // Memory that is gone is the guarded copy's fault, not a refused secure (issue #20).
+    process
+        .free(page, mmsecure::host::AccessMode::User)
+        .unwrap();
+    assert!(matches!(
+        mmsecure::read_user::<u16>(page),
+        Err(Error::Fault { .. })
+    ));
     assert_eq!(
         mmsecure::read_user::<u32>(0xFFFF_8000_0000_0000_usize as *const u8),
         Err(Error::NotUserRange)

@@ -271,6 +271,12 @@ struct Counts {
     reader: f64,
     /// The raw pair with 10, 1 000 and 100 000 secures standing.
     standing: Vec<(usize, f64)>,
+    /// Issue #20: the C idiom (range check + raw guarded copy) and `read_user` of 64 bytes, the
+    /// secure-based path it replaced, and a 64-character `capture_unicode_string`.
+    c_idiom: f64,
+    read_user: f64,
+    read_user_secure: f64,
+    capture: f64,
 }
 
 fn instruction_counts(root: &Path, binary: &Path, iters: u64) -> crate::Result<Counts> {
@@ -285,6 +291,10 @@ fn instruction_counts(root: &Path, binary: &Path, iters: u64) -> crate::Result<C
     let wrapper = per_op("wrapper", "mmsecure_bench_wrapper")? - empty;
     let read_value = per_op("read-value", "mmsecure_bench_read_value")? - empty;
     let reader = per_op("reader", "mmsecure_bench_reader")? - empty;
+    let c_idiom = per_op("c-idiom", "mmsecure_bench_c_idiom")? - empty;
+    let read_user = per_op("read-user", "mmsecure_bench_read_user")? - empty;
+    let read_user_secure = per_op("read-user-secure", "mmsecure_bench_read_user_secure")? - empty;
+    let capture = per_op("capture", "mmsecure_bench_capture")? - empty;
     let mut standing = Vec::new();
     for count in STANDING {
         let op = format!("standing-{count}");
@@ -298,6 +308,10 @@ fn instruction_counts(root: &Path, binary: &Path, iters: u64) -> crate::Result<C
         read_value,
         reader,
         standing,
+        c_idiom,
+        read_user,
+        read_user_secure,
+        capture,
     })
 }
 
@@ -414,6 +428,12 @@ fn table(machine: &str, options: &Options, rows: &[Row], counts: Option<&Counts>
     let counted = |id: &str, c: &Counts| match id {
         "secure_drop" => Some((("raw pair", c.raw), ("SecureRegion", c.wrapper))),
         "reader_header" => Some((("read_value", c.read_value), ("Reader::read", c.reader))),
+        "user_read_64" => Some((("C idiom", c.c_idiom), ("read_user", c.read_user))),
+        "user_read_secure_64" => Some((
+            ("secure path", c.read_user_secure),
+            ("read_user", c.read_user),
+        )),
+        "user_capture_64" => Some((("C idiom 64 B", c.c_idiom), ("capture", c.capture))),
         _ => None,
     };
     let in_order = rows
@@ -423,7 +443,8 @@ fn table(machine: &str, options: &Options, rows: &[Row], counts: Option<&Counts>
             rows.iter()
                 .filter(|row| row.id.starts_with("read_") || row.id.starts_with("write_")),
         )
-        .chain(rows.iter().filter(|row| row.id == "reader_header"));
+        .chain(rows.iter().filter(|row| row.id == "reader_header"))
+        .chain(rows.iter().filter(|row| row.id.starts_with("user_")));
     for row in in_order {
         if let Some(((base_name, base), (meas_name, meas))) =
             counts.and_then(|c| counted(&row.id, c))

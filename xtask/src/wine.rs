@@ -513,6 +513,14 @@ fn check(
         detail,
     );
 
+    let (ok, detail) = text("SliceCopy", "Ok");
+    record(
+        ok,
+        "a UserSlice reader copied the request with no secure (probe, process reference, \
+         guarded copies)",
+        detail,
+    );
+
     let (ok, detail) = dword("GuardedCopyNoAccess", STATUS_ACCESS_VIOLATION);
     record(
         ok,

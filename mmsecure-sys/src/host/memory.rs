@@ -68,6 +68,8 @@ pub(crate) fn is_model_memory(start: usize, len: usize) -> bool {
 pub(crate) struct Backing {
     start: NonNull<u8>,
     layout: Layout,
+    /// Mapped below 4 GiB by [`low::map`] (unmapped on drop), not from the host allocator.
+    low: bool,
 }
 
 // SAFETY: `Backing` only owns the allocation; its bytes are accessed through atomics by the model
@@ -86,6 +88,21 @@ impl Backing {
         };
         // SAFETY: `layout` has a non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
+        Backing::register(raw, layout, false)
+    }
+
+    /// Allocates `len` bytes (a non-zero multiple of the page size), zeroed, below 4 GiB: what a
+    /// 32-bit process's pointers can reach (`Process::allocate_32bit`).
+    pub(crate) fn new_low(len: usize) -> Result<Arc<Backing>, Status> {
+        let layout = match Layout::from_size_align(len, PAGE_SIZE) {
+            Ok(layout) if len > 0 => layout,
+            _ => return Err(Status(STATUS_NO_MEMORY)),
+        };
+        Backing::register(low::map(len), layout, true)
+    }
+
+    fn register(raw: *mut u8, layout: Layout, low: bool) -> Result<Arc<Backing>, Status> {
+        let len = layout.size();
         let start = NonNull::new(raw).ok_or(Status(STATUS_NO_MEMORY))?;
         let base = raw as usize;
         let mut registry = super::lock_write(&BACKINGS);
@@ -93,7 +110,7 @@ impl Backing {
             .get_or_insert_with(BTreeMap::new)
             .insert(base, base + len);
         changed();
-        Ok(Arc::new(Backing { start, layout }))
+        Ok(Arc::new(Backing { start, layout, low }))
     }
 
     /// The address of the first byte.
@@ -161,6 +178,10 @@ impl Drop for Backing {
         }
         changed();
         drop(registry);
+        if self.low {
+            low::unmap(self.start.as_ptr(), self.layout.size());
+            return;
+        }
         // SAFETY: `start` came from `alloc_zeroed` with `layout` and is freed once, here; no
         // process maps it any more (every process holding it has been dropped).
         unsafe { alloc::dealloc(self.start.as_ptr(), self.layout) };
@@ -192,4 +213,54 @@ mod tests {
         assert!(!backing.store(PAGE_SIZE - 1, &[1, 2]));
         assert!(!backing.load(usize::MAX, &mut [0u8; 2]));
     }
+}
+
+/// Host memory below 4 GiB, for a 32-bit process's allocations: `mmap` with `MAP_32BIT` on
+/// x86_64 Linux (the first 2 GiB); elsewhere none (null, which the caller turns into
+/// `STATUS_NO_MEMORY`).
+mod low {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    extern "C" {
+        fn mmap(addr: *mut u8, len: usize, prot: i32, flags: i32, fd: i32, off: i64) -> *mut u8;
+        fn munmap(addr: *mut u8, len: usize) -> i32;
+    }
+
+    /// Zeroed, page-aligned, readable and writable memory below 4 GiB, or null.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    pub(super) fn map(len: usize) -> *mut u8 {
+        const PROT_READ_WRITE: i32 = 0x1 | 0x2;
+        const MAP_PRIVATE_ANONYMOUS_32BIT: i32 = 0x02 | 0x20 | 0x40;
+        // SAFETY: an anonymous private mapping at an address the kernel picks: touches no
+        // existing memory. Anonymous pages are zeroed.
+        let raw = unsafe {
+            mmap(
+                core::ptr::null_mut(),
+                len,
+                PROT_READ_WRITE,
+                MAP_PRIVATE_ANONYMOUS_32BIT,
+                -1,
+                0,
+            )
+        };
+        if raw as isize == -1 || raw as usize + len > 1 << 32 {
+            return core::ptr::null_mut();
+        }
+        raw
+    }
+
+    /// Unmaps what [`map`] returned.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    pub(super) fn unmap(start: *mut u8, len: usize) {
+        // SAFETY: `start..start + len` is one mapping made by `map`, unmapped once, by its
+        // `Backing`'s drop, when no process maps it any more.
+        unsafe { munmap(start, len) };
+    }
+
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    pub(super) fn map(_len: usize) -> *mut u8 {
+        core::ptr::null_mut()
+    }
+
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    pub(super) fn unmap(_start: *mut u8, _len: usize) {}
 }

@@ -132,6 +132,7 @@ mod process;
 mod protection;
 mod routines;
 mod secure;
+mod slice_request;
 mod status;
 mod thread;
 mod vad;
@@ -149,6 +150,7 @@ pub use protection::{
     PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY,
 };
 pub use routines::MmHighestUserAddress;
+pub(crate) use slice_request::{request_begin, request_end, request_retain};
 pub use status::{
     Status, STATUS_ACCESS_VIOLATION, STATUS_CONFLICTING_ADDRESSES, STATUS_FREE_VM_NOT_AT_BASE,
     STATUS_GUARD_PAGE_VIOLATION, STATUS_INVALID_PAGE_PROTECTION, STATUS_INVALID_PARAMETER,

@@ -294,6 +294,25 @@ impl Process {
         Ok(base as *mut u8)
     }
 
+    /// Commits `len` bytes as [`allocate`](Self::allocate) does, below 4 GiB: memory a 32-bit
+    /// (WOW64) process's 32-bit pointers can name, to test what a driver reads from one
+    /// (`UserAbi::Wow64` in mmsecure). Only on x86_64 Linux hosts (`MAP_32BIT`); elsewhere
+    /// `STATUS_NO_MEMORY`.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    ///
+    /// let process = Process::new();
+    /// if let Ok(low) = process.allocate_32bit(4096, PAGE_READWRITE) {
+    ///     assert!((low as usize) < 1 << 32);
+    ///     process.write(low, b"wow").unwrap();
+    /// }
+    /// ```
+    pub fn allocate_32bit(&self, len: usize, protect: u32) -> Result<*mut u8, Status> {
+        let base = self.live_state()?.space.insert_low(len, protect)?;
+        Ok(base as *mut u8)
+    }
+
     /// Reserves `len` bytes (rounded up to pages) without committing them, like
     /// `VirtualAlloc(MEM_RESERVE)`. Nothing can be secured there until [`commit`](Self::commit).
     ///

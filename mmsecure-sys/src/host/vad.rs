@@ -263,6 +263,21 @@ impl AddressSpace {
         len: usize,
         protect: u32,
     ) -> Result<usize, Status> {
+        self.insert_from(kind, len, protect, Backing::new)
+    }
+
+    /// [`insert`](Self::insert) with memory below 4 GiB (a 32-bit process's).
+    pub(crate) fn insert_low(&mut self, len: usize, protect: u32) -> Result<usize, Status> {
+        self.insert_from(VadKind::Private, len, protect, Backing::new_low)
+    }
+
+    fn insert_from(
+        &mut self,
+        kind: VadKind,
+        len: usize,
+        protect: u32,
+        backing: fn(usize) -> Result<Arc<Backing>, Status>,
+    ) -> Result<usize, Status> {
         if len == 0 {
             return Err(Status(STATUS_INVALID_PARAMETER));
         }
@@ -273,7 +288,7 @@ impl AddressSpace {
         let bytes = pages
             .checked_mul(PAGE_SIZE)
             .ok_or(Status(STATUS_NO_MEMORY))?;
-        let backing = Backing::new(bytes)?;
+        let backing = backing(bytes)?;
         let base = backing.base();
         if base + (bytes - 1) > HIGHEST_USER_ADDRESS {
             // The host placed it where no Windows user address can be; keep it alive anyway.

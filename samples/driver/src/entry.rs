@@ -9,7 +9,7 @@ use mmsecure::sys::UNICODE_STRING;
 use mmsecure::{ProbeMode, SecureFlags, SecureRegion};
 
 use crate::ntoskrnl::{DriverObject, KeBugCheckEx, NTSTATUS, STATUS_SUCCESS};
-use crate::request::{copy_request, error_name, REQUEST_LEN};
+use crate::request::{copy_request, copy_request_unsecured, error_name, REQUEST_LEN};
 use crate::user_buffer::UserBuffer;
 
 /// The pattern the driver puts in the user buffer and expects back from each copy.
@@ -70,6 +70,9 @@ pub unsafe extern "system" fn DriverEntry(
             }
             guard::copy_from_no_access_page(&buffer);
             guard::call_raising_stub(&buffer);
+            // No secure, so it runs under Wine too: a probe, the process reference, guarded
+            // copies (issue #20).
+            slice_copy("SliceCopy", &buffer);
         }
         Err(status) => report::outcome("UserBuffer", Failed(status).text(&mut [0; 24])),
     }
@@ -141,6 +144,16 @@ fn process_reference() {
 /// Runs [`copy_request`] on `buffer` and reports the outcome under `name`.
 fn secure_copy(name: &str, buffer: &UserBuffer, flags: SecureFlags) {
     let text = match copy_request(buffer.as_ptr(), buffer.len(), flags) {
+        Ok(copy) if copy.to_bytes() == PATTERN => "Ok",
+        Ok(_) => "Mismatch",
+        Err(error) => error_name(error),
+    };
+    report::outcome(name, text);
+}
+
+/// Runs [`copy_request_unsecured`] on `buffer` and reports the outcome under `name`.
+fn slice_copy(name: &str, buffer: &UserBuffer) {
+    let text = match copy_request_unsecured(buffer.as_ptr(), buffer.len()) {
         Ok(copy) if copy.to_bytes() == PATTERN => "Ok",
         Ok(_) => "Mismatch",
         Err(error) => error_name(error),

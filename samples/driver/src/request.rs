@@ -3,7 +3,7 @@
 //! the copy only.
 
 use mmsecure::bytemuck::{AnyBitPattern, NoUninit};
-use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
+use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion, UserSlice};
 
 /// The request's header, as the user program lays it out: derived through mmsecure's re-export
 /// of bytemuck (the driver depends on mmsecure alone), built with rustc 1.63.
@@ -71,6 +71,19 @@ pub fn copy_request(user: *const u8, len: usize, flags: SecureFlags) -> Result<R
     Ok(Request { header, payload })
 }
 
+/// Copies the request as [`copy_request`] does, with no secure: a probe and guarded copies
+/// through a [`UserSlice`]'s reader (issue #20). This is what a `METHOD_NEITHER` handler that
+/// answers before it returns needs: the copy is taken at once, so a secure would add nothing
+/// (a free or re-protect mid-copy is a caught fault either way). Secure (`copy_request`) only a
+/// buffer the driver keeps using.
+pub fn copy_request_unsecured(user: *const u8, len: usize) -> Result<Request, Error> {
+    let mut reader = UserSlice::aligned(user, len, 4)?.reader();
+    let header: Header = reader.read()?;
+    let mut payload = [0u8; PAYLOAD_LEN];
+    reader.read_slice(&mut payload)?;
+    Ok(Request { header, payload })
+}
+
 /// The name of a mmsecure error as reported: the variant's name.
 pub fn error_name(error: Error) -> &'static str {
     match error {
@@ -88,6 +101,11 @@ pub fn error_name(error: Error) -> &'static str {
         Error::Unavailable => "Err(Unavailable)",
         Error::Fault { .. } => "Err(Fault)",
         Error::NoMemory => "Err(NoMemory)",
+        Error::Misaligned { .. } => "Err(Misaligned)",
+        Error::BadAlignment(_) => "Err(BadAlignment)",
+        Error::Unterminated => "Err(Unterminated)",
+        Error::BadUnicodeString => "Err(BadUnicodeString)",
+        Error::StringTooLong(_) => "Err(StringTooLong)",
         // `Error` is non-exhaustive: a variant added later still gets a report.
         _ => "Err(other)",
     }
@@ -124,6 +142,22 @@ mod tests {
         // The secure was dropped with the copy: the user may free the buffer again.
         assert!(process.free(page, AccessMode::User).is_ok());
         assert!(process.misuses().is_empty());
+    }
+
+    #[test]
+    fn copies_the_request_through_a_slice_without_a_secure() {
+        let (process, _in, page) = user_page(&request_bytes());
+        let copy = copy_request_unsecured(page, PAGE_SIZE).unwrap();
+        assert_eq!(copy.to_bytes(), request_bytes());
+        assert_eq!(process.secure_count(), 0);
+        assert!(process.double_fetches().is_empty());
+        let error = copy_request_unsecured(page, REQUEST_LEN - 1).unwrap_err();
+        assert_eq!(error_name(error), "Err(OutOfBounds)");
+        let error = copy_request_unsecured(page.wrapping_add(2), 64).unwrap_err();
+        assert_eq!(error_name(error), "Err(Misaligned)");
+        process.free(page, AccessMode::User).unwrap();
+        let error = copy_request_unsecured(page, PAGE_SIZE).unwrap_err();
+        assert_eq!(error_name(error), "Err(Fault)");
     }
 
     #[test]

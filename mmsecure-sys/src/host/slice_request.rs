@@ -1,0 +1,66 @@
+//! Requests without a secure: a wrapper's probed slice of user memory tells the double-fetch
+//! detector ([`fetch`](super::fetch)) that its life is one request, as a secure's is
+//! ([`report_request_begin`](crate::report_request_begin)).
+//!
+//! A request is recorded in the process's detector under a token that no secure handle can be
+//! (even, below 2^47; handles are tagged in their top bits on 64-bit hosts and odd on 32-bit
+//! ones), and counted here: each cursor over one slice holds the request, the last one ends it.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::process::Process;
+use super::{lock, object};
+use crate::PEPROCESS;
+
+/// Live tokens: the process whose detector holds the request, and how many holders it has.
+static LIVE: Mutex<Option<HashMap<usize, (Process, usize)>>> = Mutex::new(None);
+/// The next token's number.
+static NEXT: AtomicUsize = AtomicUsize::new(1);
+
+/// Opens a request on `address..address + len` in `process`'s detector: its token, or 0 when
+/// `process` names no live process (nothing is recorded then).
+pub(crate) fn request_begin(process: PEPROCESS, address: usize, len: usize) -> usize {
+    let owner = match object::process_of(process) {
+        Some(owner) => owner,
+        None => return 0,
+    };
+    let token = (NEXT.fetch_add(1, Ordering::Relaxed) % (1 << 46)) * 2;
+    if token == 0 {
+        return 0;
+    }
+    owner.inner.fetches.opened(token, address, len);
+    lock(&LIVE)
+        .get_or_insert_with(HashMap::new)
+        .insert(token, (owner, 1));
+    token
+}
+
+/// One more holder of `token`.
+pub(crate) fn request_retain(token: usize) {
+    if let Some((_, holders)) = lock(&LIVE).get_or_insert_with(HashMap::new).get_mut(&token) {
+        *holders += 1;
+    }
+}
+
+/// One holder of `token` is done; the last one closes the request.
+pub(crate) fn request_end(token: usize) {
+    let mut live = lock(&LIVE);
+    let table = live.get_or_insert_with(HashMap::new);
+    let last = match table.get_mut(&token) {
+        Some((_, holders)) => {
+            *holders -= 1;
+            *holders == 0
+        }
+        None => false,
+    };
+    if !last {
+        return;
+    }
+    let removed = table.remove(&token);
+    drop(live);
+    if let Some((owner, _)) = removed {
+        owner.inner.fetches.closed(token);
+    }
+}
