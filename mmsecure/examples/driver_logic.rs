@@ -153,6 +153,23 @@ mod volume {
         Ok(REPLY_LEN)
     }
 
+    /// Why [`PendedReply::complete`] did not complete.
+    #[derive(Debug)]
+    pub enum Unfinished {
+        /// This thread is not where the reply can be written (`error` says why: another process,
+        /// or the IRQL): nothing was written, and `reply` is still secured. Complete it again,
+        /// attached to its process at `PASSIVE_LEVEL`.
+        NotHere {
+            /// The pended reply, unchanged.
+            reply: PendedReply,
+            /// [`Error::WrongProcess`] or [`Error::IrqlTooHigh`].
+            error: Error,
+        },
+        /// The reply could not be written (an in-page error, say); the buffer is unsecured.
+        /// Complete the IRP with this failure.
+        Failed(Failure),
+    }
+
     /// A reply the driver writes later, once it has the answer: the IRP is pended, and the
     /// output buffer stays secured in between. `Send`: it can wait in a queue and be completed on
     /// another thread.
@@ -181,11 +198,28 @@ mod volume {
 
         /// Writes the reply and unsecures the buffer; returns the bytes written. Call attached to
         /// [`process`](Self::process), at IRQL <= `APC_LEVEL`, before that process exits.
-        pub fn complete(self, level: u32) -> Result<usize, Failure> {
-            // In the wrong context the raw region comes back in the error; dropping it there
-            // leaves the secure to the process's exit, and the count says so.
-            let region = SecureRegion::from_raw(self.region).map_err(mmsecure::Error::from)?;
-            region.writer().write(&level.to_le())?;
+        ///
+        /// In the wrong context (another process, a raised IRQL) nothing is written and the
+        /// reply comes back in [`Unfinished::NotHere`], still secured, to complete from the
+        /// right one.
+        pub fn complete(self, level: u32) -> Result<usize, Unfinished> {
+            // Not `?`: `from_raw`'s error holds the raw region, which must not be dropped here
+            // (that would leave the secure standing until the process exits).
+            let region = match SecureRegion::from_raw(self.region) {
+                Ok(region) => region,
+                Err(refused) => {
+                    return Err(Unfinished::NotHere {
+                        error: refused.error(),
+                        reply: PendedReply {
+                            region: refused.into_raw(),
+                        },
+                    })
+                }
+            };
+            region
+                .writer()
+                .write(&level.to_le())
+                .map_err(|error| Unfinished::Failed(error.into()))?;
             Ok(REPLY_LEN)
         }
 
@@ -232,7 +266,12 @@ fn main() -> Result<(), volume::Failure> {
         // The driver would look up its referenced process object; the host has it at hand.
         assert_eq!(pended.process(), worker_app.eprocess());
         let _attached = worker_app.attach(); // KeStackAttachProcess to the requester
-        pended.complete(mixer.level(2))
+        match pended.complete(mixer.level(2)) {
+            Ok(written) => Ok(written),
+            Err(volume::Unfinished::Failed(failure)) => Err(failure),
+            // Attached at PASSIVE_LEVEL, the worker is where the reply can be written.
+            Err(volume::Unfinished::NotHere { error, .. }) => unreachable!("{error}"),
+        }
     })
     .join()
     .expect("worker thread")?;
@@ -437,9 +476,37 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert_eq!(written, Ok(4));
+        assert_eq!(written.ok(), Some(4));
         assert_eq!(reply(&app), 33);
         assert!(app.process.free(app.output, AccessMode::User).is_ok());
+        assert!(app.process.misuses().is_empty());
+    }
+
+    #[test]
+    fn a_pended_reply_completed_in_the_wrong_context_comes_back_still_secured() {
+        let app = app();
+        app.process.set_strict(true); // an abandoned secure would stop this test
+        let pended = PendedReply::secure(app.output, 4).unwrap();
+        let process = app.process.clone();
+        let written = std::thread::spawn(move || {
+            // The worker forgot to attach: the reply is refused and handed back...
+            let pended = match pended.complete(12) {
+                Err(volume::Unfinished::NotHere { reply, error }) => {
+                    assert_eq!(error, Error::WrongProcess);
+                    reply
+                }
+                other => panic!("completed outside the process: {other:?}"),
+            };
+            assert_eq!(process.secure_count(), 1);
+            // ...and completes once it is attached.
+            let _attached = process.attach();
+            pended.complete(12).ok()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(written, Some(4));
+        assert_eq!(reply(&app), 12);
+        assert_eq!(app.process.secure_count(), 0);
         assert!(app.process.misuses().is_empty());
     }
 

@@ -196,8 +196,23 @@ impl fmt::Debug for RawRegion {
 }
 
 /// [`SecureRegion::from_raw`](crate::SecureRegion::from_raw) refused: why, and the [`RawRegion`], unchanged, to try again in
-/// the right context. Dropping the error drops the raw region (released as a region is).
-/// `Error: From<FromRawError>`, so `?` works where the raw region may go.
+/// the right context. Dropping the error drops the raw region (released as a region is: in the
+/// wrong context, left standing until the process exits and counted in
+/// [`abandoned_secures`](crate::abandoned_secures)).
+///
+/// There is no `From<FromRawError> for Error`, on purpose: `?` would drop the raw region where
+/// `from_raw` has just said it cannot be released, and no retry would be possible. Take the raw
+/// region back with [`into_raw`](Self::into_raw), and the cause with [`error`](Self::error).
+/// *Changed in issue #22*: the conversion existed before.
+///
+/// ```compile_fail
+/// use mmsecure::{Error, RawRegion, SecureRegion};
+///
+/// fn finish(raw: RawRegion) -> Result<(), Error> {
+///     let region = SecureRegion::from_raw(raw)?; // does not compile: no From<FromRawError>
+///     region.write(0, b"done")
+/// }
+/// ```
 ///
 /// ```
 /// use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -213,9 +228,12 @@ impl fmt::Debug for RawRegion {
 /// let refused = SecureRegion::from_raw(raw).unwrap_err();
 /// assert_eq!(refused.error(), Error::IrqlTooHigh { irql: 2, max: 1 });
 /// drop(raised);
-/// let region = SecureRegion::from_raw(refused.into_raw())?;
+/// let raw = refused.into_raw(); // nothing lost: try again where it can be rebuilt
+/// let region = SecureRegion::from_raw(raw).expect("in the process, at PASSIVE_LEVEL");
+/// region.write(0, b"done")?;
 /// # Ok::<(), Error>(())
 /// ```
+#[must_use = "dropping it drops the raw region where it cannot be released: take it back with into_raw"]
 pub struct FromRawError {
     raw: RawRegion,
     error: Error,
@@ -235,12 +253,6 @@ impl FromRawError {
     /// The raw region, unchanged.
     pub fn into_raw(self) -> RawRegion {
         self.raw
-    }
-}
-
-impl From<FromRawError> for Error {
-    fn from(refused: FromRawError) -> Error {
-        refused.error
     }
 }
 

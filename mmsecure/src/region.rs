@@ -449,7 +449,7 @@ impl SecureRegion {
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
     /// let raw = SecureRegion::new(page, 4096, ProbeMode::ReadWrite)?.into_raw();
     /// // ... keep `raw` in the IRP's context; later, in the same process context:
-    /// let region = SecureRegion::from_raw(raw)?;
+    /// let region = SecureRegion::from_raw(raw).expect("in the securing process");
     /// assert_eq!(region.len(), 4096);
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
@@ -461,7 +461,9 @@ impl SecureRegion {
 
     /// Rebuilds a region from a [`RawRegion`], once this thread is in the securing process's
     /// context at `APC_LEVEL` or below. Otherwise the raw region comes back in the error,
-    /// untouched, for a later try: [`Error::WrongProcess`] or [`Error::IrqlTooHigh`].
+    /// untouched, for a later try: [`Error::WrongProcess`] or [`Error::IrqlTooHigh`]. The error
+    /// does not convert into [`Error`], so `?` cannot drop the raw region by accident: take it
+    /// back with [`FromRawError::into_raw`].
     ///
     /// A `RawRegion` is made only by [`into_raw`](Self::into_raw) and cannot be copied, so this
     /// is safe: one secure, one region, at most one unsecure.
@@ -484,7 +486,7 @@ impl SecureRegion {
     /// drop(in_other);
     ///
     /// let _in_app = app.attach();
-    /// let region = SecureRegion::from_raw(raw)?;
+    /// let region = SecureRegion::from_raw(raw).expect("attached to the securing process");
     /// assert_eq!((region.address(), region.len()), (page as *const u8, 64));
     /// # Ok::<(), Error>(())
     /// ```
