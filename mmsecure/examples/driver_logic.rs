@@ -262,19 +262,29 @@ fn main() -> Result<(), volume::Failure> {
     let freed = app.free(output, AccessMode::User);
     println!("pended: the user frees the output buffer meanwhile: {freed:?}");
     let worker_app = app.clone();
+    let level = mixer.level(2);
     let written = std::thread::spawn(move || {
         // The driver would look up its referenced process object; the host has it at hand.
         assert_eq!(pended.process(), worker_app.eprocess());
+        // Before attaching, the reply cannot be written here: it comes back, still secured.
+        let pended = match pended.complete(level) {
+            Err(volume::Unfinished::NotHere { reply, error }) => {
+                println!("pended: completed before attaching: {error}; the reply comes back");
+                reply
+            }
+            done => return done,
+        };
         let _attached = worker_app.attach(); // KeStackAttachProcess to the requester
-        match pended.complete(mixer.level(2)) {
-            Ok(written) => Ok(written),
-            Err(volume::Unfinished::Failed(failure)) => Err(failure),
-            // Attached at PASSIVE_LEVEL, the worker is where the reply can be written.
-            Err(volume::Unfinished::NotHere { error, .. }) => unreachable!("{error}"),
-        }
+        pended.complete(level)
     })
     .join()
-    .expect("worker thread")?;
+    .expect("worker thread");
+    let written = match written {
+        Ok(written) => written,
+        Err(volume::Unfinished::Failed(failure)) => return Err(failure),
+        // Attached at PASSIVE_LEVEL, the worker was where the reply can be written.
+        Err(volume::Unfinished::NotHere { error, .. }) => unreachable!("{error}"),
+    };
     app.read(output, &mut reply).expect("user read");
     println!(
         "pended: a worker thread completed it: {written} bytes, level {}",

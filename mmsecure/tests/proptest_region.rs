@@ -18,8 +18,8 @@
 //!    with the secures standing after every step, each region holds exactly one reference on its
 //!    process, and nothing stays secured at the end);
 //! 3. no unsecure runs in a wrong context: the model records exactly the predicted misuses
-//!    (`Abandoned` for each drop that could not unsecure, `AfterExit` for each drop in an exited
-//!    process), and `abandoned_secures()` grows by exactly the abandoned drops; a bug check (an
+//!    (`Abandoned` for each drop that could not unsecure; a drop in an exited process is none),
+//!    and `abandoned_secures()` grows by exactly the abandoned drops; a bug check (an
 //!    unsecure in the wrong process, a secure or copy above `APC_LEVEL`, a double unsecure)
 //!    aborts the binary;
 //! 4. the bytes a driver reads are the bytes last written there, by the driver or the user, since
@@ -420,7 +420,7 @@ fn a_sequence_that_does_everything_holds() {
             apc: false,
         }, // in process 3: abandoned
         Detach { driver: 0 },
-        // Exit with a region kept: a copy faults, a drop in the process records AfterExit.
+        // Exit with a region kept: a copy faults, a drop in the process returns (no misuse).
         Exit { process: 2, how: 2 },
         read(0, 0), // access violation
         Release { process: 2 },
@@ -429,7 +429,7 @@ fn a_sequence_that_does_everything_holds() {
             driver: 0,
             pick: 0,
             apc: false,
-        }, // AfterExit; process 2's object is freed
+        }, // after the exit: no misuse; process 2's object is freed
         Fork { process: 3 }, // in place of process 2, with its EPROCESS
         Detach { driver: 1 },
         // Kernel-mode changes past a USER_MODE_ONLY secure: copies fault where the pages deny.

@@ -504,10 +504,7 @@ impl Process {
                 for vad in parent.space.vads() {
                     let mut copy = vad.fork_copy();
                     for (_, span) in vad.secures().filter(|(_, span)| span.inherited()) {
-                        let owner = Owner {
-                            pid: child.id(),
-                            process: Arc::downgrade(&child.inner),
-                        };
+                        let owner = Owner { pid: child.id() };
                         let handle = secure::issue(&mut state.serial, child.inner.cookie, owner);
                         copy.add_secure(handle, *span);
                         state.secures.insert(handle, copy.base());
@@ -521,8 +518,8 @@ impl Process {
 
     /// Ends the process: every secure it holds is dropped and its address space deleted, and
     /// nothing is refused (DOCS, WRK: teardown ignores secures). Threads still attached stay in
-    /// its context: securing there fails and unsecuring is recorded as
-    /// [`MisuseKind::AfterExit`](super::MisuseKind::AfterExit). Exiting twice does nothing.
+    /// its context: securing there fails, and unsecuring returns and records nothing, as the
+    /// kernel does once the address space is deleted. Exiting twice does nothing.
     pub fn exit(&self) {
         let mut guard = self.state();
         let state = &mut *guard;
@@ -586,10 +583,7 @@ impl Process {
             return 0;
         }
         let base = vad.base();
-        let owner = Owner {
-            pid: self.id(),
-            process: Arc::downgrade(&self.inner),
-        };
+        let owner = Owner { pid: self.id() };
         let handle = secure::issue(&mut state.serial, self.inner.cookie, owner);
         let span = SecureSpan {
             first,

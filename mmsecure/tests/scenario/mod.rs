@@ -43,8 +43,9 @@
 //!    none, and each process has exactly one driver reference per region of it.
 //! 3. **No unsecure runs in a wrong context**: the misuses the model records, per process and in
 //!    its global list, are exactly the predicted ones: `Abandoned` for each drop the crate could
-//!    not unsecure (wrong process, System, `DISPATCH_LEVEL`), `AfterExit` for each drop in the
-//!    context of a process that has exited (the kernel tolerates it and returns), nothing else;
+//!    not unsecure (wrong process, System, `DISPATCH_LEVEL`), nothing else (a drop in the
+//!    context of a process that has exited is none: the kernel returns there, WRK mapview.c
+//!    `MiUnsecureVirtualMemory`);
 //!    and `mmsecure::abandoned_secures()` grew by exactly the predicted abandons. An unsecure in
 //!    the wrong process, a second unsecure, a secure or copy above `APC_LEVEL`: each of those
 //!    stops the model (a bug check), which aborts the binary and so fails the run.
@@ -408,7 +409,7 @@ pub struct Stats {
     /// Drops (of regions or raw regions) that left their secure standing: counted by
     /// `mmsecure::abandoned_secures` and recorded as `Abandoned`.
     pub abandoned: usize,
-    /// Drops in the context of their process after it exited (recorded as `AfterExit`).
+    /// Drops in the context of their process after it exited (the kernel returns; no misuse).
     pub after_exit: usize,
     /// Attaches and raises to `DISPATCH_LEVEL` made by driver threads.
     pub attaches: usize,
@@ -1309,13 +1310,12 @@ impl Case {
 
     /// What releasing `region` (a drop of it or of its raw region) in `place` at `irql` must do:
     /// unsecure in its process at `APC_LEVEL` or below (where the process has exited, the kernel
-    /// returns and the model records `AfterExit`); anywhere else, abandon the secure, which
-    /// stands until the exit.
+    /// returns, and that is no misuse); anywhere else, abandon the secure, which stands until
+    /// the exit.
     fn expect_release(&mut self, region: &Region, place: Place, irql: u8) {
         let home = region.process;
         if irql <= APC && place == Place::World(home) {
             if self.worlds[home].exited {
-                self.expect_misuse(MisuseKind::AfterExit, place, home);
                 self.stats.after_exit += 1;
             }
             self.worlds[home]
@@ -2298,7 +2298,7 @@ impl Case {
 
     /// Undoes every driver thread's attaches and raises; reads (16 bytes at most) and drops every
     /// region in its process at `PASSIVE_LEVEL` (where the process exited, the read is an access
-    /// violation and the model records `AfterExit`); then nothing is secured
+    /// violation, and the drop is no misuse); then nothing is secured
     /// but what forked children inherited and drops abandoned, every other allocation can be
     /// freed, and the model's global misuse record holds exactly the predicted misuses.
     fn finish(&mut self, drivers: &mut Drivers) -> Result<(), String> {
