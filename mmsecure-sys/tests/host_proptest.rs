@@ -26,6 +26,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use common::{try_secure_ex, unsecure, PAGE, REFUSED};
 use mmsecure_sys::host::{
@@ -134,12 +135,16 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// What both threads share: the two processes, their allocations' bases, and per allocation
-/// how many kernel-mode requests on it have started and finished.
+/// how many kernel-mode requests on it have started and finished, and a lock that a kernel-mode
+/// removal holds and an unsecure of a secure there takes: a `USER_MODE_ONLY` secure that a
+/// kernel-mode removal took must not be unsecured (that is a bug check, issue #22), so the
+/// unsecure looks whether it still stands with no removal running.
 struct World {
     processes: [Process; 2],
     bases: [[usize; SLOTS]; 2],
     kernel_started: [[AtomicUsize; SLOTS]; 2],
     kernel_finished: [[AtomicUsize; SLOTS]; 2],
+    removals: [[Mutex<()>; SLOTS]; 2],
 }
 
 impl World {
@@ -167,6 +172,23 @@ impl World {
             bases,
             kernel_started: Default::default(),
             kernel_finished: Default::default(),
+            removals: Default::default(),
+        }
+    }
+
+    /// Unsecures `held` in its process, unless a kernel-mode removal took it with its
+    /// allocation (a `USER_MODE_ONLY` secure): a driver that made such a secure promised that no
+    /// kernel-mode removal comes, and this test plays a driver that broke the promise and knows.
+    fn unsecure(&self, held: &Held) {
+        let _no_removal = self.removals[held.process][held.slot]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let process = &self.processes[held.process];
+        let _in = process.attach();
+        if process.has_exited() || process.is_secured(held.handle as HANDLE) {
+            unsecure(held.handle as HANDLE);
+        } else {
+            assert_ne!(held.flags & MM_SECURE_USER_MODE_ONLY, 0, "{held:x?} went");
         }
     }
 
@@ -340,8 +362,7 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<Vec<Held>, String> {
             }
             Op::Unsecure { pick } if !held.is_empty() => {
                 let secure = held.swap_remove(pick % held.len());
-                let _in = world.processes[secure.process].attach();
-                unsecure(secure.handle as HANDLE);
+                world.unsecure(&secure);
             }
             Op::Unsecure { .. } => {}
             Op::Protect {
@@ -385,6 +406,9 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<Vec<Held>, String> {
                 kernel,
             } => {
                 let address = world.address(process, slot, 0);
+                let _removing = world.removals[process][slot]
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let _ = world.request(process, slot, kernel, |mode| {
                     remove(&world.processes[process], address, slot, mode)
                 });
@@ -477,8 +501,7 @@ fn run_case(threads: [Vec<Op>; 2], fork: bool, exit_first: bool) -> Result<(), T
         prop_assert_eq!(first.secure_count(), 0);
     }
     for secure in &held {
-        let _in = world.processes[secure.process].attach();
-        unsecure(secure.handle as HANDLE);
+        world.unsecure(secure);
     }
     prop_assert_eq!(first.secure_count(), 0);
     prop_assert_eq!(second.secure_count(), 0);

@@ -121,7 +121,7 @@
 //! | while a [`SecureRegion`] stands | guaranteed? |
 //! |---|---|
 //! | the secured pages are not decommitted, and the allocation is not freed or unmapped, by a user-mode request | yes |
-//! | the same against kernel-mode requests (another driver's `ZwFreeVirtualMemory`) | yes, except with [`SecureFlags::USER_MODE_ONLY`], which lets them pass |
+//! | the same against kernel-mode requests (another driver's `ZwFreeVirtualMemory`) | yes, except with [`SecureFlags::USER_MODE_ONLY`], which lets them pass; a kernel-mode free then takes the secure, and the drop bug checks, so that flag needs the `unsafe` [`SecureRegion::with_any_flags`] |
 //! | protection does not drop below the [`ProbeMode`] (no no-access; no read-only for `ReadWrite`) | yes |
 //! | no guard pages are set on the range | yes |
 //! | no protection change at all | only with [`SecureFlags::NO_CHANGE`] |

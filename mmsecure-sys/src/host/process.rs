@@ -141,6 +141,9 @@ pub(crate) enum Unsecured {
     Exited,
     /// The process has no live secure with this handle.
     NotHere,
+    /// The handle named a `MM_SECURE_USER_MODE_ONLY` secure of this process whose allocation a
+    /// kernel-mode free or unmap removed, and the secure with it.
+    Orphaned,
 }
 
 impl Process {
@@ -466,6 +469,29 @@ impl Process {
         self.state().secures.len()
     }
 
+    /// Whether `handle` names a secure standing in this process: not unsecured, not taken by the
+    /// exit, nor by a kernel-mode free or unmap of its allocation (which a
+    /// `MM_SECURE_USER_MODE_ONLY` secure lets pass). Unsecuring a handle of this process for
+    /// which this is `false` stops the caller as a bug check, but after the exit.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READWRITE};
+    /// use mmsecure_sys::{MmSecureVirtualMemoryEx, MM_SECURE_USER_MODE_ONLY};
+    ///
+    /// let process = Process::new();
+    /// let _in = process.attach();
+    /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// // SAFETY: the model checks the range itself.
+    /// let handle =
+    ///     unsafe { MmSecureVirtualMemoryEx(page.cast(), 4096, PAGE_READWRITE, MM_SECURE_USER_MODE_ONLY) };
+    /// assert!(process.is_secured(handle));
+    /// process.free(page, AccessMode::Kernel).unwrap(); // another driver's ZwFreeVirtualMemory
+    /// assert!(!process.is_secured(handle)); // unsecuring it now would bug check
+    /// ```
+    pub fn is_secured(&self, handle: crate::HANDLE) -> bool {
+        self.state().secures.contains_key(&(handle as usize))
+    }
+
     /// Clones the process, as `fork` (`NtCreateProcess` with the parent's address space) does.
     ///
     /// The child has every allocation at the same address with the same pages and protections,
@@ -614,7 +640,7 @@ impl Process {
                     vad.remove_secure(handle);
                 }
             }
-            None if state.orphaned.remove(&handle) => {}
+            None if state.orphaned.contains(&handle) => return Unsecured::Orphaned,
             None => return Unsecured::NotHere,
         }
         drop(guard);

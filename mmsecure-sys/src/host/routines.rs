@@ -92,8 +92,9 @@ fn secure(address: usize, size: SIZE_T, probe: ULONG, flags: ULONG) -> HANDLE {
 ///
 /// Where the kernel would bug check, the model stops the caller with a message naming
 /// `MEMORY_MANAGEMENT` (0x1A): a handle that names no live secure of the current process (a
-/// handle of another process, a second unsecure of one handle, a made-up value), or a call in
-/// the System process. In a process that has exited it returns and records nothing, as the
+/// handle of another process, a second unsecure of one handle, a made-up value, a
+/// `MM_SECURE_USER_MODE_ONLY` secure whose allocation a kernel-mode free or unmap removed), or a
+/// call in the System process. In a process that has exited it returns and records nothing, as the
 /// kernel returns once the address space is deleted (WRK mapview.c, `MiUnsecureVirtualMemory`).
 ///
 /// # Safety
@@ -118,6 +119,15 @@ pub unsafe extern "C" fn MmUnsecureVirtualMemory(SecureHandle: HANDLE) {
         // entries already. A pended-IRP worker cannot close the race with the exit, so this
         // is no misuse either (issue #22).
         Unsecured::Done | Unsecured::Exited => {}
+        // No WRK source: WRK has no MM_SECURE_USER_MODE_ONLY. Modern builds decode the handle
+        // and find no secure entry, which went with the allocation (DECOMP, weak provenance):
+        // the strict reading, a bug check, as for any handle that names no live secure.
+        Unsecured::Orphaned => stop(format_args!(
+            "MEMORY_MANAGEMENT (bug check 0x1A, 0x15000): MmUnsecureVirtualMemory({handle:#x}) \
+             in process {}: this MM_SECURE_USER_MODE_ONLY secure went with its allocation, \
+             which a kernel-mode free or unmap removed; the kernel finds no secure to end",
+            process.id()
+        )),
         Unsecured::NotHere => {
             let why = match secure::owner(handle) {
                 Some(owner) if owner.pid != process.id() => {

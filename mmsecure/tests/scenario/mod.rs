@@ -154,7 +154,7 @@ const KERNEL_PROTECTIONS: [u32; 8] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     /// A driver thread secures part of an allocation: `SecureRegion::new` when the flags are
-    /// empty, `with_flags` otherwise. `flags`: the low four bits are the `MM_SECURE_*` flags;
+    /// empty, `with_any_flags` with `USER_MODE_ONLY`, `with_flags` otherwise. `flags`: the low four bits are the `MM_SECURE_*` flags;
     /// `0xF0` and above also sets the unknown bit `0x10`. While the driver is attached to a
     /// process, the allocation is that process's (`process` is ignored); attached to System,
     /// the kernel refuses.
@@ -688,6 +688,13 @@ impl Driver {
                     let _in = self.enter(home.as_ref(), apc);
                     if flags.is_empty() {
                         SecureRegion::new(address as *const u8, len, mode)
+                    } else if flags.contains(SecureFlags::USER_MODE_ONLY) {
+                        // SAFETY: the harness's other driver keeps the promise: it frees no
+                        // allocation from kernel mode while a region's USER_MODE_ONLY secure
+                        // stands there (`Case::free`).
+                        unsafe {
+                            SecureRegion::with_any_flags(address as *const u8, len, mode, flags)
+                        }
                     } else {
                         SecureRegion::with_flags(address as *const u8, len, mode, flags)
                     }
@@ -979,6 +986,15 @@ impl World {
     /// The base of `slot` if it is allocated and the process alive.
     fn base(&self, slot: usize) -> Option<usize> {
         (self.live[slot] && !self.exited).then_some(self.bases[slot])
+    }
+
+    /// Whether a region's `USER_MODE_ONLY` secure stands on `slot`: made with `with_any_flags`,
+    /// whose caller promised that no kernel-mode free of the allocation comes while it stands
+    /// (the drop would bug check).
+    fn promised_no_kernel_free(&self, slot: usize) -> bool {
+        self.standing.iter().any(|s| {
+            s.slot == slot && s.region.is_some() && s.flags.contains(SecureFlags::USER_MODE_ONLY)
+        })
     }
 
     /// Whether a secure that refuses `mode`'s changes stands on `slot`.
@@ -2203,6 +2219,10 @@ impl Case {
         let Some(base) = world.base(slot) else {
             return Ok(());
         };
+        if mode == AccessMode::Kernel && world.promised_no_kernel_free(slot) {
+            // The other driver keeps `with_any_flags`' promise (issue #22): no free.
+            return Ok(());
+        }
         let result = world.user()?.free(base as *mut u8, mode);
         if world.secured_for(slot, mode) {
             self.stats.user_refused += 1;
@@ -2215,8 +2235,8 @@ impl Case {
             expect_eq("free with nothing secured", result, Ok(()))?;
             let world = &mut self.worlds[process];
             world.live[slot] = false;
-            // A kernel-mode free takes the USER_MODE_ONLY secures with the allocation: their
-            // regions stay, and unsecure nothing when dropped.
+            // A kernel-mode free takes the USER_MODE_ONLY secures with the allocation: only
+            // ones no region holds (abandoned, or a fork's), as promised above.
             let before = world.standing.len();
             world.standing.retain(|s| s.slot != slot);
             if world.standing.len() != before {
