@@ -25,17 +25,28 @@ pub(crate) fn current_process() -> sys::PEPROCESS {
 pub(crate) fn reference_current() -> sys::PEPROCESS {
     let process = current_process();
     // SAFETY: the current process is a live object while this thread runs in it; callers are at
-    // `APC_LEVEL` or below (they have just secured), within the routine's `DISPATCH_LEVEL`.
+    // `DISPATCH_LEVEL` or below (they have just secured, at `APC_LEVEL` or below, or checked).
     unsafe { sys::ObfReferenceObject(process.cast()) };
     process
+}
+
+/// `ObfReferenceObject` on `process`.
+///
+/// # Safety
+///
+/// `process` names a live process object: the current process, or one the caller holds a
+/// reference on; the IRQL is `DISPATCH_LEVEL` or below.
+pub(crate) unsafe fn reference(process: sys::PEPROCESS) {
+    // SAFETY: the caller's contract.
+    unsafe { sys::ObfReferenceObject(process.cast()) };
 }
 
 /// `ObfDereferenceObject`.
 ///
 /// # Safety
 ///
-/// The caller holds a reference on `process` (from [`reference_current`]) and gives it up, at
-/// IRQL <= `DISPATCH_LEVEL`.
+/// The caller holds a reference on `process` (from [`reference_current`] or [`reference`]) and
+/// gives it up, at IRQL <= `DISPATCH_LEVEL`.
 pub(crate) unsafe fn dereference(process: sys::PEPROCESS) {
     // SAFETY: the caller's contract.
     unsafe { sys::ObfDereferenceObject(process.cast()) };

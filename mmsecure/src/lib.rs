@@ -155,6 +155,8 @@
 //! - Drop unsecures only in that process's context at `APC_LEVEL` or below. Anywhere else it does
 //!   not call the kernel: the secure stays until the process exits, and
 //!   [`abandoned_secures`] counts it. Drop never panics.
+//! - A worker that attaches to a region's process holds a [`ProcessRef`] of its own across the
+//!   attach (the attach takes no reference, and the region's goes with the region).
 //! - A [`RawRegion`] (for a pended IRP) is owned and cannot be copied, so a secure is rebuilt,
 //!   and unsecured, at most once; [`SecureRegion::from_raw`] checks the context first and hands
 //!   the raw region back on failure.
@@ -235,6 +237,7 @@ mod error;
 mod flags;
 mod kernel;
 mod probe;
+mod process_ref;
 mod raw;
 mod reader;
 mod region;
@@ -251,6 +254,7 @@ pub use error::Error;
 pub use flags::SecureFlags;
 pub use kernel::secure_ex_available;
 pub use probe::ProbeMode;
+pub use process_ref::ProcessRef;
 pub use raw::{FromRawError, RawRegion};
 pub use reader::Reader;
 pub use region::SecureRegion;

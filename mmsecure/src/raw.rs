@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 
 use mmsecure_sys::PEPROCESS;
 
-use crate::{context, Error, ProbeMode};
+use crate::{context, Error, ProbeMode, ProcessRef};
 
 /// A [`SecureRegion`](crate::SecureRegion) taken apart by [`SecureRegion::into_raw`](crate::SecureRegion::into_raw): the secure handle, the range it
 /// was made for, and the reference on the securing process. It cannot be copied or cloned, and
@@ -140,6 +140,29 @@ impl RawRegion {
     #[must_use]
     pub fn process(&self) -> PEPROCESS {
         self.process
+    }
+
+    /// A reference of the caller's own on [`process`](Self::process): for a worker that attaches
+    /// to it, so that the process outlives the attach even when this raw region's reference
+    /// (released when the region it is rebuilt into drops) is the last other one.
+    /// [`Error::IrqlTooHigh`] above `DISPATCH_LEVEL`.
+    ///
+    /// ```
+    /// use mmsecure::{ProbeMode, SecureRegion};
+    /// use mmsecure::host::{Process, PAGE_READWRITE};
+    ///
+    /// let process = Process::new();
+    /// let _in_process = process.attach();
+    /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let raw = SecureRegion::new(page, 64, ProbeMode::ReadWrite)?.into_raw();
+    /// let keep = raw.process_ref()?;
+    /// assert_eq!(keep.as_ptr(), raw.process());
+    /// assert_eq!(process.driver_references(), 2); // the raw region's, and this one
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
+    pub fn process_ref(&self) -> Result<ProcessRef, Error> {
+        // SAFETY: this raw region holds a reference on its process.
+        unsafe { ProcessRef::to_referenced(self.process) }
     }
 
     /// Gives the secure up without unsecuring it, and releases the process reference: for a

@@ -11,7 +11,7 @@ use mmsecure_sys::PEPROCESS;
 
 use crate::copy::copy_bytes;
 use crate::raw::{FromRawError, RawRegion};
-use crate::{context, kernel, user_range, Error, ProbeMode, SecureFlags, UserPtr};
+use crate::{context, kernel, user_range, Error, ProbeMode, ProcessRef, SecureFlags, UserPtr};
 
 /// A user-mode address range secured against being freed or made more restrictive, until this
 /// value is dropped.
@@ -335,7 +335,7 @@ impl SecureRegion {
     ///
     /// The region holds a reference on the process object, so the pointer stays valid (for
     /// `KeStackAttachProcess` from another thread, say) while the region stands. To use it
-    /// after the region is gone, take a reference of your own (`ObReferenceObject`).
+    /// after the region is gone, take a reference of your own: [`process_ref`](Self::process_ref).
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
@@ -350,6 +350,28 @@ impl SecureRegion {
     #[must_use]
     pub fn process(&self) -> PEPROCESS {
         self.process
+    }
+
+    /// A reference of the caller's own on [`process`](Self::process), which outlives the region:
+    /// for a worker that attaches to the process to drop the region there. Drop it after the
+    /// detach. [`Error::IrqlTooHigh`] above `DISPATCH_LEVEL`.
+    ///
+    /// ```
+    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// let process = Process::new();
+    /// let _in_process = process.attach();
+    /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?;
+    /// let keep = region.process_ref()?;
+    /// drop(region);
+    /// assert_eq!(keep.as_ptr(), process.eprocess());
+    /// assert_eq!(process.driver_references(), 1);
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
+    pub fn process_ref(&self) -> Result<ProcessRef, Error> {
+        // SAFETY: the region holds a reference on its process.
+        unsafe { ProcessRef::to_referenced(self.process) }
     }
 
     /// Copies `out.len()` bytes starting `offset` bytes into the region into `out`.

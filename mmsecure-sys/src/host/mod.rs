@@ -94,6 +94,7 @@
 //! | 21 | An `EPROCESS` is a counted object: every [`Process`] value and every `ObfReferenceObject` count; `ObfDereferenceObject` without a reference, or either routine on a pointer that names no live process object, stops the caller as `REFERENCE_BY_POINTER` (0x18) would; both need IRQL <= `DISPATCH_LEVEL`. When the last reference of both kinds is gone the object is freed, and the next new process gets its value, the most recently freed first: a pointer kept without a reference then names another process. No two live objects share a value. | WRK (object manager), DOCS (`ObReferenceObject`) | Windows reuses the pool memory of a freed object at some point; the model reuses it at once, the stricter reading. *New in issue #12*: before, values were never reused. |
 //! | 22 | The guarded copy checks each side that lies in the model's memory (user memory of any process, live or freed) against the **current** process, page by page in order: a byte not committed there with the access (read for the source, write for the destination) raises `STATUS_ACCESS_VIOLATION` (no-access, decommitted, freed, another process's, any in System or an exited process); a guard page raises `STATUS_GUARD_PAGE_VIOLATION` once and loses its guard; injected faults raise their code. The bytes before the first faulting byte are copied. The driver's own memory is not checked. | DOCS (`VirtualProtect`, guard pages), WRK | *New in issue #12*: before, the copy faulted only where a test injected a fault. |
 //! | 23 | A guarded copy that touches user memory at IRQL >= `DISPATCH_LEVEL` stops the caller as `IRQL_NOT_LESS_OR_EQUAL` (0xA) would. | DOCS (paged memory at `DISPATCH_LEVEL`) | Windows bug checks only when the page is not resident; a user can make it so at will: the model treats every user page as not resident. *New in issue #12*. |
+//! | 30 | An attach by pointer ([`attach_eprocess`], `KeStackAttachProcess` as a worker calls it) takes no reference on the process. Dropping the last reference on the object while such an attach stands stops the caller, and so does an attach by a pointer that names no live object. | DOCS (`KeStackAttachProcess`, `ObDereferenceObject`) | No bug check of its own: Windows frees the `EPROCESS` under the attached thread and the detach uses freed memory; the model stops at the dereference, the earliest point. Attaches by [`Process::attach`] count as references (a test holds the `Process`). *New in issue #22*. |
 //!
 //! # Limits of the model
 //!
@@ -118,6 +119,7 @@
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 mod access;
+mod attach_by_pointer;
 mod bug_check;
 mod fetch;
 pub(crate) mod guard;
@@ -134,6 +136,7 @@ mod vad;
 mod version;
 
 pub use access::AccessMode;
+pub use attach_by_pointer::{attach_eprocess, AttachByPointer};
 pub use bug_check::{assert_bug_check, BUG_CHECK_CHILD_VAR, CHILD_RUNNER_VAR};
 pub use fetch::{DoubleFetch, Fetch, RequestScope, MAX_FINDINGS};
 pub use guard::raise_exception;

@@ -75,6 +75,9 @@ pub(crate) struct ProcessInner {
     /// `ObfReferenceObject` calls not yet matched by `ObfDereferenceObject`; each also holds a
     /// strong count on this `Arc` (see `object`).
     pub(crate) driver_refs: AtomicUsize,
+    /// Threads attached by `attach_eprocess`: each holds a strong count on this `Arc` that is no
+    /// reference on the object (`KeStackAttachProcess` takes none).
+    pub(crate) unreferenced_attaches: AtomicUsize,
     cookie: u64,
     strict: AtomicBool,
     state: Mutex<ProcessState>,
@@ -97,8 +100,7 @@ struct ProcessState {
     /// late unsecure is reported as such.
     retired: Vec<usize>,
     /// Handles whose secures went with their allocation (a kernel-mode free past
-    /// `USER_MODE_ONLY` secures): unsecuring them is accepted quietly, as the kernel finds
-    /// nothing to do there and the driver could not have known.
+    /// `USER_MODE_ONLY` secures): unsecuring one stops the caller (rule 11).
     orphaned: HashSet<usize>,
 }
 
@@ -166,6 +168,7 @@ impl Process {
                     slot,
                     eprocess: object::eprocess_of_slot(slot) as usize,
                     driver_refs: AtomicUsize::new(0),
+                    unreferenced_attaches: AtomicUsize::new(0),
                     cookie: cookie_of(id),
                     strict: AtomicBool::new(false),
                     state: Mutex::new(ProcessState::default()),
