@@ -20,12 +20,12 @@
 //! `#[derive(AnyBitPattern)]` (`mmsecure = { version = "0.1", features = ["derive"] }`); its
 //! tests reach the host model as `mmsecure::host`.
 
-use mmsecure::host::{AccessMode, Process, PAGE_READWRITE};
+use mmsecure::host::{self, AccessMode, Process, PAGE_READWRITE};
 
 /// The driver's logic. Nothing here knows whether it runs in a kernel or on the host backend.
 mod volume {
     use mmsecure::bytemuck::AnyBitPattern;
-    use mmsecure::{Error, ProbeMode, RawRegion, SecureRegion, NTSTATUS, PEPROCESS};
+    use mmsecure::{Error, ProbeMode, ProcessRef, RawRegion, SecureRegion, NTSTATUS, PEPROCESS};
 
     /// A request as the user program lays it out: the channel, then the level, each a
     /// little-endian `u32`. Any bytes make one (`AnyBitPattern`); only [`Request::parse`] makes
@@ -196,6 +196,13 @@ mod volume {
             self.region.process()
         }
 
+        /// A reference of the worker's own on [`process`](Self::process), to hold from before
+        /// the attach until after the detach: the attach takes none, and the pended region's
+        /// goes when [`complete`](Self::complete) drops it, inside the attach.
+        pub fn process_ref(&self) -> Result<ProcessRef, Failure> {
+            Ok(self.region.process_ref()?)
+        }
+
         /// Writes the reply and unsecures the buffer; returns the bytes written. Call attached to
         /// [`process`](Self::process), at IRQL <= `APC_LEVEL`, before that process exits.
         ///
@@ -261,11 +268,10 @@ fn main() -> Result<(), volume::Failure> {
     let pended = volume::PendedReply::secure(output, 4)?;
     let freed = app.free(output, AccessMode::User);
     println!("pended: the user frees the output buffer meanwhile: {freed:?}");
-    let worker_app = app.clone();
+    let keep = pended.process_ref()?; // the worker's own reference, queued with the reply
+    assert_eq!(keep.as_ptr(), pended.process());
     let level = mixer.level(2);
     let written = std::thread::spawn(move || {
-        // The driver would look up its referenced process object; the host has it at hand.
-        assert_eq!(pended.process(), worker_app.eprocess());
         // Before attaching, the reply cannot be written here: it comes back, still secured.
         let pended = match pended.complete(level) {
             Err(volume::Unfinished::NotHere { reply, error }) => {
@@ -274,8 +280,11 @@ fn main() -> Result<(), volume::Failure> {
             }
             done => return done,
         };
-        let _attached = worker_app.attach(); // KeStackAttachProcess to the requester
-        pended.complete(level)
+        let attached = host::attach_eprocess(keep.as_ptr()); // KeStackAttachProcess
+        let written = pended.complete(level);
+        drop(attached); // KeUnstackDetachProcess, then the reference goes
+        drop(keep);
+        written
     })
     .join()
     .expect("worker thread");
@@ -518,6 +527,43 @@ mod tests {
         assert_eq!(reply(&app), 12);
         assert_eq!(app.process.secure_count(), 0);
         assert!(app.process.misuses().is_empty());
+    }
+
+    /// The worker's recipe (docs/rules.md §2) when the pended region's reference is the last
+    /// but the worker's: the requester exited and its handles are closed before the worker
+    /// runs. The region's drop, inside the attach, releases its reference; the worker's keeps
+    /// the process object until after the detach (attached by pointer, the model stops a
+    /// worker that has none: `tests/process_ref.rs`).
+    #[test]
+    fn a_pended_reply_completed_after_every_other_reference_went_follows_the_recipe() {
+        let app = app();
+        let pended = PendedReply::secure(app.output, 4).unwrap();
+        let keep = pended.process_ref().unwrap();
+        let App {
+            process,
+            _in_process,
+            ..
+        } = app;
+        process.exit();
+        drop(_in_process);
+        drop(process); // the last `Process`: only the region's and the worker's references stand
+        let written = std::thread::spawn(move || {
+            let attached = host::attach_eprocess(keep.as_ptr());
+            let result = pended.complete(7);
+            drop(attached);
+            drop(keep); // the last reference, after the detach
+            result
+        })
+        .join()
+        .unwrap();
+        // The process exited: the copy faulted, and the late unsecure returned.
+        let fault = Failure::Buffer(Error::Fault {
+            code: STATUS_ACCESS_VIOLATION,
+        });
+        assert!(
+            matches!(&written, Err(volume::Unfinished::Failed(failure)) if *failure == fault),
+            "{written:?}"
+        );
     }
 
     #[test]

@@ -92,3 +92,55 @@ fn a_reference_in_no_process_context_is_on_the_system_process() {
     let process = Process::new();
     assert_ne!(system.as_ptr(), process.eprocess());
 }
+
+/// A region kept for a worker, and the requester gone: exited, its last `Process` value dropped,
+/// so that the region's reference is the last one on the process object.
+fn region_whose_reference_is_the_last() -> mmsecure::RawRegion {
+    let process = Process::new();
+    let page = process.allocate(PAGE, PAGE_READWRITE).unwrap();
+    let raw = {
+        let _in_process = process.attach();
+        SecureRegion::new(page, 64, ProbeMode::ReadWrite)
+            .unwrap()
+            .into_raw()
+    };
+    process.exit();
+    raw
+}
+
+/// `docs/rules.md` §2's recipe (issue #22): a reference of the worker's own, attach, drop,
+/// detach, then the reference. The region's drop inside the attach is not the last.
+#[test]
+fn the_recipe_takes_its_own_reference_first_and_drops_it_after_the_detach() {
+    let raw = region_whose_reference_is_the_last();
+    let abandoned = mmsecure::abandoned_secures();
+    std::thread::spawn(move || {
+        let keep = raw.process_ref().unwrap();
+        let attached = host::attach_eprocess(keep.as_ptr());
+        let region = SecureRegion::from_raw(raw).expect("attached, at PASSIVE_LEVEL");
+        drop(region);
+        drop(attached);
+        drop(keep);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(mmsecure::abandoned_secures(), abandoned);
+}
+
+/// The recipe before issue #22, attach, drop, detach: the region's drop releases the last
+/// reference while the worker is attached, and the process object would be freed under it.
+#[test]
+fn the_old_recipe_frees_the_process_inside_the_attach() {
+    let message =
+        host::assert_bug_check("the_old_recipe_frees_the_process_inside_the_attach", || {
+            let raw = region_whose_reference_is_the_last();
+            let attached = host::attach_eprocess(raw.process());
+            let region = SecureRegion::from_raw(raw).expect("attached, at PASSIVE_LEVEL");
+            drop(region);
+            drop(attached);
+        });
+    assert!(
+        message.contains("drops the last reference on a process object while a thread is attached"),
+        "{message}"
+    );
+}
