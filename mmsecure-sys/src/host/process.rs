@@ -96,8 +96,8 @@ struct ProcessState {
     secures: HashMap<usize, usize>,
     /// The last secure serial number used.
     serial: u64,
-    /// Handles whose secures exit dropped: still this process' in the handle table, so that a
-    /// late unsecure is reported as such.
+    /// Handles whose secures exit dropped: still this process' in the handle table, so that an
+    /// unsecure of one in another process is reported with its owner.
     retired: Vec<usize>,
     /// Handles whose secures went with their allocation (a kernel-mode free past
     /// `USER_MODE_ONLY` secures): unsecuring one stops the caller (rule 11).
