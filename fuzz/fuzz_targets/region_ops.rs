@@ -3,7 +3,7 @@
 //! (`mmsecure/tests/scenario/mod.rs`), which checks its invariants after every step: no secured
 //! range freed or made more restrictive than its secure allows, every secure unsecured exactly
 //! once and only where the kernel allows, no misuse recorded but the predicted ones (abandoned
-//! secures, drops after exit), the bytes read equal to the bytes last written, `EPROCESS` values
+//! secures), the bytes read equal to the bytes last written, `EPROCESS` values
 //! reused only once the object is gone (and then the most recently freed), and every outcome as
 //! predicted, in the wrong process and at `APC_LEVEL` and `DISPATCH_LEVEL` too. A broken
 //! invariant panics, and a model bug check aborts; libFuzzer reports either as a crash with the

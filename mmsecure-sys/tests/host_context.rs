@@ -4,7 +4,7 @@ mod common;
 
 use common::{secure, secure_ex, stopped_child, try_secure, unsecure, PAGE};
 use mmsecure_sys::host::{
-    self, AccessMode, MisuseKind, Process, Status, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
+    self, AccessMode, Process, Status, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
     STATUS_PROCESS_IS_TERMINATING,
 };
 use mmsecure_sys::{IoGetCurrentProcess, HANDLE, MM_SECURE_NO_CHANGE, MM_SECURE_USER_MODE_ONLY};
@@ -54,19 +54,20 @@ fn unsecure_in_the_right_process_after_a_stop_elsewhere_would_have_worked() {
     assert!(owner.misuses().is_empty());
 }
 
+/// WRK mapview.c, `MiUnsecureVirtualMemory`, L6730-L6736: with the address space deleted
+/// (`PS_PROCESS_FLAGS_VM_DELETED`) the routine unlocks and returns.
 #[test]
-fn unsecure_after_exit_does_nothing_and_is_recorded_as_after_exit() {
+fn unsecure_after_exit_returns_and_is_no_misuse_even_in_strict_mode() {
     let process = Process::new();
+    process.set_strict(true); // a recorded misuse would stop the binary here
     let _in = process.attach();
     let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap();
     let handle = secure(buffer, PAGE, PAGE_READWRITE);
     process.exit();
     unsecure(handle);
-    let misuses = process.misuses();
-    assert_eq!(misuses.len(), 1);
-    assert_eq!(misuses[0].kind, MisuseKind::AfterExit);
-    assert_eq!(misuses[0].process, Some(process.id()));
-    assert_eq!(misuses[0].owner, Some(process.id()));
+    assert_eq!(process.secure_count(), 0);
+    assert!(process.misuses().is_empty());
+    assert!(!host::misuses().iter().any(|m| m.handle == handle as usize));
 }
 
 #[test]
@@ -274,4 +275,80 @@ fn context_is_per_thread() {
     .unwrap();
     assert_eq!(process.secure_count(), 0);
     assert!(process.misuses().is_empty());
+}
+
+fn reference(object: mmsecure_sys::PEPROCESS) {
+    // SAFETY: the model checks the pointer; a stale one stops the binary.
+    unsafe { mmsecure_sys::ObfReferenceObject(object.cast()) };
+}
+
+fn dereference(object: mmsecure_sys::PEPROCESS) {
+    // SAFETY: as above; a missing reference stops the binary.
+    unsafe { mmsecure_sys::ObfDereferenceObject(object.cast()) };
+}
+
+/// A worker holds a `PEPROCESS` and a reference of its own, no `Process`: it attaches by the
+/// pointer, works, detaches, then dereferences (issue #22).
+#[test]
+fn a_worker_attaches_by_pointer_with_a_reference_of_its_own() {
+    let process = Process::new();
+    let buffer = process.allocate(PAGE, PAGE_READWRITE).unwrap() as usize;
+    let eprocess = process.eprocess();
+    reference(eprocess);
+    process.exit();
+    drop(process); // the user's last handle: only the worker's reference keeps the object
+    let eprocess = eprocess as usize;
+    std::thread::spawn(move || {
+        let eprocess = eprocess as mmsecure_sys::PEPROCESS;
+        let attached = host::attach_eprocess(eprocess);
+        assert_eq!(current_process(), eprocess);
+        // Exited: securing there fails, as in the kernel.
+        assert!(try_secure(buffer as *const u8, PAGE, PAGE_READWRITE).is_null());
+        drop(attached);
+        dereference(eprocess); // the last reference, after the detach: the object goes
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn the_last_reference_dropped_while_attached_by_pointer_stops_the_caller() {
+    let stderr = stopped_child(
+        "the_last_reference_dropped_while_attached_by_pointer_stops_the_caller",
+        || {
+            let process = Process::new();
+            let eprocess = process.eprocess();
+            reference(eprocess);
+            drop(process);
+            let _attached = host::attach_eprocess(eprocess);
+            dereference(eprocess); // before the detach: the object would be freed under it
+        },
+    );
+    assert!(
+        stderr.contains("drops the last reference on a process object while a thread is attached"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_reference_dropped_while_attached_by_pointer_is_fine_if_another_stays() {
+    let process = Process::new();
+    let eprocess = process.eprocess();
+    reference(eprocess);
+    {
+        let _attached = host::attach_eprocess(eprocess);
+        dereference(eprocess); // the user's `process` still holds the object
+    }
+    assert_eq!(process.driver_references(), 0);
+}
+
+#[test]
+fn attaching_by_a_stale_pointer_stops_the_caller() {
+    let stderr = stopped_child("attaching_by_a_stale_pointer_stops_the_caller", || {
+        let process = Process::new();
+        let stale = process.eprocess();
+        drop(process); // the object is freed; nothing has its value yet
+        let _attached = host::attach_eprocess(stale);
+    });
+    assert!(stderr.contains("on no live process object"), "{stderr}");
 }

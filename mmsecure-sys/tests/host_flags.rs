@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{protect, secure_ex, try_secure, try_secure_ex, unsecure, PAGE, REFUSED};
+use common::{
+    protect, secure_ex, stopped_child, try_secure, try_secure_ex, unsecure, PAGE, REFUSED,
+};
 use mmsecure_sys::host::{
     AccessMode, Process, PAGE_EXECUTE_READWRITE, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
 };
@@ -146,10 +148,58 @@ fn user_mode_only_refuses_only_user_mode_requests() {
     );
     unsecure(plain);
     assert!(process.free(pages, AccessMode::Kernel).is_ok());
-    // The secure went with the allocation; unsecuring it later is accepted quietly.
+    // The secure went with the allocation: unsecuring it now would bug check (next test).
     assert_eq!(process.secure_count(), 0);
-    unsecure(handle);
+    assert!(!process.is_secured(handle));
     assert!(process.misuses().is_empty());
+}
+
+/// Secures a page of a new allocation (or view) with `MM_SECURE_USER_MODE_ONLY`, removes it from
+/// kernel mode (another driver's `ZwFreeVirtualMemory` or unmap), then unsecures.
+fn unsecure_after_a_kernel_mode_removal(view: bool) {
+    let process = Process::new();
+    let _in = process.attach();
+    let base = if view {
+        process.map_view(PAGE, PAGE_READWRITE).unwrap()
+    } else {
+        process.allocate(PAGE, PAGE_READWRITE).unwrap()
+    };
+    let handle = secure_ex(base, PAGE, PAGE_READWRITE, MM_SECURE_USER_MODE_ONLY);
+    let removed = if view {
+        process.unmap_view(base, AccessMode::Kernel)
+    } else {
+        process.free(base, AccessMode::Kernel)
+    };
+    assert!(removed.is_ok());
+    unsecure(handle);
+}
+
+fn assert_orphan_bug_check(stderr: &str) {
+    assert!(
+        stderr.contains("MEMORY_MANAGEMENT (bug check 0x1A"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("MM_SECURE_USER_MODE_ONLY"), "{stderr}");
+}
+
+/// The strict reading (issue #22): the secure went with the allocation, and the kernel finds no
+/// secure to end. No WRK source (WRK has no such flag); decompiled builds bug check.
+#[test]
+fn unsecure_after_a_kernel_mode_free_took_a_user_mode_only_secure_is_a_bug_check() {
+    let stderr = stopped_child(
+        "unsecure_after_a_kernel_mode_free_took_a_user_mode_only_secure_is_a_bug_check",
+        || unsecure_after_a_kernel_mode_removal(false),
+    );
+    assert_orphan_bug_check(&stderr);
+}
+
+#[test]
+fn unsecure_after_a_kernel_mode_unmap_took_a_user_mode_only_secure_is_a_bug_check() {
+    let stderr = stopped_child(
+        "unsecure_after_a_kernel_mode_unmap_took_a_user_mode_only_secure_is_a_bug_check",
+        || unsecure_after_a_kernel_mode_removal(true),
+    );
+    assert_orphan_bug_check(&stderr);
 }
 
 #[test]

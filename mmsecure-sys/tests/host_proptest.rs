@@ -24,7 +24,7 @@
 //!
 //! And around it: a secure the model refuses to make leaves nothing behind (unsecuring in the
 //! wrong process is a bug check, tested in `host_context.rs`, not here); a forked child keeps exactly the secures made without `MM_SECURE_NO_INHERIT`; after exit, late
-//! unsecures are recorded as `AfterExit`; once everything is unsecured, nothing is pinned.
+//! unsecures return and are no misuse; once everything is unsecured, nothing is pinned.
 //!
 //! The number of cases is `PROPTEST_CASES` (default 256: well under a second), each with two
 //! threads of up to 40 operations.
@@ -32,11 +32,12 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use common::{try_secure_ex, unsecure, PAGE, REFUSED};
 use mmsecure_sys::host::{
-    AccessMode, MisuseKind, Process, Status, PAGE_EXECUTE, PAGE_EXECUTE_READ,
-    PAGE_EXECUTE_READWRITE, PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
+    AccessMode, Process, Status, PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE,
+    PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
 };
 use mmsecure_sys::{HANDLE, MM_SECURE_NO_CHANGE, MM_SECURE_NO_INHERIT, MM_SECURE_USER_MODE_ONLY};
 use proptest::prelude::*;
@@ -141,7 +142,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// What both threads share: the two processes, their allocations' bases, and per allocation
-/// how many kernel-mode requests on it have started and finished.
+/// how many kernel-mode requests on it have started and finished, and a lock that a kernel-mode
+/// removal holds and an unsecure of a secure there takes: a `USER_MODE_ONLY` secure that a
+/// kernel-mode removal took must not be unsecured (that is a bug check, issue #22), so the
+/// unsecure looks whether it still stands with no removal running.
 struct World {
     processes: [Process; 2],
     bases: [[usize; SLOTS]; 2],
@@ -151,6 +155,7 @@ struct World {
     commits_started: [[AtomicUsize; SLOTS]; 2],
     /// Decommits of size 0 at the base started on each allocation.
     wholesale_started: [[AtomicUsize; SLOTS]; 2],
+    removals: [[Mutex<()>; SLOTS]; 2],
 }
 
 impl World {
@@ -180,6 +185,23 @@ impl World {
             kernel_finished: Default::default(),
             commits_started: Default::default(),
             wholesale_started: Default::default(),
+            removals: Default::default(),
+        }
+    }
+
+    /// Unsecures `held` in its process, unless a kernel-mode removal took it with its
+    /// allocation (a `USER_MODE_ONLY` secure): a driver that made such a secure promised that no
+    /// kernel-mode removal comes, and this test plays a driver that broke the promise and knows.
+    fn unsecure(&self, held: &Held) {
+        let _no_removal = self.removals[held.process][held.slot]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let process = &self.processes[held.process];
+        let _in = process.attach();
+        if process.has_exited() || process.is_secured(held.handle as HANDLE) {
+            unsecure(held.handle as HANDLE);
+        } else {
+            assert_ne!(held.flags & MM_SECURE_USER_MODE_ONLY, 0, "{held:x?} went");
         }
     }
 
@@ -376,8 +398,7 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<Vec<Held>, String> {
             }
             Op::Unsecure { pick } if !held.is_empty() => {
                 let secure = held.swap_remove(pick % held.len());
-                let _in = world.processes[secure.process].attach();
-                unsecure(secure.handle as HANDLE);
+                world.unsecure(&secure);
             }
             Op::Unsecure { .. } => {}
             Op::Protect {
@@ -425,6 +446,9 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<Vec<Held>, String> {
                 kernel,
             } => {
                 let address = world.address(process, slot, 0);
+                let _removing = world.removals[process][slot]
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let _ = world.request(process, slot, kernel, |mode| {
                     remove(&world.processes[process], address, slot, mode)
                 });
@@ -455,10 +479,6 @@ fn run_thread(world: &World, ops: &[Op]) -> Result<Vec<Held>, String> {
         }
     }
     Ok(held)
-}
-
-fn count(process: &Process, kind: MisuseKind) -> usize {
-    process.misuses().iter().filter(|m| m.kind == kind).count()
 }
 
 fn run_case(threads: [Vec<Op>; 2], fork: bool, exit_first: bool) -> Result<(), TestCaseError> {
@@ -516,23 +536,20 @@ fn run_case(threads: [Vec<Op>; 2], fork: bool, exit_first: bool) -> Result<(), T
         prop_assert_eq!(child.secure_count(), 0);
     }
 
-    let mut after_exit = 0;
     if exit_first {
         first.exit();
         prop_assert_eq!(first.secure_count(), 0);
-        after_exit = standing(0);
     }
     for secure in &held {
-        let _in = world.processes[secure.process].attach();
-        unsecure(secure.handle as HANDLE);
+        world.unsecure(secure);
     }
     prop_assert_eq!(first.secure_count(), 0);
     prop_assert_eq!(second.secure_count(), 0);
 
-    // The misuse record holds exactly the misuses made: each late unsecure against the exited
-    // process.
-    prop_assert_eq!(count(first, MisuseKind::AfterExit), after_exit);
-    prop_assert_eq!(count(second, MisuseKind::AfterExit), 0);
+    // Nothing here is a misuse: a late unsecure in the exited process returns, as WRK's does
+    // (mapview.c, MiUnsecureVirtualMemory, L6730-L6736).
+    prop_assert!(first.misuses().is_empty());
+    prop_assert!(second.misuses().is_empty());
 
     // Nothing stays pinned: every allocation left can be removed from user mode.
     for (index, process) in world.processes.iter().enumerate() {

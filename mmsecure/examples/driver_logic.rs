@@ -20,12 +20,12 @@
 //! `#[derive(AnyBitPattern)]` (`mmsecure = { version = "0.1", features = ["derive"] }`); its
 //! tests reach the host model as `mmsecure::host`.
 
-use mmsecure::host::{AccessMode, Process, PAGE_READWRITE};
+use mmsecure::host::{self, AccessMode, Process, PAGE_READWRITE};
 
 /// The driver's logic. Nothing here knows whether it runs in a kernel or on the host backend.
 mod volume {
     use mmsecure::bytemuck::AnyBitPattern;
-    use mmsecure::{Error, ProbeMode, RawRegion, SecureRegion, NTSTATUS, PEPROCESS};
+    use mmsecure::{Error, ProbeMode, ProcessRef, RawRegion, SecureRegion, NTSTATUS, PEPROCESS};
 
     /// A request as the user program lays it out: the channel, then the level, each a
     /// little-endian `u32`. Any bytes make one (`AnyBitPattern`); only [`Request::parse`] makes
@@ -153,6 +153,23 @@ mod volume {
         Ok(REPLY_LEN)
     }
 
+    /// Why [`PendedReply::complete`] did not complete.
+    #[derive(Debug)]
+    pub enum Unfinished {
+        /// This thread is not where the reply can be written (`error` says why: another process,
+        /// or the IRQL): nothing was written, and `reply` is still secured. Complete it again,
+        /// attached to its process at `PASSIVE_LEVEL`.
+        NotHere {
+            /// The pended reply, unchanged.
+            reply: PendedReply,
+            /// [`Error::WrongProcess`] or [`Error::IrqlTooHigh`].
+            error: Error,
+        },
+        /// The reply could not be written (an in-page error, say); the buffer is unsecured.
+        /// Complete the IRP with this failure.
+        Failed(Failure),
+    }
+
     /// A reply the driver writes later, once it has the answer: the IRP is pended, and the
     /// output buffer stays secured in between. `Send`: it can wait in a queue and be completed on
     /// another thread.
@@ -179,13 +196,37 @@ mod volume {
             self.region.process()
         }
 
+        /// A reference of the worker's own on [`process`](Self::process), to hold from before
+        /// the attach until after the detach: the attach takes none, and the pended region's
+        /// goes when [`complete`](Self::complete) drops it, inside the attach.
+        pub fn process_ref(&self) -> Result<ProcessRef, Failure> {
+            Ok(self.region.process_ref()?)
+        }
+
         /// Writes the reply and unsecures the buffer; returns the bytes written. Call attached to
         /// [`process`](Self::process), at IRQL <= `APC_LEVEL`, before that process exits.
-        pub fn complete(self, level: u32) -> Result<usize, Failure> {
-            // In the wrong context the raw region comes back in the error; dropping it there
-            // leaves the secure to the process's exit, and the count says so.
-            let region = SecureRegion::from_raw(self.region).map_err(mmsecure::Error::from)?;
-            region.writer().write(&level.to_le())?;
+        ///
+        /// In the wrong context (another process, a raised IRQL) nothing is written and the
+        /// reply comes back in [`Unfinished::NotHere`], still secured, to complete from the
+        /// right one.
+        pub fn complete(self, level: u32) -> Result<usize, Unfinished> {
+            // Not `?`: `from_raw`'s error holds the raw region, which must not be dropped here
+            // (that would leave the secure standing until the process exits).
+            let region = match SecureRegion::from_raw(self.region) {
+                Ok(region) => region,
+                Err(refused) => {
+                    return Err(Unfinished::NotHere {
+                        error: refused.error(),
+                        reply: PendedReply {
+                            region: refused.into_raw(),
+                        },
+                    })
+                }
+            };
+            region
+                .writer()
+                .write(&level.to_le())
+                .map_err(|error| Unfinished::Failed(error.into()))?;
             Ok(REPLY_LEN)
         }
 
@@ -227,15 +268,32 @@ fn main() -> Result<(), volume::Failure> {
     let pended = volume::PendedReply::secure(output, 4)?;
     let freed = app.free(output, AccessMode::User);
     println!("pended: the user frees the output buffer meanwhile: {freed:?}");
-    let worker_app = app.clone();
+    let keep = pended.process_ref()?; // the worker's own reference, queued with the reply
+    assert_eq!(keep.as_ptr(), pended.process());
+    let level = mixer.level(2);
     let written = std::thread::spawn(move || {
-        // The driver would look up its referenced process object; the host has it at hand.
-        assert_eq!(pended.process(), worker_app.eprocess());
-        let _attached = worker_app.attach(); // KeStackAttachProcess to the requester
-        pended.complete(mixer.level(2))
+        // Before attaching, the reply cannot be written here: it comes back, still secured.
+        let pended = match pended.complete(level) {
+            Err(volume::Unfinished::NotHere { reply, error }) => {
+                println!("pended: completed before attaching: {error}; the reply comes back");
+                reply
+            }
+            done => return done,
+        };
+        let attached = host::attach_eprocess(keep.as_ptr()); // KeStackAttachProcess
+        let written = pended.complete(level);
+        drop(attached); // KeUnstackDetachProcess, then the reference goes
+        drop(keep);
+        written
     })
     .join()
-    .expect("worker thread")?;
+    .expect("worker thread");
+    let written = match written {
+        Ok(written) => written,
+        Err(volume::Unfinished::Failed(failure)) => return Err(failure),
+        // Attached at PASSIVE_LEVEL, the worker was where the reply can be written.
+        Err(volume::Unfinished::NotHere { error, .. }) => unreachable!("{error}"),
+    };
     app.read(output, &mut reply).expect("user read");
     println!(
         "pended: a worker thread completed it: {written} bytes, level {}",
@@ -441,10 +499,75 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert_eq!(written, Ok(4));
+        assert_eq!(written.ok(), Some(4));
         assert_eq!(reply(&app), 33);
         assert!(app.process.free(app.output, AccessMode::User).is_ok());
         assert!(app.process.misuses().is_empty());
+    }
+
+    #[test]
+    fn a_pended_reply_completed_in_the_wrong_context_comes_back_still_secured() {
+        let app = app();
+        app.process.set_strict(true); // an abandoned secure would stop this test
+        let pended = PendedReply::secure(app.output, 4).unwrap();
+        let process = app.process.clone();
+        let written = std::thread::spawn(move || {
+            // The worker forgot to attach: the reply is refused and handed back...
+            let pended = match pended.complete(12) {
+                Err(volume::Unfinished::NotHere { reply, error }) => {
+                    assert_eq!(error, Error::WrongProcess);
+                    reply
+                }
+                other => panic!("completed outside the process: {other:?}"),
+            };
+            assert_eq!(process.secure_count(), 1);
+            // ...and completes once it is attached.
+            let _attached = process.attach();
+            pended.complete(12).ok()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(written, Some(4));
+        assert_eq!(reply(&app), 12);
+        assert_eq!(app.process.secure_count(), 0);
+        assert!(app.process.misuses().is_empty());
+    }
+
+    /// The worker's recipe (docs/rules.md §2) when the pended region's reference is the last
+    /// but the worker's: the requester exited and its handles are closed before the worker
+    /// runs. The region's drop, inside the attach, releases its reference; the worker's keeps
+    /// the process object until after the detach (attached by pointer, the model stops a
+    /// worker that has none: `tests/process_ref.rs`).
+    #[test]
+    fn a_pended_reply_completed_after_every_other_reference_went_follows_the_recipe() {
+        let app = app();
+        let pended = PendedReply::secure(app.output, 4).unwrap();
+        let keep = pended.process_ref().unwrap();
+        let App {
+            process,
+            _in_process,
+            ..
+        } = app;
+        process.exit();
+        drop(_in_process);
+        drop(process); // the last `Process`: only the region's and the worker's references stand
+        let written = std::thread::spawn(move || {
+            let attached = host::attach_eprocess(keep.as_ptr());
+            let result = pended.complete(7);
+            drop(attached);
+            drop(keep); // the last reference, after the detach
+            result
+        })
+        .join()
+        .unwrap();
+        // The process exited: the copy faulted, and the late unsecure returned.
+        let fault = Failure::Buffer(Error::Fault {
+            code: STATUS_ACCESS_VIOLATION,
+        });
+        assert!(
+            matches!(&written, Err(volume::Unfinished::Failed(failure)) if *failure == fault),
+            "{written:?}"
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use crate::{kernel, Error};
 pub(crate) const SECURE_MAX: u8 = APC_LEVEL as u8;
 /// `MmGetSystemRoutineAddress` runs at `PASSIVE_LEVEL` only.
 pub(crate) const LOOKUP_MAX: u8 = PASSIVE_LEVEL as u8;
-/// `ObfDereferenceObject` runs at `DISPATCH_LEVEL` at most.
-const DEREFERENCE_MAX: u8 = DISPATCH_LEVEL as u8;
+/// `ObfReferenceObject` and `ObfDereferenceObject` run at `DISPATCH_LEVEL` at most.
+pub(crate) const OBJECT_MAX: u8 = DISPATCH_LEVEL as u8;
 
 /// `Err(Error::IrqlTooHigh)` above `max`, read at run time in every build.
 #[inline]
@@ -128,7 +128,7 @@ pub(crate) unsafe fn dereference(process: PEPROCESS) {
 /// As for [`dereference`], and `irql` is the current IRQL.
 #[inline(always)]
 unsafe fn dereference_at(process: PEPROCESS, irql: u8) {
-    if irql <= DEREFERENCE_MAX {
+    if irql <= OBJECT_MAX {
         // SAFETY: the caller's reference, given up at an IRQL the routine allows.
         unsafe { kernel::dereference(process) };
     }

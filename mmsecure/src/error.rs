@@ -36,6 +36,14 @@ pub enum Error {
     UnknownProbeMode(u32),
     /// Raw flags with bits that are not one of the four `MM_SECURE_*` values; holds those bits.
     UnknownFlags(u32),
+    /// Flags that [`SecureRegion::with_flags`](crate::SecureRegion::with_flags) does not take,
+    /// because with them a safe drop can bug check; holds those bits. Only
+    /// [`SecureFlags::USER_MODE_ONLY`](crate::SecureFlags::USER_MODE_ONLY) is one: it lets a
+    /// kernel-mode free or unmap (another driver's `ZwFreeVirtualMemory`) remove the allocation,
+    /// the secure with it, and the region's `MmUnsecureVirtualMemory` then bug checks
+    /// (`MEMORY_MANAGEMENT`, 0x1A). A driver that can promise no such free asks with the `unsafe`
+    /// [`SecureRegion::with_any_flags`](crate::SecureRegion::with_any_flags).
+    UnsafeFlags(u32),
     /// An access at `offset` of `len` bytes does not fit in a region of `region_len` bytes.
     OutOfBounds {
         /// Where the access starts, from the start of the region.
@@ -123,6 +131,12 @@ impl fmt::Display for Error {
             Error::UnknownFlags(bits) => {
                 write!(f, "flag bits {bits:#x} are not MM_SECURE_* values")
             }
+            Error::UnsafeFlags(bits) => write!(
+                f,
+                "flag bits {bits:#x} (MM_SECURE_USER_MODE_ONLY) let a kernel-mode free take the \
+                 secure, after which the region's drop bug checks: use the unsafe \
+                 SecureRegion::with_any_flags"
+            ),
             Error::OutOfBounds {
                 offset,
                 len,

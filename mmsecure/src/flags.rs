@@ -12,7 +12,7 @@ bitflags::bitflags! {
     /// |---|---|---|
     /// | [`EXCLUSIVE`](Self::EXCLUSIVE) | 0x1 | the secure fails if any other secure stands on the same allocation |
     /// | [`NO_CHANGE`](Self::NO_CHANGE) | 0x2 | no protection change at all is allowed |
-    /// | [`USER_MODE_ONLY`](Self::USER_MODE_ONLY) | 0x4 | only changes asked from user mode are refused; kernel-mode callers pass |
+    /// | [`USER_MODE_ONLY`](Self::USER_MODE_ONLY) | 0x4 | only changes asked from user mode are refused; kernel-mode callers pass (`unsafe`: [`SecureRegion::with_any_flags`](crate::SecureRegion::with_any_flags) only) |
     /// | [`NO_INHERIT`](Self::NO_INHERIT) | 0x8 | a forked child's copy of the allocation is not secured |
     ///
     /// Unknown bits never reach the kernel: [`SecureFlags::from_raw`] refuses them, and
@@ -67,6 +67,13 @@ bitflags::bitflags! {
         const NO_CHANGE = MM_SECURE_NO_CHANGE;
         /// `MM_SECURE_USER_MODE_ONLY`: refuse only changes asked from user mode.
         ///
+        /// A kernel-mode free or unmap then removes the allocation and the secure with it, and
+        /// the region's drop bug checks (`MEMORY_MANAGEMENT`): so
+        /// [`SecureRegion::with_flags`](crate::SecureRegion::with_flags) refuses this flag
+        /// ([`Error::UnsafeFlags`]), and the `unsafe`
+        /// [`SecureRegion::with_any_flags`](crate::SecureRegion::with_any_flags) takes it with
+        /// the caller's promise that no such free comes.
+        ///
         /// ```
         /// use mmsecure::{ProbeMode, SecureFlags, SecureRegion};
         /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
@@ -75,7 +82,8 @@ bitflags::bitflags! {
         /// let _in_process = process.attach();
         /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
         /// let flags = SecureFlags::USER_MODE_ONLY;
-        /// let _region = SecureRegion::with_flags(page, 4096, ProbeMode::ReadWrite, flags)?;
+        /// // SAFETY: nothing here frees or unmaps `page` from kernel mode while it is secured.
+        /// let _region = unsafe { SecureRegion::with_any_flags(page, 4096, ProbeMode::ReadWrite, flags)? };
         /// assert!(process.protect(page, 4096, PAGE_READONLY, AccessMode::User).is_err());
         /// assert!(process.protect(page, 4096, PAGE_READONLY, AccessMode::Kernel).is_ok());
         /// # Ok::<(), mmsecure::Error>(())

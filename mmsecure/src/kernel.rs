@@ -27,19 +27,19 @@ pub(crate) fn current_process() -> sys::PEPROCESS {
 pub(crate) fn reference_current() -> sys::PEPROCESS {
     let process = current_process();
     // SAFETY: the current process is a live object while this thread runs in it; callers are at
-    // `APC_LEVEL` or below (they have just secured), within the routine's `DISPATCH_LEVEL`.
+    // `DISPATCH_LEVEL` or below (they have just secured, at `APC_LEVEL` or below, or checked).
     unsafe { sys::ObfReferenceObject(process.cast()) };
     process
 }
 
-/// `ObfReferenceObject` on a process object the caller already holds a reference on (a second
-/// cursor over one slice).
+/// `ObfReferenceObject` on `process`.
 ///
 /// # Safety
 ///
-/// The caller holds a reference on `process`, at IRQL <= `DISPATCH_LEVEL`.
+/// `process` names a live process object: the current process, or one the caller holds a
+/// reference on; the IRQL is `DISPATCH_LEVEL` or below.
 pub(crate) unsafe fn reference(process: sys::PEPROCESS) {
-    // SAFETY: the caller's reference keeps the object alive; the IRQL is the caller's promise.
+    // SAFETY: the caller's contract.
     unsafe { sys::ObfReferenceObject(process.cast()) };
 }
 
@@ -47,8 +47,8 @@ pub(crate) unsafe fn reference(process: sys::PEPROCESS) {
 ///
 /// # Safety
 ///
-/// The caller holds a reference on `process` (from [`reference_current`]) and gives it up, at
-/// IRQL <= `DISPATCH_LEVEL`.
+/// The caller holds a reference on `process` (from [`reference_current`] or [`reference`]) and
+/// gives it up, at IRQL <= `DISPATCH_LEVEL`.
 pub(crate) unsafe fn dereference(process: sys::PEPROCESS) {
     // SAFETY: the caller's contract.
     unsafe { sys::ObfDereferenceObject(process.cast()) };

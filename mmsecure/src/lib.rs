@@ -124,7 +124,7 @@
 //! | while a [`SecureRegion`] stands | guaranteed? |
 //! |---|---|
 //! | the secured pages are not decommitted, and the allocation is not freed or unmapped, by a user-mode request | yes |
-//! | the same against kernel-mode requests (another driver's `ZwFreeVirtualMemory`) | yes, except with [`SecureFlags::USER_MODE_ONLY`], which lets them pass |
+//! | the same against kernel-mode requests (another driver's `ZwFreeVirtualMemory`) | yes, except with [`SecureFlags::USER_MODE_ONLY`], which lets them pass; a kernel-mode free then takes the secure, and the drop bug checks, so that flag needs the `unsafe` [`SecureRegion::with_any_flags`] |
 //! | protection does not drop below the [`ProbeMode`] (no no-access; no read-only for `ReadWrite`) | yes |
 //! | no guard pages are set on the range | yes |
 //! | no protection change at all | only with [`SecureFlags::NO_CHANGE`] |
@@ -158,6 +158,8 @@
 //! - Drop unsecures only in that process's context at `APC_LEVEL` or below. Anywhere else it does
 //!   not call the kernel: the secure stays until the process exits, and
 //!   [`abandoned_secures`] counts it. Drop never panics.
+//! - A worker that attaches to a region's process holds a [`ProcessRef`] of its own across the
+//!   attach (the attach takes no reference, and the region's goes with the region).
 //! - A [`RawRegion`] (for a pended IRP) is owned and cannot be copied, so a secure is rebuilt,
 //!   and unsecured, at most once; [`SecureRegion::from_raw`] checks the context first and hands
 //!   the raw region back on failure.
@@ -239,6 +241,7 @@ mod error;
 mod flags;
 mod kernel;
 mod probe;
+mod process_ref;
 mod raw;
 mod reader;
 mod region;
@@ -260,6 +263,7 @@ pub use error::Error;
 pub use flags::SecureFlags;
 pub use kernel::secure_ex_available;
 pub use probe::ProbeMode;
+pub use process_ref::ProcessRef;
 pub use raw::{FromRawError, RawRegion};
 pub use reader::Reader;
 pub use region::SecureRegion;

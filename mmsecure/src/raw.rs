@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 
 use mmsecure_sys::PEPROCESS;
 
-use crate::{context, Error, ProbeMode};
+use crate::{context, Error, ProbeMode, ProcessRef};
 
 /// A [`SecureRegion`](crate::SecureRegion) taken apart by [`SecureRegion::into_raw`](crate::SecureRegion::into_raw): the secure handle, the range it
 /// was made for, and the reference on the securing process. It cannot be copied or cloned, and
@@ -142,6 +142,29 @@ impl RawRegion {
         self.process
     }
 
+    /// A reference of the caller's own on [`process`](Self::process): for a worker that attaches
+    /// to it, so that the process outlives the attach even when this raw region's reference
+    /// (released when the region it is rebuilt into drops) is the last other one.
+    /// [`Error::IrqlTooHigh`] above `DISPATCH_LEVEL`.
+    ///
+    /// ```
+    /// use mmsecure::{ProbeMode, SecureRegion};
+    /// use mmsecure::host::{Process, PAGE_READWRITE};
+    ///
+    /// let process = Process::new();
+    /// let _in_process = process.attach();
+    /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let raw = SecureRegion::new(page, 64, ProbeMode::ReadWrite)?.into_raw();
+    /// let keep = raw.process_ref()?;
+    /// assert_eq!(keep.as_ptr(), raw.process());
+    /// assert_eq!(process.driver_references(), 2); // the raw region's, and this one
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
+    pub fn process_ref(&self) -> Result<ProcessRef, Error> {
+        // SAFETY: this raw region holds a reference on its process.
+        unsafe { ProcessRef::to_referenced(self.process) }
+    }
+
     /// Gives the secure up without unsecuring it, and releases the process reference: for a
     /// request whose process has exited (a process-notify routine or the IRP's cancellation
     /// says so), where exit already dropped the secure and there is nothing left to unsecure.
@@ -196,8 +219,23 @@ impl fmt::Debug for RawRegion {
 }
 
 /// [`SecureRegion::from_raw`](crate::SecureRegion::from_raw) refused: why, and the [`RawRegion`], unchanged, to try again in
-/// the right context. Dropping the error drops the raw region (released as a region is).
-/// `Error: From<FromRawError>`, so `?` works where the raw region may go.
+/// the right context. Dropping the error drops the raw region (released as a region is: in the
+/// wrong context, left standing until the process exits and counted in
+/// [`abandoned_secures`](crate::abandoned_secures)).
+///
+/// There is no `From<FromRawError> for Error`, on purpose: `?` would drop the raw region where
+/// `from_raw` has just said it cannot be released, and no retry would be possible. Take the raw
+/// region back with [`into_raw`](Self::into_raw), and the cause with [`error`](Self::error).
+/// *Changed in issue #22*: the conversion existed before.
+///
+/// ```compile_fail
+/// use mmsecure::{Error, RawRegion, SecureRegion};
+///
+/// fn finish(raw: RawRegion) -> Result<(), Error> {
+///     let region = SecureRegion::from_raw(raw)?; // does not compile: no From<FromRawError>
+///     region.write(0, b"done")
+/// }
+/// ```
 ///
 /// ```
 /// use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -213,9 +251,12 @@ impl fmt::Debug for RawRegion {
 /// let refused = SecureRegion::from_raw(raw).unwrap_err();
 /// assert_eq!(refused.error(), Error::IrqlTooHigh { irql: 2, max: 1 });
 /// drop(raised);
-/// let region = SecureRegion::from_raw(refused.into_raw())?;
+/// let raw = refused.into_raw(); // nothing lost: try again where it can be rebuilt
+/// let region = SecureRegion::from_raw(raw).expect("in the process, at PASSIVE_LEVEL");
+/// region.write(0, b"done")?;
 /// # Ok::<(), Error>(())
 /// ```
+#[must_use = "dropping it drops the raw region where it cannot be released: take it back with into_raw"]
 pub struct FromRawError {
     raw: RawRegion,
     error: Error,
@@ -235,12 +276,6 @@ impl FromRawError {
     /// The raw region, unchanged.
     pub fn into_raw(self) -> RawRegion {
         self.raw
-    }
-}
-
-impl From<FromRawError> for Error {
-    fn from(refused: FromRawError) -> Error {
-        refused.error
     }
 }
 

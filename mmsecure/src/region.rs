@@ -11,7 +11,7 @@ use mmsecure_sys::PEPROCESS;
 
 use crate::raw::{FromRawError, RawRegion};
 use crate::span::Span;
-use crate::{context, kernel, user_range, Error, ProbeMode, SecureFlags, UserPtr};
+use crate::{context, kernel, user_range, Error, ProbeMode, ProcessRef, SecureFlags, UserPtr};
 
 /// A user-mode address range secured against being freed or made more restrictive, until this
 /// value is dropped.
@@ -136,8 +136,11 @@ impl SecureRegion {
     /// The Ex routine exists on Windows 10 1809 (build 17763) and later only. It is looked up at
     /// run time, never imported, so a driver using this still loads on older Windows, where this
     /// returns [`Error::Unavailable`]. Empty flags use `MmSecureVirtualMemory`, which every
-    /// Windows has. Flags with unknown bits are [`Error::UnknownFlags`]; the range and the IRQL
-    /// are checked as in [`new`](Self::new).
+    /// Windows has. Flags with unknown bits are [`Error::UnknownFlags`];
+    /// [`SecureFlags::USER_MODE_ONLY`] is [`Error::UnsafeFlags`] (with it a kernel-mode free can
+    /// make the drop bug check: see [`with_any_flags`](Self::with_any_flags)); both are refused
+    /// before anything else is looked at. The range and the IRQL are checked as in
+    /// [`new`](Self::new).
     ///
     /// The look-up (`MmGetSystemRoutineAddress`) runs at `PASSIVE_LEVEL` only. A driver whose
     /// first flagged secure may come at `APC_LEVEL` calls
@@ -160,8 +163,75 @@ impl SecureRegion {
     /// assert!(process.protect(page, 4096, PAGE_READONLY, AccessMode::User).is_ok());
     /// # Ok::<(), Error>(())
     /// ```
+    ///
+    /// ```
+    /// # use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # let process = Process::new();
+    /// # let _in_process = process.attach();
+    /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let flags = SecureFlags::USER_MODE_ONLY | SecureFlags::NO_CHANGE;
+    /// let refused = SecureRegion::with_flags(page, 4096, ProbeMode::ReadWrite, flags);
+    /// assert_eq!(refused.unwrap_err(), Error::UnsafeFlags(0x4));
+    /// assert_eq!(process.secure_count(), 0); // the kernel was not called
+    /// ```
     #[inline]
     pub fn with_flags(
+        address: impl Into<UserPtr>,
+        len: usize,
+        mode: ProbeMode,
+        flags: SecureFlags,
+    ) -> Result<SecureRegion, Error> {
+        let flags = SecureFlags::from_raw(flags.bits())?;
+        let needs_promise = flags & SecureFlags::USER_MODE_ONLY;
+        if !needs_promise.is_empty() {
+            return Err(Error::UnsafeFlags(needs_promise.bits()));
+        }
+        // SAFETY: without `USER_MODE_ONLY` there is nothing to promise: every secure the flags
+        // make refuses kernel-mode frees and unmaps of its allocation.
+        unsafe { SecureRegion::with_any_flags(address, len, mode, flags) }
+    }
+
+    /// Secures `len` bytes at `address` with `MmSecureVirtualMemoryEx` and any `flags`,
+    /// [`SecureFlags::USER_MODE_ONLY`] included, which [`with_flags`](Self::with_flags) refuses.
+    /// Otherwise as `with_flags`.
+    ///
+    /// With `USER_MODE_ONLY`, the secure refuses only what user mode asks: a kernel-mode
+    /// `ZwFreeVirtualMemory` or `ZwUnmapViewOfSection` (this driver's or any other component's)
+    /// may remove the allocation, and the secure goes with it. The region's drop then calls
+    /// `MmUnsecureVirtualMemory` on a handle that names no secure, which is a bug check
+    /// (`MEMORY_MANAGEMENT`, 0x1A, as decompiled modern builds show; the host model stops the
+    /// caller the same way). Nothing in a region can tell that this happened before it drops.
+    ///
+    /// # Safety
+    ///
+    /// If `flags` contains `USER_MODE_ONLY`: while the region (or the [`RawRegion`] made from it)
+    /// stands, no kernel-mode request frees (`MEM_RELEASE`) or unmaps the allocation the range
+    /// lies in, from any component. The caller knows every kernel-mode code that can free or
+    /// unmap this process's memory, and that none of it does so here. (Kernel-mode protection
+    /// changes and decommits pass the secure too; they make copies fault, which is an error, not
+    /// a bug check. [`RawRegion::abandon`], the process's exit, and a drop in a context where
+    /// the region is abandoned do not unsecure, and need nothing.) Without `USER_MODE_ONLY`
+    /// there is nothing to promise.
+    ///
+    /// ```
+    /// use mmsecure::{ProbeMode, SecureFlags, SecureRegion};
+    /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+    ///
+    /// let process = Process::new();
+    /// let _in_process = process.attach();
+    /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let flags = SecureFlags::USER_MODE_ONLY;
+    /// // SAFETY: nothing in this program frees or unmaps `page` from kernel mode while the
+    /// // region stands.
+    /// let region = unsafe { SecureRegion::with_any_flags(page, 4096, ProbeMode::ReadWrite, flags)? };
+    /// assert!(process.protect(page, 4096, PAGE_READONLY, AccessMode::User).is_err());
+    /// assert!(process.protect(page, 4096, PAGE_READONLY, AccessMode::Kernel).is_ok());
+    /// drop(region);
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
+    #[inline]
+    pub unsafe fn with_any_flags(
         address: impl Into<UserPtr>,
         len: usize,
         mode: ProbeMode,
@@ -265,7 +335,7 @@ impl SecureRegion {
     ///
     /// The region holds a reference on the process object, so the pointer stays valid (for
     /// `KeStackAttachProcess` from another thread, say) while the region stands. To use it
-    /// after the region is gone, take a reference of your own (`ObReferenceObject`).
+    /// after the region is gone, take a reference of your own: [`process_ref`](Self::process_ref).
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
@@ -280,6 +350,28 @@ impl SecureRegion {
     #[must_use]
     pub fn process(&self) -> PEPROCESS {
         self.process
+    }
+
+    /// A reference of the caller's own on [`process`](Self::process), which outlives the region:
+    /// for a worker that attaches to the process to drop the region there. Drop it after the
+    /// detach. [`Error::IrqlTooHigh`] above `DISPATCH_LEVEL`.
+    ///
+    /// ```
+    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// let process = Process::new();
+    /// let _in_process = process.attach();
+    /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?;
+    /// let keep = region.process_ref()?;
+    /// drop(region);
+    /// assert_eq!(keep.as_ptr(), process.eprocess());
+    /// assert_eq!(process.driver_references(), 1);
+    /// # Ok::<(), mmsecure::Error>(())
+    /// ```
+    pub fn process_ref(&self) -> Result<ProcessRef, Error> {
+        // SAFETY: the region holds a reference on its process.
+        unsafe { ProcessRef::to_referenced(self.process) }
     }
 
     /// Copies `out.len()` bytes starting `offset` bytes into the region into `out`.
@@ -414,7 +506,7 @@ impl SecureRegion {
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
     /// let raw = SecureRegion::new(page, 4096, ProbeMode::ReadWrite)?.into_raw();
     /// // ... keep `raw` in the IRP's context; later, in the same process context:
-    /// let region = SecureRegion::from_raw(raw)?;
+    /// let region = SecureRegion::from_raw(raw).expect("in the securing process");
     /// assert_eq!(region.len(), 4096);
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
@@ -426,7 +518,9 @@ impl SecureRegion {
 
     /// Rebuilds a region from a [`RawRegion`], once this thread is in the securing process's
     /// context at `APC_LEVEL` or below. Otherwise the raw region comes back in the error,
-    /// untouched, for a later try: [`Error::WrongProcess`] or [`Error::IrqlTooHigh`].
+    /// untouched, for a later try: [`Error::WrongProcess`] or [`Error::IrqlTooHigh`]. The error
+    /// does not convert into [`Error`], so `?` cannot drop the raw region by accident: take it
+    /// back with [`FromRawError::into_raw`].
     ///
     /// A `RawRegion` is made only by [`into_raw`](Self::into_raw) and cannot be copied, so this
     /// is safe: one secure, one region, at most one unsecure.
@@ -449,7 +543,7 @@ impl SecureRegion {
     /// drop(in_other);
     ///
     /// let _in_app = app.attach();
-    /// let region = SecureRegion::from_raw(raw)?;
+    /// let region = SecureRegion::from_raw(raw).expect("attached to the securing process");
     /// assert_eq!((region.address(), region.len()), (page as *const u8, 64));
     /// # Ok::<(), Error>(())
     /// ```

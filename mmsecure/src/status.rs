@@ -15,6 +15,7 @@
 //! | `ZeroLength` | [`STATUS_INVALID_PARAMETER`] | a length of zero where a buffer is required is an invalid parameter \[4\]; the kernel's own routines (`MmSecureVirtualMemory` among them) refuse it as a bad argument |
 //! | `OutOfBounds` | [`STATUS_BUFFER_TOO_SMALL`] | the user's buffer is shorter than what the request reads or writes: "the buffer is too small" \[4\], the status IOCTLs and query routines return for it |
 //! | `UnknownProbeMode`, `UnknownFlags` | [`STATUS_INVALID_PARAMETER`] | a raw value the routines do not define \[4\] |
+//! | `UnsafeFlags` | [`STATUS_INVALID_PARAMETER`] | a flag the safe constructor does not take: an argument the call refuses, as for `UnknownFlags` \[4\] |
 //! | `WrongProcess`, `IrqlTooHigh` | [`STATUS_INTERNAL_ERROR`] | the driver called in the wrong context: nothing the user did, nothing the user can fix. The kernel has no status for either (it bug checks: `IRQL_NOT_LESS_OR_EQUAL`, or an unsecure in the wrong process), so the table says "an internal error occurred" \[4\] |
 //! | `Unavailable` | [`STATUS_NOT_SUPPORTED`] | `MmSecureVirtualMemoryEx` does not exist on this Windows: "the request is not supported" \[4\] |
 //! | `NoMemory` | [`STATUS_INSUFFICIENT_RESOURCES`] | what a failed pool allocation is reported as, by convention of the WDK's IOCTL pages \[4\]\[5\] |
@@ -158,9 +159,10 @@ impl Error {
             | Error::NotUserRange
             | Error::Refused
             | Error::NotWritable => STATUS_ACCESS_VIOLATION,
-            Error::ZeroLength | Error::UnknownProbeMode(_) | Error::UnknownFlags(_) => {
-                STATUS_INVALID_PARAMETER
-            }
+            Error::ZeroLength
+            | Error::UnknownProbeMode(_)
+            | Error::UnknownFlags(_)
+            | Error::UnsafeFlags(_) => STATUS_INVALID_PARAMETER,
             Error::OutOfBounds { .. } => STATUS_BUFFER_TOO_SMALL,
             Error::WrongProcess | Error::IrqlTooHigh { .. } => STATUS_INTERNAL_ERROR,
             Error::Unavailable => STATUS_NOT_SUPPORTED,
@@ -188,6 +190,7 @@ mod tests {
             Error::NotUserRange,
             Error::UnknownProbeMode(1),
             Error::UnknownFlags(0x10),
+            Error::UnsafeFlags(0x4),
             Error::OutOfBounds {
                 offset: 0,
                 len: 1,

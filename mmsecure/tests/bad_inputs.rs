@@ -26,7 +26,8 @@ const PAGE: usize = host::PAGE_SIZE;
 const HIGHEST_USER_ADDRESS: usize = host::HIGHEST_USER_ADDRESS;
 const MODES: [ProbeMode; 2] = [ProbeMode::ReadOnly, ProbeMode::ReadWrite];
 
-/// Every way to ask for a secure: `new`, and `with_flags` with no flag, each flag, and all.
+/// Every way to ask for a secure: `new`, and `with_flags` with no flag, each flag, and all
+/// (`with_any_flags` where they hold `USER_MODE_ONLY`, which `with_flags` refuses).
 const FLAGS: [Option<SecureFlags>; 7] = [
     None,
     Some(SecureFlags::empty()),
@@ -52,6 +53,10 @@ fn secure(
 ) -> Result<SecureRegion, Error> {
     match flags {
         None => SecureRegion::new(address, len, mode),
+        // SAFETY: nothing in these tests frees or unmaps memory from kernel mode.
+        Some(flags) if flags.contains(SecureFlags::USER_MODE_ONLY) => unsafe {
+            SecureRegion::with_any_flags(address, len, mode, flags)
+        },
         Some(flags) => SecureRegion::with_flags(address, len, mode, flags),
     }
 }

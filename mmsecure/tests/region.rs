@@ -141,6 +141,67 @@ fn unknown_flag_bits_never_reach_the_kernel() {
     assert_eq!(err, Error::UnknownFlags(0x30));
 }
 
+/// Issue #22: with `USER_MODE_ONLY` a kernel-mode free takes the secure, and the drop bug
+/// checks, so the safe constructor refuses the flag, before the kernel, with its own error.
+#[test]
+fn with_flags_refuses_user_mode_only_before_the_kernel() {
+    let (process, _in, buffer) = process_with_buffer(1);
+    for flags in [
+        SecureFlags::USER_MODE_ONLY,
+        SecureFlags::USER_MODE_ONLY | SecureFlags::NO_CHANGE,
+        SecureFlags::all(),
+    ] {
+        let err =
+            without_kernel(|| SecureRegion::with_flags(buffer, PAGE, ProbeMode::ReadWrite, flags))
+                .unwrap_err();
+        assert_eq!(err, Error::UnsafeFlags(0x4));
+        assert_eq!(
+            err.to_ntstatus(),
+            mmsecure::status::STATUS_INVALID_PARAMETER
+        );
+        assert!(err.to_string().contains("with_any_flags"), "{err}");
+    }
+    // Unknown bits are the first thing wrong.
+    let unknown = SecureFlags::from_bits_retain(0x10 | SecureFlags::USER_MODE_ONLY.bits());
+    assert_eq!(
+        without_kernel(|| SecureRegion::with_flags(buffer, PAGE, ProbeMode::ReadWrite, unknown))
+            .unwrap_err(),
+        Error::UnknownFlags(0x10)
+    );
+    // SAFETY: as with `USER_MODE_ONLY`: no kernel-mode free comes (an unknown bit is refused
+    // before anything anyway).
+    let unknown = without_kernel(|| unsafe {
+        SecureRegion::with_any_flags(buffer, PAGE, ProbeMode::ReadWrite, unknown)
+    });
+    assert_eq!(unknown.unwrap_err(), Error::UnknownFlags(0x10));
+    assert_eq!(process.secure_count(), 0);
+}
+
+/// The strict reading (issue #22): the kernel-mode free took the `USER_MODE_ONLY` secure with the
+/// allocation; the drop's `MmUnsecureVirtualMemory` finds none, and the model stops the caller
+/// as `MEMORY_MANAGEMENT` (0x1A). This is what `with_any_flags`'s promise rules out.
+#[test]
+fn a_drop_after_a_kernel_mode_free_took_a_user_mode_only_secure_is_a_bug_check() {
+    let message = host::assert_bug_check(
+        "a_drop_after_a_kernel_mode_free_took_a_user_mode_only_secure_is_a_bug_check",
+        || {
+            let (process, _in, buffer) = process_with_buffer(1);
+            let flags = SecureFlags::USER_MODE_ONLY;
+            // SAFETY: broken on purpose by the free below; on the host model what follows is
+            // the model's bug check, a clean abort in a child process, which this test expects.
+            let region =
+                unsafe { SecureRegion::with_any_flags(buffer, PAGE, ProbeMode::ReadWrite, flags) }
+                    .unwrap();
+            process.free(buffer, AccessMode::Kernel).unwrap(); // another driver's free passes
+            drop(region);
+        },
+    );
+    assert!(
+        message.starts_with("MEMORY_MANAGEMENT (bug check 0x1A"),
+        "{message}"
+    );
+}
+
 #[test]
 fn highest_user_address_matches_the_host_backend() {
     assert_eq!(mmsecure::highest_user_address(), host::HIGHEST_USER_ADDRESS);
@@ -315,12 +376,15 @@ fn no_change_refuses_every_protection_change() {
 #[test]
 fn user_mode_only_lets_kernel_mode_changes_pass() {
     let (process, _in, buffer) = process_with_buffer(1);
-    let _region = SecureRegion::with_flags(
-        buffer,
-        PAGE,
-        ProbeMode::ReadWrite,
-        SecureFlags::USER_MODE_ONLY,
-    )
+    // SAFETY: nothing here frees or unmaps the buffer from kernel mode.
+    let _region = unsafe {
+        SecureRegion::with_any_flags(
+            buffer,
+            PAGE,
+            ProbeMode::ReadWrite,
+            SecureFlags::USER_MODE_ONLY,
+        )
+    }
     .unwrap();
     assert!(process
         .protect(buffer, PAGE, PAGE_READONLY, AccessMode::User)
@@ -348,16 +412,46 @@ fn no_inherit_leaves_a_forked_child_unsecured() {
 }
 
 #[test]
-fn process_exit_drops_the_secure_and_a_late_drop_is_recorded_as_misuse() {
+fn process_exit_drops_the_secure_and_a_late_drop_is_no_misuse() {
     let (process, _in, buffer) = process_with_buffer(1);
     let region = SecureRegion::new(buffer, PAGE, ProbeMode::ReadWrite).unwrap();
     process.exit();
     assert!(process.has_exited());
     assert_eq!(process.secure_count(), 0);
-    drop(region);
-    let misuses = process.misuses();
-    assert_eq!(misuses.len(), 1);
-    assert_eq!(misuses[0].kind, host::MisuseKind::AfterExit);
+    let abandoned = mmsecure::abandoned_secures();
+    drop(region); // MmUnsecureVirtualMemory returns: the address space is gone (WRK)
+    assert!(process.misuses().is_empty());
+    assert_eq!(mmsecure::abandoned_secures(), abandoned);
+    assert_eq!(process.driver_references(), 0);
+}
+
+/// A pended-IRP worker cannot close the race with the requester's exit: it attaches, rebuilds
+/// and drops, and the exit may come first. The kernel returns from the late unsecure (WRK
+/// mapview.c, `MiUnsecureVirtualMemory`, L6730-L6736), so strict mode must not stop it.
+#[test]
+fn a_pended_worker_that_drops_after_the_exit_is_no_misuse_in_strict_mode() {
+    let (process, in_process, buffer) = process_with_buffer(1);
+    process.set_strict(true);
+    let raw = SecureRegion::new(buffer, PAGE, ProbeMode::ReadWrite)
+        .unwrap()
+        .into_raw();
+    drop(in_process);
+    process.exit(); // the requester exits while the IRP is pended
+    let worker = process.clone();
+    std::thread::spawn(move || {
+        let _attached = worker.attach(); // KeStackAttachProcess, with the raw region's reference
+        let region = SecureRegion::from_raw(raw).expect("attached, at PASSIVE_LEVEL");
+        let mut byte = [0u8; 1];
+        assert!(matches!(
+            region.read(0, &mut byte),
+            Err(Error::Fault { .. })
+        ));
+        drop(region);
+    })
+    .join()
+    .unwrap();
+    assert!(process.misuses().is_empty());
+    assert_eq!(process.driver_references(), 0);
 }
 
 #[test]

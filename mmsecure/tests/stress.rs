@@ -220,7 +220,9 @@ fn driver(world: &World, counts: &Counts, me: usize, seed: u64) -> Result<(), St
         };
         let flags = SecureFlags::from_bits_retain(rng.below(16) as u32);
         let address = (base + offset) as *const u8;
-        let region = match SecureRegion::with_flags(address, len, mode, flags) {
+        // SAFETY: these threads never free or unmap memory from kernel mode, so a
+        // USER_MODE_ONLY secure cannot lose its allocation.
+        let region = match unsafe { SecureRegion::with_any_flags(address, len, mode, flags) } {
             Ok(region) => region,
             Err(Error::Refused) => {
                 bump(&counts.refused);

@@ -1,7 +1,7 @@
 //! What the types are, checked at compile time and by size.
 
 use core::mem::size_of;
-use mmsecure::{Error, FromRawError, ProbeMode, RawRegion, SecureFlags, SecureRegion};
+use mmsecure::{Error, FromRawError, ProbeMode, ProcessRef, RawRegion, SecureFlags, SecureRegion};
 use static_assertions::{assert_impl_all, assert_not_impl_any};
 
 // A secure is tied to its process context, and is owned once.
@@ -11,6 +11,10 @@ assert_not_impl_any!(SecureRegion: Send, Sync, Clone, Copy);
 assert_impl_all!(RawRegion: Send, Sync);
 assert_not_impl_any!(RawRegion: Clone, Copy);
 assert_impl_all!(FromRawError: Send, Sync, core::fmt::Display);
+// A counted reference on a process object: any thread may hold and drop it. Taking one can
+// fail (above DISPATCH_LEVEL), so it is `try_clone`, not `Clone`.
+assert_impl_all!(ProcessRef: Send, Sync, Eq, core::fmt::Debug);
+assert_not_impl_any!(ProcessRef: Clone, Copy);
 assert_impl_all!(Error: Send, Sync, Copy, Eq, core::fmt::Display);
 assert_impl_all!(ProbeMode: Send, Sync, Copy, Eq);
 assert_impl_all!(SecureFlags: Send, Sync, Copy, Eq);

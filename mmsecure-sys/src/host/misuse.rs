@@ -1,13 +1,16 @@
 //! [`Misuse`]: what the kernel silently tolerates and the model records, so a test can assert
 //! there was none.
 //!
-//! Two things are recorded. `MmUnsecureVirtualMemory` in a process that has exited finds its
-//! address space gone and returns (WRK); DOCS require a live process. And a secure that a safe
-//! wrapper could not unsecure where it was dropped (in another process context, or above
-//! `APC_LEVEL`), and so left standing until its process exits, is reported through
-//! [`report_abandoned_secure`](crate::report_abandoned_secure). What the kernel does *not*
-//! tolerate, an unsecure in the wrong process, a second unsecure of one handle, stops the
-//! binary instead (see the rules in the [module docs](super)).
+//! One thing is recorded: a secure that a safe wrapper could not unsecure where it was dropped
+//! (in another process context, or above `APC_LEVEL`), and so left standing until its process
+//! exits, reported through [`report_abandoned_secure`](crate::report_abandoned_secure). What the
+//! kernel does *not* tolerate, an unsecure in the wrong process, a second unsecure of one handle,
+//! stops the binary instead (see the rules in the [module docs](super)).
+//!
+//! `MmUnsecureVirtualMemory` in a process that has exited is not recorded: the kernel returns
+//! once the address space is deleted (WRK mapview.c, `MiUnsecureVirtualMemory`, L6730-L6736),
+//! and a driver finishing a pended IRP cannot close the race with the exit. *Changed in issue
+//! #22*: it was recorded as `AfterExit`, and strict mode stopped the binary.
 //!
 //! A misuse is recorded against the process the call ran in, against the process that issued
 //! the handle, and in a global list. A process in strict mode
@@ -28,9 +31,6 @@ use crate::{HANDLE, PEPROCESS};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MisuseKind {
-    /// `MmUnsecureVirtualMemory` in a process that has exited (exit already dropped every
-    /// secure of the process).
-    AfterExit,
     /// A secure left standing by a wrapper dropped where it could not unsecure: in another
     /// process context, or above `APC_LEVEL`. It stays until its process exits.
     Abandoned,
@@ -42,17 +42,28 @@ pub enum MisuseKind {
 /// use mmsecure_sys::host::{MisuseKind, Process, PAGE_READWRITE};
 /// use mmsecure_sys::{MmSecureVirtualMemory, MmUnsecureVirtualMemory};
 ///
-/// let app = Process::new();
+/// let (app, other) = (Process::new(), Process::new());
 /// let page = app.allocate(4096, PAGE_READWRITE).unwrap();
-/// let _in = app.attach();
+/// let in_app = app.attach();
 /// // SAFETY: the model checks the range itself.
 /// let handle = unsafe { MmSecureVirtualMemory(page.cast(), 4096, PAGE_READWRITE) };
-/// app.exit(); // drops every secure of the process
-/// // SAFETY: the handle was live until the exit; a late unsecure is what this example shows.
-/// unsafe { MmUnsecureVirtualMemory(handle) }; // returns, as in the kernel
+/// drop(in_app);
+/// // A wrapper dropped in another process cannot unsecure there, and says so.
+/// let _in_other = other.attach();
+/// mmsecure_sys::report_abandoned_secure(handle, app.eprocess());
 /// let misuse = &app.misuses()[0];
-/// assert_eq!(misuse.kind, MisuseKind::AfterExit);
-/// assert_eq!(misuse.process, Some(app.id()));
+/// assert_eq!(misuse.kind, MisuseKind::Abandoned);
+/// assert_eq!(misuse.process, Some(other.id()));
+/// assert_eq!(misuse.owner, Some(app.id()));
+///
+/// // An unsecure after the exit is no misuse: the kernel returns (WRK).
+/// let in_app = app.attach();
+/// // SAFETY: the model checks the range itself.
+/// let late = unsafe { MmSecureVirtualMemory(page.cast(), 4096, PAGE_READWRITE) };
+/// app.exit();
+/// // SAFETY: the handle was live until the exit.
+/// unsafe { MmUnsecureVirtualMemory(late) };
+/// assert_eq!(app.misuses().len(), 1);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Misuse {
@@ -72,11 +83,6 @@ impl fmt::Display for Misuse {
             MisuseKind::Abandoned => {
                 write!(f, "Abandoned: secure {:#x} left standing ", self.handle)?
             }
-            _ => write!(
-                f,
-                "{:?}: MmUnsecureVirtualMemory({:#x}) ",
-                self.kind, self.handle
-            )?,
         }
         match self.process {
             Some(id) => write!(f, "in process {id}")?,

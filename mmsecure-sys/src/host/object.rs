@@ -178,12 +178,37 @@ pub(crate) fn dereference(object: PEPROCESS) -> usize {
         }
         refs => refs - 1,
     };
+    let attaches = process.unreferenced_attaches.load(Ordering::SeqCst);
+    if attaches != 0 {
+        // SAFETY: `inner` is an `Arc` pointer of a live process (see above); the `Arc` made
+        // here is only read, never dropped.
+        let arc = core::mem::ManuallyDrop::new(unsafe { Arc::from_raw(inner) });
+        // What stays once this reference goes: every strong count but this one, `found`'s, and
+        // those of the attaches that are no reference.
+        let staying = Arc::strong_count(&arc)
+            .saturating_sub(1 + usize::from(found.is_some()))
+            .saturating_sub(attaches);
+        if staying == 0 {
+            freed_while_attached(object);
+        }
+    }
     // SAFETY: a driver reference stood (the count above was positive): it is a strong count on
     // this `Arc`, taken by `reference`, given up here, once. `found` or the thread's `CURRENT`
     // still holds another, so this does not free the process; dropping `found` afterwards may.
     unsafe { Arc::decrement_strong_count(inner) };
     drop(found);
     left
+}
+
+#[cold]
+fn freed_while_attached(object: PEPROCESS) -> ! {
+    stop(format_args!(
+        "ObfDereferenceObject({object:p}) drops the last reference on a process object while a \
+         thread is attached to it by pointer (KeStackAttachProcess takes no reference): Windows \
+         frees the EPROCESS under the attached thread, whose detach then uses freed memory (no \
+         bug check of its own: a crash or a corruption later); take a reference of your own \
+         before the attach and drop it after the detach"
+    ))
 }
 
 #[cold]

@@ -84,6 +84,9 @@ pub(crate) struct ProcessInner {
     /// `ObfReferenceObject` calls not yet matched by `ObfDereferenceObject`; each also holds a
     /// strong count on this `Arc` (see `object`).
     pub(crate) driver_refs: AtomicUsize,
+    /// Threads attached by `attach_eprocess`: each holds a strong count on this `Arc` that is no
+    /// reference on the object (`KeStackAttachProcess` takes none).
+    pub(crate) unreferenced_attaches: AtomicUsize,
     cookie: u64,
     strict: AtomicBool,
     state: Mutex<ProcessState>,
@@ -104,12 +107,11 @@ struct ProcessState {
     secures: HashMap<usize, usize>,
     /// The last secure serial number used.
     serial: u64,
-    /// Handles whose secures exit dropped: still this process' in the handle table, so that a
-    /// late unsecure is reported as such.
+    /// Handles whose secures exit dropped: still this process' in the handle table, so that an
+    /// unsecure of one in another process is reported with its owner.
     retired: Vec<usize>,
     /// Handles whose secures went with their allocation (a kernel-mode free past
-    /// `USER_MODE_ONLY` secures): unsecuring them is accepted quietly, as the kernel finds
-    /// nothing to do there and the driver could not have known.
+    /// `USER_MODE_ONLY` secures): unsecuring one stops the caller (rule 11).
     orphaned: HashSet<usize>,
 }
 
@@ -152,6 +154,9 @@ pub(crate) enum Unsecured {
     Exited,
     /// The process has no live secure with this handle.
     NotHere,
+    /// The handle named a `MM_SECURE_USER_MODE_ONLY` secure of this process whose allocation a
+    /// kernel-mode free or unmap removed, and the secure with it.
+    Orphaned,
 }
 
 impl Process {
@@ -174,6 +179,7 @@ impl Process {
                     slot,
                     eprocess: object::eprocess_of_slot(slot) as usize,
                     driver_refs: AtomicUsize::new(0),
+                    unreferenced_attaches: AtomicUsize::new(0),
                     cookie: cookie_of(id),
                     strict: AtomicBool::new(false),
                     state: Mutex::new(ProcessState::default()),
@@ -544,6 +550,29 @@ impl Process {
         self.state().secures.len()
     }
 
+    /// Whether `handle` names a secure standing in this process: not unsecured, not taken by the
+    /// exit, nor by a kernel-mode free or unmap of its allocation (which a
+    /// `MM_SECURE_USER_MODE_ONLY` secure lets pass). Unsecuring a handle of this process for
+    /// which this is `false` stops the caller as a bug check, but after the exit.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READWRITE};
+    /// use mmsecure_sys::{MmSecureVirtualMemoryEx, MM_SECURE_USER_MODE_ONLY};
+    ///
+    /// let process = Process::new();
+    /// let _in = process.attach();
+    /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+    /// // SAFETY: the model checks the range itself.
+    /// let handle =
+    ///     unsafe { MmSecureVirtualMemoryEx(page.cast(), 4096, PAGE_READWRITE, MM_SECURE_USER_MODE_ONLY) };
+    /// assert!(process.is_secured(handle));
+    /// process.free(page, AccessMode::Kernel).unwrap(); // another driver's ZwFreeVirtualMemory
+    /// assert!(!process.is_secured(handle)); // unsecuring it now would bug check
+    /// ```
+    pub fn is_secured(&self, handle: crate::HANDLE) -> bool {
+        self.state().secures.contains_key(&(handle as usize))
+    }
+
     /// Clones the process, as `fork` (`NtCreateProcess` with the parent's address space) does.
     ///
     /// The child has every allocation at the same address with the same pages and protections,
@@ -582,10 +611,7 @@ impl Process {
                 for vad in parent.space.vads() {
                     let mut copy = vad.fork_copy();
                     for (_, span) in vad.secures().filter(|(_, span)| span.inherited()) {
-                        let owner = Owner {
-                            pid: child.id(),
-                            process: Arc::downgrade(&child.inner),
-                        };
+                        let owner = Owner { pid: child.id() };
                         let handle = secure::issue(&mut state.serial, child.inner.cookie, owner);
                         copy.add_secure(handle, *span);
                         state.secures.insert(handle, copy.base());
@@ -599,8 +625,8 @@ impl Process {
 
     /// Ends the process: every secure it holds is dropped and its address space deleted, and
     /// nothing is refused (DOCS, WRK: teardown ignores secures). Threads still attached stay in
-    /// its context: securing there fails and unsecuring is recorded as
-    /// [`MisuseKind::AfterExit`](super::MisuseKind::AfterExit). Exiting twice does nothing.
+    /// its context: securing there fails, and unsecuring returns and records nothing, as the
+    /// kernel does once the address space is deleted. Exiting twice does nothing.
     pub fn exit(&self) {
         let mut guard = self.state();
         let state = &mut *guard;
@@ -734,10 +760,7 @@ impl Process {
             Err(_) => return 0,
         };
         let base = vad.base();
-        let owner = Owner {
-            pid: self.id(),
-            process: Arc::downgrade(&self.inner),
-        };
+        let owner = Owner { pid: self.id() };
         let handle = secure::issue(&mut state.serial, self.inner.cookie, owner);
         let span = SecureSpan {
             first,
@@ -768,7 +791,7 @@ impl Process {
                     vad.remove_secure(handle);
                 }
             }
-            None if state.orphaned.remove(&handle) => {}
+            None if state.orphaned.contains(&handle) => return Unsecured::Orphaned,
             None => return Unsecured::NotHere,
         }
         drop(guard);

@@ -7,7 +7,6 @@
 
 use core::slice;
 
-use super::misuse::{self, Misuse, MisuseKind};
 use super::object;
 use super::process::Unsecured;
 use super::secure::{self, KNOWN_FLAGS};
@@ -97,15 +96,15 @@ fn secure(address: usize, size: SIZE_T, probe: ULONG, flags: ULONG) -> HANDLE {
 ///
 /// Where the kernel would bug check, the model stops the caller with a message naming
 /// `MEMORY_MANAGEMENT` (0x1A): a handle that names no live secure of the current process (a
-/// handle of another process, a second unsecure of one handle, a made-up value), or a call in
-/// the System process. In a process that has exited it returns, as the kernel does, and the
-/// model records a [`Misuse`](super::Misuse).
+/// handle of another process, a second unsecure of one handle, a made-up value, a
+/// `MM_SECURE_USER_MODE_ONLY` secure whose allocation a kernel-mode free or unmap removed), or a
+/// call in the System process. In a process that has exited it returns and records nothing, as the
+/// kernel returns once the address space is deleted (WRK mapview.c, `MiUnsecureVirtualMemory`).
 ///
 /// # Safety
 ///
 /// None on the host: a wrong handle stops the binary, it is never dereferenced. Called above
-/// `APC_LEVEL` it stops the binary with `IRQL_NOT_LESS_OR_EQUAL`; in strict mode a misuse stops
-/// it too.
+/// `APC_LEVEL` it stops the binary with `IRQL_NOT_LESS_OR_EQUAL`.
 #[no_mangle]
 pub unsafe extern "C" fn MmUnsecureVirtualMemory(SecureHandle: HANDLE) {
     require_irql("MmUnsecureVirtualMemory", APC_LEVEL);
@@ -119,18 +118,20 @@ pub unsafe extern "C" fn MmUnsecureVirtualMemory(SecureHandle: HANDLE) {
         )),
     };
     match process.unsecure(handle) {
-        Unsecured::Done => {}
-        Unsecured::Exited => {
-            let owner = secure::owner(handle);
-            let owner_process = owner.as_ref().and_then(|owner| owner.process.upgrade());
-            let misuse = Misuse {
-                kind: MisuseKind::AfterExit,
-                handle,
-                process: Some(process.id()),
-                owner: owner.map(|owner| owner.pid),
-            };
-            misuse::record(misuse, Some(&process), owner_process.as_ref());
-        }
+        // WRK mapview.c, MiUnsecureVirtualMemory, L6730-L6736: with the address space deleted
+        // (`PS_PROCESS_FLAGS_VM_DELETED`) it unlocks and returns: exit freed the secure
+        // entries already. A pended-IRP worker cannot close the race with the exit, so this
+        // is no misuse either (issue #22).
+        Unsecured::Done | Unsecured::Exited => {}
+        // No WRK source: WRK has no MM_SECURE_USER_MODE_ONLY. Modern builds decode the handle
+        // and find no secure entry, which went with the allocation (DECOMP, weak provenance):
+        // the strict reading, a bug check, as for any handle that names no live secure.
+        Unsecured::Orphaned => stop(format_args!(
+            "MEMORY_MANAGEMENT (bug check 0x1A, 0x15000): MmUnsecureVirtualMemory({handle:#x}) \
+             in process {}: this MM_SECURE_USER_MODE_ONLY secure went with its allocation, \
+             which a kernel-mode free or unmap removed; the kernel finds no secure to end",
+            process.id()
+        )),
         Unsecured::NotHere => {
             let why = match secure::owner(handle) {
                 Some(owner) if owner.pid != process.id() => {

@@ -8,11 +8,10 @@
 //! and a cookie, so a handle is meaningless elsewhere).
 
 use std::collections::hash_map::{Entry, HashMap};
-use std::sync::{Mutex, Weak};
+use std::sync::Mutex;
 
 use super::access::AccessMode;
 use super::lock;
-use super::process::ProcessInner;
 use super::protection::{mm_read_write, PAGE_GUARD};
 use crate::{
     MM_SECURE_EXCLUSIVE, MM_SECURE_NO_CHANGE, MM_SECURE_NO_INHERIT, MM_SECURE_USER_MODE_ONLY,
@@ -105,11 +104,10 @@ fn scramble48(value: u64) -> u64 {
     x ^ (x >> 17)
 }
 
-/// The process a handle was issued in: its id and, while it exists, the process itself.
+/// The process a handle was issued in: its id.
 #[derive(Clone)]
 pub(crate) struct Owner {
     pub(crate) pid: u64,
-    pub(crate) process: Weak<ProcessInner>,
 }
 
 /// Every handle issued and not yet unsecured, with its owner, across all processes. The model

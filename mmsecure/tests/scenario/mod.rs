@@ -43,8 +43,9 @@
 //!    none, and each process has exactly one driver reference per region of it.
 //! 3. **No unsecure runs in a wrong context**: the misuses the model records, per process and in
 //!    its global list, are exactly the predicted ones: `Abandoned` for each drop the crate could
-//!    not unsecure (wrong process, System, `DISPATCH_LEVEL`), `AfterExit` for each drop in the
-//!    context of a process that has exited (the kernel tolerates it and returns), nothing else;
+//!    not unsecure (wrong process, System, `DISPATCH_LEVEL`), nothing else (a drop in the
+//!    context of a process that has exited is none: the kernel returns there, WRK mapview.c
+//!    `MiUnsecureVirtualMemory`);
 //!    and `mmsecure::abandoned_secures()` grew by exactly the predicted abandons. An unsecure in
 //!    the wrong process, a second unsecure, a secure or copy above `APC_LEVEL`: each of those
 //!    stops the model (a bug check), which aborts the binary and so fails the run.
@@ -153,7 +154,7 @@ const KERNEL_PROTECTIONS: [u32; 8] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     /// A driver thread secures part of an allocation: `SecureRegion::new` when the flags are
-    /// empty, `with_flags` otherwise. `flags`: the low four bits are the `MM_SECURE_*` flags;
+    /// empty, `with_any_flags` with `USER_MODE_ONLY`, `with_flags` otherwise. `flags`: the low four bits are the `MM_SECURE_*` flags;
     /// `0xF0` and above also sets the unknown bit `0x10`. While the driver is attached to a
     /// process, the allocation is that process's (`process` is ignored); attached to System,
     /// the kernel refuses.
@@ -410,7 +411,7 @@ pub struct Stats {
     /// Drops (of regions or raw regions) that left their secure standing: counted by
     /// `mmsecure::abandoned_secures` and recorded as `Abandoned`.
     pub abandoned: usize,
-    /// Drops in the context of their process after it exited (recorded as `AfterExit`).
+    /// Drops in the context of their process after it exited (the kernel returns; no misuse).
     pub after_exit: usize,
     /// Attaches and raises to `DISPATCH_LEVEL` made by driver threads.
     pub attaches: usize,
@@ -689,6 +690,13 @@ impl Driver {
                     let _in = self.enter(home.as_ref(), apc);
                     if flags.is_empty() {
                         SecureRegion::new(address as *const u8, len, mode)
+                    } else if flags.contains(SecureFlags::USER_MODE_ONLY) {
+                        // SAFETY: the harness's other driver keeps the promise: it frees no
+                        // allocation from kernel mode while a region's USER_MODE_ONLY secure
+                        // stands there (`Case::free`).
+                        unsafe {
+                            SecureRegion::with_any_flags(address as *const u8, len, mode, flags)
+                        }
                     } else {
                         SecureRegion::with_flags(address as *const u8, len, mode, flags)
                     }
@@ -981,6 +989,15 @@ impl World {
     /// The base of `slot` if it is allocated and the process alive.
     fn base(&self, slot: usize) -> Option<usize> {
         (self.live[slot] && !self.exited).then_some(self.bases[slot])
+    }
+
+    /// Whether a region's `USER_MODE_ONLY` secure stands on `slot`: made with `with_any_flags`,
+    /// whose caller promised that no kernel-mode free of the allocation comes while it stands
+    /// (the drop would bug check).
+    fn promised_no_kernel_free(&self, slot: usize) -> bool {
+        self.standing.iter().any(|s| {
+            s.slot == slot && s.region.is_some() && s.flags.contains(SecureFlags::USER_MODE_ONLY)
+        })
     }
 
     /// Whether a secure that refuses `mode`'s changes stands on `slot`.
@@ -1319,13 +1336,12 @@ impl Case {
 
     /// What releasing `region` (a drop of it or of its raw region) in `place` at `irql` must do:
     /// unsecure in its process at `APC_LEVEL` or below (where the process has exited, the kernel
-    /// returns and the model records `AfterExit`); anywhere else, abandon the secure, which
-    /// stands until the exit.
+    /// returns, and that is no misuse); anywhere else, abandon the secure, which stands until
+    /// the exit.
     fn expect_release(&mut self, region: &Region, place: Place, irql: u8) {
         let home = region.process;
         if irql <= APC && place == Place::World(home) {
             if self.worlds[home].exited {
-                self.expect_misuse(MisuseKind::AfterExit, place, home);
                 self.stats.after_exit += 1;
             }
             self.worlds[home]
@@ -2264,6 +2280,10 @@ impl Case {
         let Some(base) = world.base(slot) else {
             return Ok(());
         };
+        if mode == AccessMode::Kernel && world.promised_no_kernel_free(slot) {
+            // The other driver keeps `with_any_flags`' promise (issue #22): no free.
+            return Ok(());
+        }
         let result = world.user()?.free(base as *mut u8, mode);
         if world.secured_for(slot, mode) {
             self.stats.user_refused += 1;
@@ -2276,8 +2296,8 @@ impl Case {
             expect_eq("free with nothing secured", result, Ok(()))?;
             let world = &mut self.worlds[process];
             world.live[slot] = false;
-            // A kernel-mode free takes the USER_MODE_ONLY secures with the allocation: their
-            // regions stay, and unsecure nothing when dropped.
+            // A kernel-mode free takes the USER_MODE_ONLY secures with the allocation: only
+            // ones no region holds (abandoned, or a fork's), as promised above.
             let before = world.standing.len();
             world.standing.retain(|s| s.slot != slot);
             if world.standing.len() != before {
@@ -2359,7 +2379,7 @@ impl Case {
 
     /// Undoes every driver thread's attaches and raises; reads (16 bytes at most) and drops every
     /// region in its process at `PASSIVE_LEVEL` (where the process exited, the read is an access
-    /// violation and the model records `AfterExit`); then nothing is secured
+    /// violation, and the drop is no misuse); then nothing is secured
     /// but what forked children inherited and drops abandoned, every other allocation can be
     /// freed, and the model's global misuse record holds exactly the predicted misuses.
     fn finish(&mut self, drivers: &mut Drivers) -> Result<(), String> {
