@@ -32,7 +32,9 @@ use crate::{read_user, Error, UserPtr};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UserAbi {
-    /// The driver's own bitness: on 64-bit Windows, a 64-bit process.
+    /// A 64-bit process: 16 bytes, `Buffer` a 64-bit pointer at offset 8. mmsecure builds for
+    /// 64-bit Windows only (x64; ARM64 is checked structurally), where this is the driver's own
+    /// layout; on a 32-bit host the model uses the same 64-bit layout.
     Native,
     /// A 32-bit process on 64-bit Windows (`IoIs32bitProcess` is TRUE).
     Wow64,
@@ -98,8 +100,9 @@ pub fn capture_unicode_string(
     let (units, buffer) = read_unicode_string(address.into(), abi)?;
     let out = out.get_mut(..units).ok_or(Error::StringTooLong(units))?;
     check_probe(buffer, units * 2, 2)?;
-    // SAFETY: a probed user range of the current process (this call's context), at the IRQL
-    // `read_user` checked in `read_unicode_string` (same thread, an instant ago); `out` is the driver's own memory of exactly `units * 2`
+    // SAFETY: a probed user range (or none: a length of 0 touches nothing) of the current
+    // process (this call's context), at the IRQL `read_user` checked in `read_unicode_string`
+    // (same thread, an instant ago); `out` is the driver's own memory of exactly `units * 2`
     // bytes.
     unsafe { copy_in(out.as_mut_ptr().cast(), buffer, units * 2) }?;
     Ok(out)

@@ -22,7 +22,7 @@ pub(crate) fn current_process() -> sys::PEPROCESS {
     unsafe { sys::IoGetCurrentProcess() }
 }
 
-/// `ObfReferenceObject` on the current process, for a region made in its context: the region's
+/// `ObfReferenceObject` on the current process, for a region or a slice made in its context: its
 /// `PEPROCESS` then names this process until the matching [`dereference`].
 pub(crate) fn reference_current() -> sys::PEPROCESS {
     let process = current_process();

@@ -354,6 +354,10 @@ impl<'r, H: CursorHold> Reader<'r, H> {
     /// reader and use it through the other. The host model reports the second read as a double
     /// fetch when both fall in one request; that is the point.
     ///
+    /// A slice's clone takes a process reference of its own, which `ObfReferenceObject` allows
+    /// only at `DISPATCH_LEVEL` or below: cloned above that, the clone takes none, and every
+    /// copy through it is [`Error::WrongProcess`], whatever the IRQL later.
+    ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
     /// # use mmsecure::host::{Process, PAGE_READWRITE};

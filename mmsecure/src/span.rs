@@ -4,6 +4,7 @@
 
 use core::marker::PhantomData;
 use core::mem::{size_of, MaybeUninit};
+use core::ptr;
 
 use bytemuck::AnyBitPattern;
 use mmsecure_sys::PEPROCESS;
@@ -89,8 +90,8 @@ impl Span {
 ///
 /// # Safety
 ///
-/// `src..src + len` is a user range (`user_range::check`) of the current process, and the
-/// caller has checked that the IRQL is `APC_LEVEL` or below (`context::require_irql`); `dst` is
+/// `src..src + len` is a user range (`user_range::check`) of the current process, or `len` is 0
+/// (then nothing is touched, whatever `src` is), and the caller has checked that the IRQL is `APC_LEVEL` or below (`context::require_irql`); `dst` is
 /// the driver's own memory, valid for `len` bytes of writes.
 #[inline]
 pub(crate) unsafe fn copy_in(dst: *mut u8, src: usize, len: usize) -> Result<(), Error> {
@@ -104,8 +105,8 @@ pub(crate) unsafe fn copy_in(dst: *mut u8, src: usize, len: usize) -> Result<(),
 ///
 /// # Safety
 ///
-/// `dst..dst + data.len()` is a user range (`user_range::check`) of the current process, at an
-/// IRQL the caller has checked, as for [`copy_in`].
+/// `dst..dst + data.len()` is a user range (`user_range::check`) of the current process, or
+/// `data` is empty, at an IRQL the caller has checked, as for [`copy_in`].
 #[inline]
 pub(crate) unsafe fn copy_out(dst: usize, data: &[u8]) -> Result<(), Error> {
     // SAFETY: as in `copy_in`: a read-only or freed page faults, and the fault is an error;
@@ -137,6 +138,11 @@ mod sealed {
     /// The crate's own: a second hold, for a clone of the cursor.
     pub trait Sealed: Sized {
         fn duplicate(&self) -> Self;
+        /// The process the clone's span must name: the one its hold has a reference on, or
+        /// [`NO_PROCESS`](super::NO_PROCESS) where it could take none. `None`: the span's own.
+        fn process(&self) -> Option<mmsecure_sys::PEPROCESS> {
+            None
+        }
     }
 }
 
@@ -200,11 +206,24 @@ impl CursorHold for SliceHold {}
 
 impl sealed::Sealed for SliceHold {
     fn duplicate(&self) -> SliceHold {
-        // SAFETY: this hold has a reference on the process; taking one more only adds a count,
-        // allowed at any IRQL <= DISPATCH_LEVEL (a cursor's copies run at APC_LEVEL or below).
-        unsafe { kernel::reference(self.process) };
         mmsecure_sys::report_request_retain(self.request);
+        // Above DISPATCH_LEVEL, `ObfReferenceObject` bug checks: the clone takes no reference and
+        // names no process, so that every copy through it is `WrongProcess`.
+        if self.process.is_null() || kernel::irql() > context::OBJECT_MAX {
+            return SliceHold::adopt(ptr::null_mut(), self.request);
+        }
+        // SAFETY: this hold has a reference on the process, so the object is alive; taking one
+        // more only adds a count, at the IRQL <= DISPATCH_LEVEL checked just now.
+        unsafe { kernel::reference(self.process) };
         SliceHold::adopt(self.process, self.request)
+    }
+
+    fn process(&self) -> Option<PEPROCESS> {
+        Some(if self.process.is_null() {
+            NO_PROCESS
+        } else {
+            self.process
+        })
     }
 }
 
@@ -212,10 +231,17 @@ impl Drop for SliceHold {
     #[inline]
     fn drop(&mut self) {
         mmsecure_sys::report_request_end(self.request);
-        // SAFETY: this hold's own reference, given up once, here.
-        unsafe { context::dereference(self.process) };
+        if !self.process.is_null() {
+            // SAFETY: this hold's own reference, given up once, here.
+            unsafe { context::dereference(self.process) };
+        }
     }
 }
+
+/// What the span of a clone that could take no process reference names: no process object has
+/// this address (it is not even aligned), so `IoGetCurrentProcess` never returns it, and every
+/// copy through the clone is [`Error::WrongProcess`] at no cost to the others' copies.
+pub(crate) const NO_PROCESS: PEPROCESS = usize::MAX as PEPROCESS;
 
 /// A position in a [`Span`], with what keeps the span meaningful (`H`).
 pub(crate) struct Cursor<'r, H> {
@@ -252,7 +278,12 @@ impl<'r, H: CursorHold> Cursor<'r, H> {
     /// A second cursor at the same place, with a hold of its own.
     #[inline]
     pub(crate) fn duplicate(&self) -> Cursor<'r, H> {
-        let mut copy = Cursor::new(self.span, sealed::Sealed::duplicate(&self.hold));
+        let hold = sealed::Sealed::duplicate(&self.hold);
+        let mut span = self.span;
+        if let Some(process) = sealed::Sealed::process(&hold) {
+            span.process = process;
+        }
+        let mut copy = Cursor::new(span, hold);
         copy.offset = self.offset;
         copy
     }

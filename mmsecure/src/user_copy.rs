@@ -47,8 +47,9 @@ pub fn read_user<T: AnyBitPattern>(address: impl Into<UserPtr>) -> Result<T, Err
     check_probe(address, size_of::<T>(), 1)?;
     context::require_irql(context::SECURE_MAX)?;
     let mut value = MaybeUninit::<T>::uninit();
-    // SAFETY: a probed user range of the current process (this call's context), at a checked
-    // IRQL; `value` is a local of exactly `size_of::<T>()` bytes.
+    // SAFETY: a probed user range (or none: a length of 0 touches nothing) of the current process
+    // (this call's context), at a checked IRQL; `value` is a local of exactly `size_of::<T>()`
+    // bytes.
     unsafe { copy_in(value.as_mut_ptr().cast::<u8>(), address, size_of::<T>()) }?;
     // SAFETY: the copy succeeded, so every byte of `value` was written, and `T: AnyBitPattern`
     // makes any bytes a valid `T`.
@@ -78,8 +79,8 @@ pub fn read_user_slice(address: impl Into<UserPtr>, out: &mut [u8]) -> Result<()
     let address = address.into().addr();
     check_probe(address, out.len(), 1)?;
     context::require_irql(context::SECURE_MAX)?;
-    // SAFETY: a probed user range of the current process, at a checked IRQL; `out` is the
-    // driver's own memory.
+    // SAFETY: a probed user range (or none: a length of 0 touches nothing) of the current process,
+    // at a checked IRQL; `out` is the driver's own memory.
     unsafe { copy_in(out.as_mut_ptr(), address, out.len()) }
 }
 
@@ -127,6 +128,7 @@ pub fn write_user_slice(address: impl Into<UserPtr>, data: &[u8]) -> Result<(), 
     let address = address.into().addr();
     check_probe(address, data.len(), 1)?;
     context::require_irql(context::SECURE_MAX)?;
-    // SAFETY: a probed user range of the current process, at a checked IRQL.
+    // SAFETY: a probed user range (or none: a length of 0 touches nothing) of the current process,
+    // at a checked IRQL.
     unsafe { copy_out(address, data) }
 }

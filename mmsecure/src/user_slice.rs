@@ -46,6 +46,13 @@ use crate::{context, kernel, user_range, Error, Reader, UserPtr, Writer};
 ///   is gone; no thread runs in it any more, so a copy from elsewhere is `WrongProcess`, and a
 ///   copy in its context (attached to the dying process) finds no memory and faults.
 ///
+/// - **Which process.** The one current when the slice is made: under an attach, the process
+///   attached to. In a system thread (a work item, `DriverEntry`) that is the System process,
+///   whose user half holds nothing a requester sent: a requester's pointer handed to a work item
+///   must be read before the hand-off, or kept with a [`SecureRegion`](crate::SecureRegion) and
+///   read under an attach. Unlike `MmSecureVirtualMemory`, which refuses in System, a slice made
+///   there is accepted, and its copies fault where System has nothing mapped.
+///
 /// A cheaper rule (comparing a process id, or the `EPROCESS` alone without a reference) would not
 /// do: ids and object addresses are reused after the last reference goes. The reference costs
 /// an interlocked increment and decrement per slice (`docs/performance.md`).
@@ -234,7 +241,9 @@ impl UserSlice {
 
     /// A [`Reader`] and a [`Writer`] over the same bytes, each at the start and each with a
     /// process reference of its own: for an `METHOD_NEITHER` request whose input and output are
-    /// one buffer. Read what you need before you write over it.
+    /// one buffer. Read what you need before you write over it. Above `DISPATCH_LEVEL`, where
+    /// no second reference can be taken, the writer takes none and refuses every copy with
+    /// [`Error::WrongProcess`] (see [`Reader::clone_reader`]).
     ///
     /// ```
     /// # use mmsecure::UserSlice;

@@ -1,7 +1,10 @@
 //! What the types are, checked at compile time and by size.
 
 use core::mem::size_of;
-use mmsecure::{Error, FromRawError, ProbeMode, ProcessRef, RawRegion, SecureFlags, SecureRegion};
+use mmsecure::{
+    Error, FromRawError, ProbeMode, ProcessRef, RawRegion, Reader, SecureFlags, SecureRegion,
+    SliceHold, UserSlice, Writer,
+};
 use static_assertions::{assert_impl_all, assert_not_impl_any};
 
 // A secure is tied to its process context, and is owned once.
@@ -15,6 +18,14 @@ assert_impl_all!(FromRawError: Send, Sync, core::fmt::Display);
 // fail (above DISPATCH_LEVEL), so it is `try_clone`, not `Clone`.
 assert_impl_all!(ProcessRef: Send, Sync, Eq, core::fmt::Debug);
 assert_not_impl_any!(ProcessRef: Clone, Copy);
+// A slice and its cursors hold a reference on the process they were made in and copy only in
+// its context: tied to the thread, never duplicated but through `clone_reader`.
+assert_not_impl_any!(UserSlice: Send, Sync, Clone, Copy);
+assert_not_impl_any!(SliceHold: Send, Sync, Clone, Copy);
+assert_not_impl_any!(Reader<'static, SliceHold>: Send, Sync, Clone, Copy);
+assert_not_impl_any!(Writer<'static, SliceHold>: Send, Sync, Clone, Copy);
+assert_not_impl_any!(Reader<'static>: Send, Sync, Clone, Copy);
+assert_not_impl_any!(Writer<'static>: Send, Sync, Clone, Copy);
 assert_impl_all!(Error: Send, Sync, Copy, Eq, core::fmt::Display);
 assert_impl_all!(ProbeMode: Send, Sync, Copy, Eq);
 assert_impl_all!(SecureFlags: Send, Sync, Copy, Eq);

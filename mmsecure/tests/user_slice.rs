@@ -135,6 +135,44 @@ fn every_copy_checks_the_irql() {
     reader.read::<u32>().unwrap();
 }
 
+/// `ObfReferenceObject` bug checks above `DISPATCH_LEVEL`: a slice's clone, or the writer of
+/// `reader_writer`, made there takes no reference (before the fix, the model stopped the binary
+/// with bug check 0xA naming `ObfReferenceObject`) and can never copy; the original goes on.
+#[test]
+fn a_cursor_cloned_above_dispatch_level_takes_no_reference_and_copies_nothing() {
+    let (process, page, _in) = app();
+    process.write(page, &7u32.to_ne_bytes()).unwrap();
+    let mut reader = UserSlice::new(page, 8).unwrap().reader();
+    let both = UserSlice::new(page, 8).unwrap();
+    let (mut clone, (mut second, mut writer)) = {
+        let _high = raise_irql(DISPATCH_LEVEL as u8 + 1);
+        (reader.clone_reader(), both.reader_writer())
+    };
+    assert_eq!(
+        process.driver_references(),
+        2,
+        "the reader's and the second slice's reader's, no more"
+    );
+    assert_eq!(
+        clone.read::<u32>().unwrap_err().error(),
+        Error::WrongProcess
+    );
+    assert_eq!(clone.offset(), 0);
+    assert_eq!(
+        writer.write(&1u32).unwrap_err().error(),
+        Error::WrongProcess
+    );
+    assert_eq!(reader.read::<u32>().unwrap(), 7);
+    assert_eq!(second.read::<u32>().unwrap(), 7);
+    let mut again = clone.clone_reader();
+    assert_eq!(
+        again.read::<u32>().unwrap_err().error(),
+        Error::WrongProcess
+    );
+    drop((clone, again, reader, second, writer));
+    assert_eq!(process.driver_references(), 0);
+}
+
 #[test]
 fn an_attached_thread_cannot_reach_the_slice_through_another_process() {
     let (app, page, in_app) = app();

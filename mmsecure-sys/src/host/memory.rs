@@ -242,7 +242,12 @@ mod low {
                 0,
             )
         };
-        if raw as isize == -1 || raw as usize + len > 1 << 32 {
+        if raw as isize == -1 {
+            return core::ptr::null_mut();
+        }
+        if raw as usize + len > 1 << 32 {
+            // Not where a 32-bit process could point: give it back.
+            unmap(raw, len);
             return core::ptr::null_mut();
         }
         raw
@@ -251,8 +256,9 @@ mod low {
     /// Unmaps what [`map`] returned.
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     pub(super) fn unmap(start: *mut u8, len: usize) {
-        // SAFETY: `start..start + len` is one mapping made by `map`, unmapped once, by its
-        // `Backing`'s drop, when no process maps it any more.
+        // SAFETY: `start..start + len` is one mapping made by `mmap` in `map`, unmapped once:
+        // there, when it came back too high to be used, or else by its `Backing`'s drop, when no
+        // process maps it any more.
         unsafe { munmap(start, len) };
     }
 

@@ -8,14 +8,18 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
-use super::process::Process;
+use super::process::ProcessInner;
 use super::{lock, object};
 use crate::PEPROCESS;
 
-/// Live tokens: the process whose detector holds the request, and how many holders it has.
-static LIVE: Mutex<Option<HashMap<usize, (Process, usize)>>> = Mutex::new(None);
+/// Live tokens: the process whose detector holds the request, and how many holders it has. The
+/// process is held weakly: a `Process` value counts as a reference on the process object, and
+/// the detector must not keep alive an object whose only reference is the slice's own.
+static LIVE: Mutex<Option<HashMap<usize, Holders>>> = Mutex::new(None);
+/// A live token's process, held weakly, and its count of holders.
+type Holders = (Weak<ProcessInner>, usize);
 /// The next token's number.
 static NEXT: AtomicUsize = AtomicUsize::new(1);
 
@@ -26,14 +30,15 @@ pub(crate) fn request_begin(process: PEPROCESS, address: usize, len: usize) -> u
         Some(owner) => owner,
         None => return 0,
     };
-    let token = (NEXT.fetch_add(1, Ordering::Relaxed) % (1 << 46)) * 2;
+    // In u64, so that 32-bit hosts compile it; the truncation there keeps the token even.
+    let token = ((NEXT.fetch_add(1, Ordering::Relaxed) as u64 % (1 << 46)) * 2) as usize;
     if token == 0 {
         return 0;
     }
     owner.inner.fetches.opened(token, address, len);
     lock(&LIVE)
         .get_or_insert_with(HashMap::new)
-        .insert(token, (owner, 1));
+        .insert(token, (Arc::downgrade(&owner.inner), 1));
     token
 }
 
@@ -60,7 +65,7 @@ pub(crate) fn request_end(token: usize) {
     }
     let removed = table.remove(&token);
     drop(live);
-    if let Some((owner, _)) = removed {
-        owner.inner.fetches.closed(token);
+    if let Some(owner) = removed.and_then(|(owner, _)| owner.upgrade()) {
+        owner.fetches.closed(token);
     }
 }
