@@ -25,8 +25,16 @@
 //! user thread that changes a protection in the middle of a copy is not seen by it.
 //!
 //! A successful check is remembered per thread (one for the source side, one for the destination
-//! side) with the count of changes to every address space it was made at: a copy over the same
-//! range, in the same process, with nothing changed anywhere since, costs a few loads.
+//! side) with the count of changes to every address space it was made at: a copy inside the
+//! remembered range, in the same process, with nothing changed anywhere since and no fault
+//! injected anywhere, costs a few loads, the IRQL check and the double-fetch record, as the slow
+//! path does. For user memory the remembered range goes on past the checked one over the next
+//! pages (up to 64) that the check would pass and leave as they are: already touched (rule 24's
+//! sense), with the access, not a guard page, and for a write not copy-on-write
+//! (`AddressSpace::quiet_end`). A copy there would change nothing in the model, so skipping the
+//! check is exactly the check. Touched state only ever goes from false to true; every other
+//! change to a page (protect, commit, decommit, free, a guard lost, a copy-on-write page
+//! written, a new allocation, exit, a backing made or dropped) bumps the count of changes.
 
 use core::cell::Cell;
 use core::ffi::c_void;
@@ -187,6 +195,10 @@ struct Seen {
     pid: u64,
 }
 
+/// How many pages after a successfully checked range a check is remembered for, at most: 256
+/// KiB, a request's payload read in parts.
+const QUIET_PAGES: usize = 64;
+
 /// A check of one side of a copy that found nothing to fault.
 #[derive(Clone, Copy)]
 struct Checked {
@@ -280,11 +292,19 @@ fn check(dst: usize, src: usize, len: usize, seen: Seen) -> Option<(usize, NTSTA
     };
     if fault.is_none() {
         for (side, start, user) in [(Side::Read, src, src_user), (Side::Write, dst, dst_user)] {
+            // User memory: the check holds on over the quiet pages after the range too. The
+            // driver's own memory: only the range (a backing may lie right after it).
+            let end = match &process {
+                Some(process) if user => {
+                    process.quiet_end(start, len, side == Side::Write, QUIET_PAGES)
+                }
+                _ => start + len,
+            };
             side.remember(Checked {
                 generation: seen.generation,
                 pid: seen.pid,
                 start,
-                end: start + len,
+                end,
                 user,
             });
         }
@@ -373,9 +393,101 @@ pub fn raise_exception(status: NTSTATUS) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::PAGE_READWRITE;
+    use crate::host::status::STATUS_GUARD_PAGE_VIOLATION;
+    use crate::host::{
+        AccessMode, PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY,
+    };
 
     const CODE: NTSTATUS = 0xC000_0006_u32 as NTSTATUS;
+
+    /// A guarded copy of one byte from `src` into a local.
+    fn read_byte(src: usize) -> NTSTATUS {
+        let mut out = 0u8;
+        // SAFETY: `out` is this test's; `src` is model memory, which may fault: the copy says.
+        unsafe { copy_guarded(&mut out, src as *const u8, 1) }
+    }
+
+    /// A guarded copy of one byte from a local to `dst`.
+    fn write_byte(dst: usize) -> NTSTATUS {
+        let byte = 1u8;
+        // SAFETY: as in `read_byte`, the other way.
+        unsafe { copy_guarded(dst as *mut u8, &byte, 1) }
+    }
+
+    /// Whether this thread's remembered check of `side` covers `at` now.
+    fn remembered(side: Side, at: usize) -> bool {
+        let last = side.last().with(Cell::get);
+        last.generation == memory::generation() && last.start <= at && at < last.end
+    }
+
+    #[test]
+    fn a_copy_past_a_widened_check_still_sees_what_changed_since() {
+        let process = Process::new();
+        let base = process.allocate(8 * PAGE_SIZE, PAGE_READWRITE).unwrap() as usize;
+        process.write(base as *mut u8, &[7; 8 * PAGE_SIZE]).unwrap();
+        let page = |n: usize| base + n * PAGE_SIZE;
+        let _in = process.attach();
+        // One byte checked at the start holds for the touched pages after it...
+        assert_eq!(read_byte(page(0)), 0);
+        assert!(remembered(Side::Read, page(7)));
+        // ...until a protection change, a decommit or a free.
+        process
+            .protect(page(3) as *mut u8, PAGE_SIZE, PAGE_NOACCESS, AccessMode::User)
+            .unwrap();
+        assert_eq!(read_byte(page(3)), STATUS_ACCESS_VIOLATION);
+        assert_eq!(read_byte(page(4)), 0);
+        assert!(remembered(Side::Read, page(6)));
+        process
+            .decommit(page(6) as *mut u8, PAGE_SIZE, AccessMode::User)
+            .unwrap();
+        assert_eq!(read_byte(page(6)), STATUS_ACCESS_VIOLATION);
+        assert_eq!(write_byte(page(4)), 0);
+        assert!(remembered(Side::Write, page(5)));
+        process
+            .protect(page(5) as *mut u8, PAGE_SIZE, PAGE_READONLY, AccessMode::User)
+            .unwrap();
+        assert_eq!(write_byte(page(5)), STATUS_ACCESS_VIOLATION);
+        assert_eq!(read_byte(page(5)), 0);
+        assert_eq!(read_byte(page(4)), 0);
+        assert!(remembered(Side::Read, page(5)));
+        process.free(base as *mut u8, AccessMode::User).unwrap();
+        assert_eq!(read_byte(page(5)), STATUS_ACCESS_VIOLATION);
+    }
+
+    #[test]
+    fn a_widened_check_stops_before_pages_a_copy_would_change() {
+        let process = Process::new();
+        let base = process.allocate(4 * PAGE_SIZE, PAGE_READWRITE).unwrap() as usize;
+        let page = |n: usize| base + n * PAGE_SIZE;
+        process.write(base as *mut u8, &[7; 2 * PAGE_SIZE]).unwrap();
+        process
+            .protect(page(3) as *mut u8, PAGE_SIZE, PAGE_READWRITE | PAGE_GUARD, AccessMode::User)
+            .unwrap();
+        let _in = process.attach();
+        assert_eq!(read_byte(page(0)), 0);
+        // Page 2 was never touched: the copy that first reaches it touches it (rule 24).
+        assert!(remembered(Side::Read, page(1)));
+        assert!(!remembered(Side::Read, page(2)));
+        assert_eq!(process.is_touched(page(2) as *const u8), Some(false));
+        assert_eq!(read_byte(page(1)), 0);
+        assert_eq!(read_byte(page(2)), 0);
+        assert_eq!(process.is_touched(page(2) as *const u8), Some(true));
+        // A guard page faults once, however the check before it was remembered.
+        assert!(!remembered(Side::Read, page(3)));
+        assert_eq!(read_byte(page(3)), STATUS_GUARD_PAGE_VIOLATION);
+        assert_eq!(read_byte(page(3)), 0);
+        // A copy-on-write page becomes read-write when a copy first writes it.
+        let view = process.map_view(2 * PAGE_SIZE, PAGE_WRITECOPY).unwrap() as usize;
+        process.read(view as *const u8, &mut [0; 2 * PAGE_SIZE]).unwrap();
+        assert_eq!(write_byte(view), 0);
+        assert_eq!(write_byte(view), 0);
+        assert!(!remembered(Side::Write, view + PAGE_SIZE));
+        assert_eq!(write_byte(view + PAGE_SIZE), 0);
+        assert_eq!(
+            process.protection((view + PAGE_SIZE) as *const u8),
+            Some(PAGE_READWRITE)
+        );
+    }
 
     #[test]
     fn first_fault_is_the_earliest_faulting_byte_of_either_range() {

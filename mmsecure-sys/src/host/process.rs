@@ -539,6 +539,23 @@ impl Process {
         first.map(|(at, status, _)| (at, status))
     }
 
+    /// Where the run of pages after `addr..addr + len` that a guarded copy (reading, or
+    /// writing for `write`) would pass and leave as they are ends, at most `max_pages` on: see
+    /// `AddressSpace::quiet_end`. For an exited process, the range's own end.
+    pub(crate) fn quiet_end(&self, addr: usize, len: usize, write: bool, max_pages: usize) -> usize {
+        let state = self.state();
+        if state.exited {
+            return addr.saturating_add(len);
+        }
+        state.space.quiet_end(addr, len, write, max_pages)
+    }
+
+    /// Whether the page holding `addr` is touched, if it is in an allocation.
+    #[cfg(test)]
+    pub(crate) fn is_touched(&self, addr: *const u8) -> Option<bool> {
+        self.state().space.is_touched(addr as usize)
+    }
+
     /// How many secures stand in this process (including ones inherited from a fork).
     pub fn secure_count(&self) -> usize {
         self.state().secures.len()

@@ -588,6 +588,54 @@ impl AddressSpace {
         None
     }
 
+    /// Where a run of pages that a guarded copy could touch with no effect ends, starting
+    /// right after the pages of `address..address + len` (which a successful check has just
+    /// probed and touched) and taking at most `max_pages` more: a page counts if it is in an
+    /// allocation, already touched, has the access (read, or write for `write`), is not a
+    /// guard page and, for a write, is not copy-on-write. Such a page passes
+    /// [`probe`](Self::probe), and the copy's [`touch`](Self::touch) and
+    /// [`written`](Self::written) leave it as it is, so a copy over it does exactly what the
+    /// check would have done: nothing but copy. Returns the end of the last such page, or the
+    /// end of the range's last page if the first page after it does not count.
+    ///
+    /// `touched` only ever goes from false to true in an allocation; every other change to a
+    /// page (protection, commit, decommit, free, a new allocation there) bumps the generation,
+    /// which a remembered run is tied to.
+    pub(crate) fn quiet_end(&self, address: usize, len: usize, write: bool, max_pages: usize) -> usize {
+        let end = address.saturating_add(len);
+        let mut page = match page_span(address, len) {
+            Some((_, page_end)) => page_end,
+            None => return end,
+        };
+        for _ in 0..max_pages {
+            let vad = match self.vad_at(page) {
+                Some(vad) => vad,
+                None => break,
+            };
+            let index = (page - vad.base()) / PAGE_SIZE;
+            let protect = vad.pages[index];
+            let quiet = if write {
+                is_writable(protect) && after_write(protect) == protect
+            } else {
+                is_readable(protect)
+            };
+            if protect & PAGE_GUARD != 0 || !quiet || !vad.touched[index] {
+                break;
+            }
+            // In an allocation, so below the highest user address: no wrap.
+            page += PAGE_SIZE;
+        }
+        page.max(end)
+    }
+
+    /// Whether the page holding `address` is touched (rule 24's sense), if it is in an
+    /// allocation.
+    #[cfg(test)]
+    pub(crate) fn is_touched(&self, address: usize) -> Option<bool> {
+        let vad = self.vad_at(address)?;
+        Some(vad.touched[(address - vad.base()) / PAGE_SIZE])
+    }
+
     /// The guard page holding `address` was touched: it loses its guard, as on Windows.
     pub(crate) fn clear_guard(&mut self, address: usize) {
         if let Some(vad) = self.vad_at_mut(address) {
