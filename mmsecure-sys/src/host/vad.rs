@@ -596,36 +596,45 @@ impl AddressSpace {
     /// [`probe`](Self::probe), and the copy's [`touch`](Self::touch) and
     /// [`written`](Self::written) leave it as it is, so a copy over it does exactly what the
     /// check would have done: nothing but copy. Returns the end of the last such page, or the
-    /// end of the range's last page if the first page after it does not count.
+    /// end of the range's last page if the first page after it does not count. The run stays in
+    /// the allocation holding that first page.
     ///
     /// `touched` only ever goes from false to true in an allocation; every other change to a
     /// page (protection, commit, decommit, free, a new allocation there) bumps the generation,
     /// which a remembered run is tied to.
-    pub(crate) fn quiet_end(&self, address: usize, len: usize, write: bool, max_pages: usize) -> usize {
+    pub(crate) fn quiet_end(
+        &self,
+        address: usize,
+        len: usize,
+        write: bool,
+        max_pages: usize,
+    ) -> usize {
         let end = address.saturating_add(len);
-        let mut page = match page_span(address, len) {
+        let next = match page_span(address, len) {
             Some((_, page_end)) => page_end,
             None => return end,
         };
-        for _ in 0..max_pages {
-            let vad = match self.vad_at(page) {
-                Some(vad) => vad,
-                None => break,
-            };
-            let index = (page - vad.base()) / PAGE_SIZE;
-            let protect = vad.pages[index];
-            let quiet = if write {
-                is_writable(protect) && after_write(protect) == protect
-            } else {
-                is_readable(protect)
-            };
-            if protect & PAGE_GUARD != 0 || !quiet || !vad.touched[index] {
-                break;
-            }
-            // In an allocation, so below the highest user address: no wrap.
-            page += PAGE_SIZE;
-        }
-        page.max(end)
+        // One allocation only: one look-up, then its page table (the run stops at its end).
+        let vad = match self.vad_at(next) {
+            Some(vad) => vad,
+            None => return next.max(end),
+        };
+        let first = (next - vad.base()) / PAGE_SIZE;
+        let quiet = vad.pages[first..]
+            .iter()
+            .zip(&vad.touched[first..])
+            .take(max_pages)
+            .take_while(|(protect, touched)| {
+                let access = if write {
+                    is_writable(**protect) && after_write(**protect) == **protect
+                } else {
+                    is_readable(**protect)
+                };
+                **touched && access && **protect & PAGE_GUARD == 0
+            })
+            .count();
+        // Inside the allocation, so below the highest user address: no wrap.
+        (next + quiet * PAGE_SIZE).max(end)
     }
 
     /// Whether the page holding `address` is touched (rule 24's sense), if it is in an
