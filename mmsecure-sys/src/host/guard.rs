@@ -25,8 +25,17 @@
 //! user thread that changes a protection in the middle of a copy is not seen by it.
 //!
 //! A successful check is remembered per thread (one for the source side, one for the destination
-//! side) with the count of changes to every address space it was made at: a copy over the same
-//! range, in the same process, with nothing changed anywhere since, costs a few loads.
+//! side) with the count of changes to every address space it was made at: a copy inside the
+//! remembered range, in the same process, with nothing changed anywhere since and no fault
+//! injected anywhere, costs a few loads, the IRQL check and the double-fetch record, as the slow
+//! path does. When a copy of user memory starts where its side's last check ended (a cursor
+//! walking on), the remembered range goes on past the checked one over the next pages (up to
+//! 64, in one allocation) that the check would pass and leave as they are: already touched (rule 24's
+//! sense), with the access, not a guard page, and for a write not copy-on-write
+//! (`AddressSpace::quiet_end`). A copy there would change nothing in the model, so skipping the
+//! check is exactly the check. Touched state only ever goes from false to true; every other
+//! change to a page (protect, commit, decommit, free, a guard lost, a copy-on-write page
+//! written, a new allocation, exit, a backing made or dropped) bumps the count of changes.
 
 use core::cell::Cell;
 use core::ffi::c_void;
@@ -34,7 +43,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use std::vec::Vec;
 
 use super::fetch;
-use super::process::Process;
+use super::process::{Process, QuietEnds};
 use super::status::STATUS_ACCESS_VIOLATION;
 use super::thread::{current_pid, current_process, irql, stop};
 use super::{lock, memory, PAGE_SIZE};
@@ -187,6 +196,10 @@ struct Seen {
     pid: u64,
 }
 
+/// How many pages after a successfully checked range a check is remembered for, at most: 256
+/// KiB, a request's payload read in parts.
+const QUIET_PAGES: usize = 64;
+
 /// A check of one side of a copy that found nothing to fault.
 #[derive(Clone, Copy)]
 struct Checked {
@@ -267,29 +280,67 @@ fn check(dst: usize, src: usize, len: usize, seen: Seen) -> Option<(usize, NTSTA
         .as_ref()
         .filter(|_| INJECTED.load(Ordering::Relaxed) != 0)
         .and_then(|process| process.first_fault_injected(dst, src, len));
-    let fault = match &process {
+    // Only a copy that starts where its side's last check ended (a cursor walking on) looks for
+    // quiet pages past its range: other copies (a structure, then a string somewhere else) would
+    // pay the look-up for nothing.
+    let walking = |side: Side, start: usize, user: bool| {
+        let walks = user
+            && side
+                .last()
+                .try_with(|last| {
+                    let last = last.get();
+                    last.user && last.end == start
+                })
+                .unwrap_or(false);
+        if walks {
+            QUIET_PAGES
+        } else {
+            0
+        }
+    };
+    let outcome = match &process {
         Some(process) if src_user || dst_user => process.copy_faults(
             src_user.then_some(src),
             dst_user.then_some(dst),
             len,
             injected,
+            (
+                walking(Side::Read, src, src_user),
+                walking(Side::Write, dst, dst_user),
+            ),
         ),
-        Some(_) => injected,
-        None if src_user || dst_user => Some((0, STATUS_ACCESS_VIOLATION)),
-        None => None,
+        Some(_) => injected.map_or(
+            Ok(QuietEnds {
+                src: None,
+                dst: None,
+            }),
+            Err,
+        ),
+        None if src_user || dst_user => Err((0, STATUS_ACCESS_VIOLATION)),
+        None => Ok(QuietEnds {
+            src: None,
+            dst: None,
+        }),
     };
-    if fault.is_none() {
-        for (side, start, user) in [(Side::Read, src, src_user), (Side::Write, dst, dst_user)] {
-            side.remember(Checked {
-                generation: seen.generation,
-                pid: seen.pid,
-                start,
-                end: start + len,
-                user,
-            });
-        }
+    let quiet = match outcome {
+        Ok(quiet) => quiet,
+        Err(fault) => return Some(fault),
+    };
+    // User memory: the check holds on over the quiet pages after the range too. The driver's own
+    // memory: only the range (a backing may lie right after it).
+    for (side, start, user, end) in [
+        (Side::Read, src, src_user, quiet.src),
+        (Side::Write, dst, dst_user, quiet.dst),
+    ] {
+        side.remember(Checked {
+            generation: seen.generation,
+            pid: seen.pid,
+            start,
+            end: end.unwrap_or(start + len),
+            user,
+        });
     }
-    fault
+    None
 }
 
 /// Stops the caller if user memory is touched at `DISPATCH_LEVEL` or above.
@@ -373,9 +424,151 @@ pub fn raise_exception(status: NTSTATUS) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::PAGE_READWRITE;
+    use crate::host::status::STATUS_GUARD_PAGE_VIOLATION;
+    use crate::host::{
+        AccessMode, PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY,
+    };
 
     const CODE: NTSTATUS = 0xC000_0006_u32 as NTSTATUS;
+
+    std::thread_local! {
+        /// The driver's side of the tests' copies: one address for all of them, so that its
+        /// side's remembered check always holds and only the user side decides the path.
+        static DRIVER: Cell<u8> = const { Cell::new(0) };
+    }
+
+    /// A guarded copy of one byte from `src` into the driver's byte.
+    fn read_byte(src: usize) -> NTSTATUS {
+        let out = DRIVER.with(Cell::as_ptr);
+        // SAFETY: `out` is this thread's own byte; `src` is model memory, which may fault: the
+        // copy says.
+        unsafe { copy_guarded(out, src as *const u8, 1) }
+    }
+
+    /// A guarded copy of one byte from the driver's byte to `dst`.
+    fn write_byte(dst: usize) -> NTSTATUS {
+        let byte = DRIVER.with(Cell::as_ptr);
+        // SAFETY: as in `read_byte`, the other way.
+        unsafe { copy_guarded(dst as *mut u8, byte, 1) }
+    }
+
+    /// Reads `at`, then `at + 1`: a walk, which the second check remembers past its range.
+    fn read_walk(at: usize) {
+        assert_eq!(read_byte(at), 0);
+        assert_eq!(read_byte(at + 1), 0);
+    }
+
+    /// Writes `at`, then `at + 1`, as [`read_walk`].
+    fn write_walk(at: usize) {
+        assert_eq!(write_byte(at), 0);
+        assert_eq!(write_byte(at + 1), 0);
+    }
+
+    /// Whether this thread's last remembered check of `side` covers `at`. Not whether it still
+    /// holds: tests on other threads change address spaces at any time, and with them the
+    /// generation (a copy then takes the slow check, which these tests' outcomes do not tell).
+    fn remembered(side: Side, at: usize) -> bool {
+        let last = side.last().with(Cell::get);
+        last.start <= at && at < last.end
+    }
+
+    #[test]
+    fn a_copy_past_a_widened_check_still_sees_what_changed_since() {
+        let process = Process::new();
+        let base = process.allocate(8 * PAGE_SIZE, PAGE_READWRITE).unwrap() as usize;
+        process.write(base as *mut u8, &[7; 8 * PAGE_SIZE]).unwrap();
+        let page = |n: usize| base + n * PAGE_SIZE;
+        let _in = process.attach();
+        // A walk's check at the start holds for the touched pages after it...
+        read_walk(page(0));
+        assert!(remembered(Side::Read, page(7)));
+        // ...until a protection change, a decommit or a free.
+        process
+            .protect(
+                page(3) as *mut u8,
+                PAGE_SIZE,
+                PAGE_NOACCESS,
+                AccessMode::User,
+            )
+            .unwrap();
+        assert_eq!(read_byte(page(3)), STATUS_ACCESS_VIOLATION);
+        read_walk(page(4));
+        assert!(remembered(Side::Read, page(6)));
+        process
+            .decommit(page(6) as *mut u8, PAGE_SIZE, AccessMode::User)
+            .unwrap();
+        assert_eq!(read_byte(page(6)), STATUS_ACCESS_VIOLATION);
+        write_walk(page(4));
+        assert!(remembered(Side::Write, page(5)));
+        process
+            .protect(
+                page(5) as *mut u8,
+                PAGE_SIZE,
+                PAGE_READONLY,
+                AccessMode::User,
+            )
+            .unwrap();
+        assert_eq!(write_byte(page(5)), STATUS_ACCESS_VIOLATION);
+        read_walk(page(4));
+        assert!(remembered(Side::Read, page(5)));
+        process.free(base as *mut u8, AccessMode::User).unwrap();
+        assert_eq!(read_byte(page(5)), STATUS_ACCESS_VIOLATION);
+    }
+
+    #[test]
+    fn only_a_walk_is_remembered_past_its_range() {
+        let process = Process::new();
+        let base = process.allocate(2 * PAGE_SIZE, PAGE_READWRITE).unwrap() as usize;
+        process.write(base as *mut u8, &[7; 2 * PAGE_SIZE]).unwrap();
+        let _in = process.attach();
+        assert_eq!(read_byte(base + 100), 0);
+        assert_eq!(read_byte(base + 10), 0);
+        assert!(!remembered(Side::Read, base + 11));
+        assert_eq!(read_byte(base + 11), 0);
+        assert!(remembered(Side::Read, base + PAGE_SIZE));
+    }
+
+    #[test]
+    fn a_widened_check_stops_before_pages_a_copy_would_change() {
+        let process = Process::new();
+        let base = process.allocate(4 * PAGE_SIZE, PAGE_READWRITE).unwrap() as usize;
+        let page = |n: usize| base + n * PAGE_SIZE;
+        process.write(base as *mut u8, &[7; 2 * PAGE_SIZE]).unwrap();
+        process
+            .protect(
+                page(3) as *mut u8,
+                PAGE_SIZE,
+                PAGE_READWRITE | PAGE_GUARD,
+                AccessMode::User,
+            )
+            .unwrap();
+        let _in = process.attach();
+        read_walk(page(0));
+        // Page 2 was never touched: the copy that first reaches it touches it (rule 24).
+        assert!(remembered(Side::Read, page(1)));
+        assert!(!remembered(Side::Read, page(2)));
+        assert_eq!(process.is_touched(page(2) as *const u8), Some(false));
+        assert_eq!(read_byte(page(1)), 0);
+        assert_eq!(read_byte(page(2)), 0);
+        assert_eq!(process.is_touched(page(2) as *const u8), Some(true));
+        // A guard page faults once, however the check before it was remembered.
+        assert!(!remembered(Side::Read, page(3)));
+        assert_eq!(read_byte(page(3)), STATUS_GUARD_PAGE_VIOLATION);
+        assert_eq!(read_byte(page(3)), 0);
+        // A copy-on-write page becomes read-write when a copy first writes it.
+        let view = process.map_view(2 * PAGE_SIZE, PAGE_WRITECOPY).unwrap() as usize;
+        process
+            .read(view as *const u8, &mut [0; 2 * PAGE_SIZE])
+            .unwrap();
+        assert_eq!(write_byte(view), 0);
+        write_walk(view);
+        assert!(!remembered(Side::Write, view + PAGE_SIZE));
+        assert_eq!(write_byte(view + PAGE_SIZE), 0);
+        assert_eq!(
+            process.protection((view + PAGE_SIZE) as *const u8),
+            Some(PAGE_READWRITE)
+        );
+    }
 
     #[test]
     fn first_fault_is_the_earliest_faulting_byte_of_either_range() {

@@ -146,6 +146,14 @@ impl Drop for ProcessInner {
     }
 }
 
+/// Where the quiet run after each user side of a copy that did not fault ends
+/// ([`Process::copy_faults`]); `None` for a side that is the driver's own memory, or where it
+/// was not looked for.
+pub(crate) struct QuietEnds {
+    pub(crate) src: Option<usize>,
+    pub(crate) dst: Option<usize>,
+}
+
 /// What `MmUnsecureVirtualMemory` found in a process.
 pub(crate) enum Unsecured {
     /// The secure was the process' own and is gone.
@@ -501,16 +509,22 @@ impl Process {
     /// faulting byte: the copy-on-write pages written become read-write, and a guard page that
     /// raised loses its guard. At the same offset the read comes first. Everything faults in an
     /// exited process, which has no address space.
+    ///
+    /// A copy that does not fault gives, for each user side, where the run of pages after its
+    /// range that a copy would pass and leave as they are ends, at most `quiet_pages` on (for
+    /// the source, and for the destination; 0: not looked for) (`AddressSpace::quiet_end`), read
+    /// under the same lock as the check.
     pub(crate) fn copy_faults(
         &self,
         src: Option<usize>,
         dst: Option<usize>,
         len: usize,
         injected: Option<(usize, crate::NTSTATUS)>,
-    ) -> Option<(usize, crate::NTSTATUS)> {
+        quiet_pages: (usize, usize),
+    ) -> Result<QuietEnds, (usize, crate::NTSTATUS)> {
         let mut state = self.state();
         if state.exited {
-            return Some((0, super::status::STATUS_ACCESS_VIOLATION));
+            return Err((0, super::status::STATUS_ACCESS_VIOLATION));
         }
         let read = src.and_then(|at| state.space.probe(at, len, false));
         let write = dst.and_then(|at| state.space.probe(at, len, true));
@@ -542,7 +556,25 @@ impl Process {
                 state.space.clear_guard(base + at);
             }
         }
-        first.map(|(at, status, _)| (at, status))
+        if let Some((at, status, _)) = first {
+            return Err((at, status));
+        }
+        let space = &state.space;
+        let (src_pages, dst_pages) = quiet_pages;
+        Ok(QuietEnds {
+            src: src
+                .filter(|_| src_pages > 0)
+                .map(|at| space.quiet_end(at, len, false, src_pages)),
+            dst: dst
+                .filter(|_| dst_pages > 0)
+                .map(|at| space.quiet_end(at, len, true, dst_pages)),
+        })
+    }
+
+    /// Whether the page holding `addr` is touched, if it is in an allocation.
+    #[cfg(test)]
+    pub(crate) fn is_touched(&self, addr: *const u8) -> Option<bool> {
+        self.state().space.is_touched(addr as usize)
     }
 
     /// How many secures stand in this process (including ones inherited from a fork).

@@ -588,6 +588,63 @@ impl AddressSpace {
         None
     }
 
+    /// Where a run of pages that a guarded copy could touch with no effect ends, starting
+    /// right after the pages of `address..address + len` (which a successful check has just
+    /// probed and touched) and taking at most `max_pages` more: a page counts if it is in an
+    /// allocation, already touched, has the access (read, or write for `write`), is not a
+    /// guard page and, for a write, is not copy-on-write. Such a page passes
+    /// [`probe`](Self::probe), and the copy's [`touch`](Self::touch) and
+    /// [`written`](Self::written) leave it as it is, so a copy over it does exactly what the
+    /// check would have done: nothing but copy. Returns the end of the last such page, or the
+    /// end of the range's last page if the first page after it does not count. The run stays in
+    /// the allocation holding that first page.
+    ///
+    /// `touched` only ever goes from false to true in an allocation; every other change to a
+    /// page (protection, commit, decommit, free, a new allocation there) bumps the generation,
+    /// which a remembered run is tied to.
+    pub(crate) fn quiet_end(
+        &self,
+        address: usize,
+        len: usize,
+        write: bool,
+        max_pages: usize,
+    ) -> usize {
+        let end = address.saturating_add(len);
+        let next = match page_span(address, len) {
+            Some((_, page_end)) => page_end,
+            None => return end,
+        };
+        // One allocation only: one look-up, then its page table (the run stops at its end).
+        let vad = match self.vad_at(next) {
+            Some(vad) => vad,
+            None => return next.max(end),
+        };
+        let first = (next - vad.base()) / PAGE_SIZE;
+        let quiet = vad.pages[first..]
+            .iter()
+            .zip(&vad.touched[first..])
+            .take(max_pages)
+            .take_while(|(protect, touched)| {
+                let access = if write {
+                    is_writable(**protect) && after_write(**protect) == **protect
+                } else {
+                    is_readable(**protect)
+                };
+                **touched && access && **protect & PAGE_GUARD == 0
+            })
+            .count();
+        // Inside the allocation, so below the highest user address: no wrap.
+        (next + quiet * PAGE_SIZE).max(end)
+    }
+
+    /// Whether the page holding `address` is touched (rule 24's sense), if it is in an
+    /// allocation.
+    #[cfg(test)]
+    pub(crate) fn is_touched(&self, address: usize) -> Option<bool> {
+        let vad = self.vad_at(address)?;
+        Some(vad.touched[(address - vad.base()) / PAGE_SIZE])
+    }
+
     /// The guard page holding `address` was touched: it loses its guard, as on Windows.
     pub(crate) fn clear_guard(&mut self, address: usize) {
         if let Some(vad) = self.vad_at_mut(address) {
