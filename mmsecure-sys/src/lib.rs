@@ -862,6 +862,73 @@ pub unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS
     unsafe { guard::copy_guarded(dst, src, len) }
 }
 
+/// [`copy_guarded`] from user memory: `src` is a user address of the current process (checked to
+/// lie in user space), `dst` the driver's own memory. On Windows this is the same copy. The host
+/// model then takes `src` as user memory whatever it is: an address that the current simulated
+/// process has not mapped (the test binary's own heap, say) faults with
+/// `STATUS_ACCESS_VIOLATION`, as an unmapped user address does on Windows, where
+/// [`copy_guarded`] would take it for the driver's memory and copy it.
+///
+/// ```
+/// # #[cfg(not(windows))] {
+/// use mmsecure_sys::host::{Process, PAGE_READWRITE, STATUS_ACCESS_VIOLATION};
+///
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// let user = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// process.write(user, b"request").unwrap();
+/// let mut out = [0u8; 7];
+/// // SAFETY: user memory of the current process (a fault is caught), and a local buffer.
+/// let status = unsafe { mmsecure_sys::copy_from_user(out.as_mut_ptr(), user, 7) };
+/// assert_eq!((status, &out), (0, b"request"));
+/// let not_the_users = *b"secret!";
+/// // SAFETY: as above: the source is taken as user memory, which the process does not map.
+/// let status = unsafe { mmsecure_sys::copy_from_user(out.as_mut_ptr(), not_the_users.as_ptr(), 7) };
+/// assert_eq!(status, STATUS_ACCESS_VIOLATION);
+/// # }
+/// ```
+///
+/// # Safety
+///
+/// As [`copy_guarded`], with `src..src + len` user-mode memory of the current process (or `len`
+/// 0) and `dst` the driver's own memory, valid for `len` bytes of writes.
+#[inline]
+pub unsafe fn copy_from_user(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS {
+    // SAFETY: the caller's contract is the backend's.
+    unsafe { guard::copy_from_user(dst, src, len) }
+}
+
+/// [`copy_guarded`] to user memory: `dst` is a user address of the current process, `src` the
+/// driver's own memory; on the host model `dst` is user memory whatever it is, as in
+/// [`copy_from_user`].
+///
+/// ```
+/// # #[cfg(not(windows))] {
+/// use mmsecure_sys::host::{Process, PAGE_READWRITE, STATUS_ACCESS_VIOLATION};
+///
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// let user = process.allocate(4096, PAGE_READWRITE).unwrap();
+/// // SAFETY: user memory of the current process (a fault is caught), and a local buffer.
+/// let status = unsafe { mmsecure_sys::copy_to_user(user, b"reply".as_ptr(), 5) };
+/// assert_eq!(status, 0);
+/// let mut driver_own = [0u8; 5];
+/// // SAFETY: the destination is taken as user memory, which the process does not map.
+/// let status = unsafe { mmsecure_sys::copy_to_user(driver_own.as_mut_ptr(), b"reply".as_ptr(), 5) };
+/// assert_eq!((status, driver_own), (STATUS_ACCESS_VIOLATION, [0; 5]));
+/// # }
+/// ```
+///
+/// # Safety
+///
+/// As [`copy_guarded`], with `dst..dst + len` user-mode memory of the current process (or `len`
+/// 0) and `src` the driver's own memory, valid for `len` bytes of reads.
+#[inline]
+pub unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS {
+    // SAFETY: the caller's contract is the backend's.
+    unsafe { guard::copy_to_user(dst, src, len) }
+}
+
 /// Calls `f(context)` under the same kind of exception frame as [`copy_guarded`]: returns
 /// [`STATUS_SUCCESS`] when `f` returns, or the code of an exception `f` raised and did not handle
 /// (`ExRaiseStatus`, `ProbeForRead` on a bad address, a raising stub...), where [`COPY_GUARDED`]

@@ -98,4 +98,4 @@ static EHCONT_ANCHOR: &u8 = {
 // architectures.
 #[path = "seh_handler.rs"]
 mod handler;
-pub(crate) use handler::{call_guarded, copy_guarded};
+pub(crate) use handler::{call_guarded, copy_from_user, copy_guarded, copy_to_user};

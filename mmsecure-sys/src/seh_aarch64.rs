@@ -181,4 +181,4 @@ global_asm!(
 // architectures.
 #[path = "seh_handler.rs"]
 mod handler;
-pub(crate) use handler::{call_guarded, copy_guarded};
+pub(crate) use handler::{call_guarded, copy_from_user, copy_guarded, copy_to_user};

@@ -148,6 +148,29 @@ pub(crate) unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> N
     unsafe { mmsecure_sys_copy_guarded(dst, src, len) }
 }
 
+/// [`copy_guarded`] with `src` in user memory: on Windows the copy needs nothing more, since a
+/// user address the current process has not mapped faults and the guard catches it.
+///
+/// # Safety
+///
+/// See [`crate::copy_from_user`].
+#[inline(always)]
+pub(crate) unsafe fn copy_from_user(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS {
+    // SAFETY: the caller's contract, which is `copy_guarded`'s with the user side named.
+    unsafe { copy_guarded(dst, src, len) }
+}
+
+/// [`copy_guarded`] with `dst` in user memory, as [`copy_from_user`].
+///
+/// # Safety
+///
+/// See [`crate::copy_to_user`].
+#[inline(always)]
+pub(crate) unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS {
+    // SAFETY: the caller's contract, which is `copy_guarded`'s with the user side named.
+    unsafe { copy_guarded(dst, src, len) }
+}
+
 /// Calls `f(context)` and returns `STATUS_SUCCESS` (0), or the code of an exception that `f`
 /// raised and did not handle itself.
 ///

@@ -9,19 +9,36 @@
 
 use crate::Error;
 
-/// Copies `len` bytes from `src` to `dst`. A fault during the copy (an in-page error, say) is
-/// [`Error::Fault`] with the exception's code, where `mmsecure_sys::COPY_GUARDED`; the bytes
-/// before the faulting one have been copied then, the others not (an exact prefix on every
-/// backend: see `mmsecure_sys::copy_guarded`).
+/// Copies `len` bytes from user memory at `src` to the driver's `dst`. A fault during the copy
+/// (an in-page error, say) is [`Error::Fault`] with the exception's code, where
+/// `mmsecure_sys::COPY_GUARDED`; the bytes before the faulting one have been copied then, the
+/// others not (an exact prefix on every backend: see `mmsecure_sys::copy_guarded`).
 ///
 /// # Safety
 ///
-/// As `mmsecure_sys::copy_guarded`: the ranges do not overlap, and each is the driver's own
-/// memory valid for `len` bytes or user memory of the current process.
+/// As `mmsecure_sys::copy_from_user`: `src..src + len` is user memory of the current process (or
+/// `len` is 0), `dst` the driver's own memory valid for `len` bytes of writes.
 #[inline]
-pub(crate) unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Error> {
+pub(crate) unsafe fn copy_from_user(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Error> {
     // SAFETY: the caller's contract is the sys crate's.
-    let status = unsafe { mmsecure_sys::copy_guarded(dst, src, len) };
+    result(unsafe { mmsecure_sys::copy_from_user(dst, src, len) })
+}
+
+/// Copies `len` bytes from the driver's `src` to user memory at `dst`, as [`copy_from_user`].
+///
+/// # Safety
+///
+/// As `mmsecure_sys::copy_to_user`: `dst..dst + len` is user memory of the current process (or
+/// `len` is 0), `src` the driver's own memory valid for `len` bytes of reads.
+#[inline]
+pub(crate) unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Error> {
+    // SAFETY: the caller's contract is the sys crate's.
+    result(unsafe { mmsecure_sys::copy_to_user(dst, src, len) })
+}
+
+/// A copy's status as a result.
+#[inline(always)]
+fn result(status: mmsecure_sys::NTSTATUS) -> Result<(), Error> {
     if status == mmsecure_sys::STATUS_SUCCESS {
         Ok(())
     } else {

@@ -9,7 +9,7 @@ use core::ptr;
 use bytemuck::AnyBitPattern;
 use mmsecure_sys::PEPROCESS;
 
-use crate::copy::copy_bytes;
+use crate::copy::{copy_from_user, copy_to_user};
 use crate::{context, kernel, user_range, CursorError, Error};
 
 /// A checked user range of one process: `len` bytes at `base`, writable or not. Plain data: what
@@ -98,7 +98,7 @@ pub(crate) unsafe fn copy_in(dst: *mut u8, src: usize, len: usize) -> Result<(),
     // SAFETY: a user range of the current process at an IRQL where a page fault is allowed: a
     // fault there (freed, re-protected, in-page error) comes back as an error. `dst` is the
     // caller's, not user memory.
-    unsafe { copy_bytes(dst, src as *const u8, len) }
+    unsafe { copy_from_user(dst, src as *const u8, len) }
 }
 
 /// The guarded copy to user memory, as [`copy_in`]: every write of user memory ends here.
@@ -111,7 +111,7 @@ pub(crate) unsafe fn copy_in(dst: *mut u8, src: usize, len: usize) -> Result<(),
 pub(crate) unsafe fn copy_out(dst: usize, data: &[u8]) -> Result<(), Error> {
     // SAFETY: as in `copy_in`: a read-only or freed page faults, and the fault is an error;
     // `data` is the driver's own memory.
-    unsafe { copy_bytes(dst as *mut u8, data.as_ptr(), data.len()) }
+    unsafe { copy_to_user(dst as *mut u8, data.as_ptr(), data.len()) }
 }
 
 /// What a cursor holds to keep its range meaningful: nothing of its own for a region's cursor

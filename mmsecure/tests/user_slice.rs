@@ -378,3 +378,32 @@ fn a_region_reader_can_outlive_its_last_use_before_the_region_drops() {
     let _: u32 = reader.read().unwrap();
     drop(region);
 }
+
+/// Without a secure, nothing vouches that an address is the model's: before the fix, the host's
+/// guarded copy took any address outside the simulated processes for the driver's own memory, so
+/// `write_user` overwrote the test binary's heap and `read_user` of an unmapped address crashed
+/// the binary. On Windows an address in user space that the current process has not mapped
+/// faults; the model now says the same.
+#[test]
+fn a_host_address_no_process_maps_faults_as_an_unmapped_user_address() {
+    let (_process, _page, in_process) = app();
+    let fault = Error::Fault {
+        code: STATUS_ACCESS_VIOLATION,
+    };
+    let boxed = Box::new(0x1111_u64);
+    let address = UserPtr::new(&*boxed as *const u64 as usize);
+    assert_eq!(mmsecure::write_user(address, &0xdead_beef_u64), Err(fault));
+    assert_eq!(*boxed, 0x1111, "the driver's own heap was not written");
+    assert_eq!(mmsecure::read_user::<u64>(address), Err(fault));
+    assert_eq!(
+        mmsecure::read_user::<u64>(UserPtr::new(0x10000)),
+        Err(fault)
+    );
+    let slice = UserSlice::new(address, 8).unwrap();
+    assert_eq!(slice.writer().write(&1u64).unwrap_err().error(), fault);
+    assert_eq!(*boxed, 0x1111);
+    drop(in_process);
+    // In no process (System's context) nothing user-side is mapped at all.
+    let mut reader = UserSlice::new(address, 8).unwrap().reader();
+    assert_eq!(reader.read::<u64>().unwrap_err().error(), fault);
+}

@@ -155,14 +155,64 @@ impl Process {
 /// See [`crate::copy_guarded`].
 #[inline]
 pub(crate) unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS {
+    // SAFETY: the caller's contract.
+    unsafe { copy_checked(dst, src, len, None) }
+}
+
+/// The host's [`crate::copy_from_user`]: [`copy_guarded`] with the source taken as user memory
+/// wherever it lies. A host address that no simulated process maps is then not the driver's own
+/// memory but a user address the current process has not mapped, and faults with
+/// `STATUS_ACCESS_VIOLATION`, as it does on Windows.
+///
+/// # Safety
+///
+/// See [`crate::copy_from_user`].
+#[inline]
+pub(crate) unsafe fn copy_from_user(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS {
+    // SAFETY: the caller's contract; nothing is touched on the user side that the model did not
+    // find mapped in the current process.
+    unsafe { copy_checked(dst, src, len, Some(Side::Read)) }
+}
+
+/// The host's [`crate::copy_to_user`], as [`copy_from_user`] with the destination the user's.
+///
+/// # Safety
+///
+/// See [`crate::copy_to_user`].
+#[inline]
+pub(crate) unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS {
+    // SAFETY: as in `copy_from_user`.
+    unsafe { copy_checked(dst, src, len, Some(Side::Write)) }
+}
+
+/// The guarded copy, with `user` the side that is user memory whatever its address, if the
+/// caller named one; the other sides are user memory where they lie in the model's.
+///
+/// # Safety
+///
+/// See [`crate::copy_guarded`].
+#[inline(always)]
+unsafe fn copy_checked(dst: *mut u8, src: *const u8, len: usize, user: Option<Side>) -> NTSTATUS {
     let seen = Seen {
         generation: memory::generation(),
         pid: current_pid(),
     };
     let fast = len == 0
         || (INJECTED.load(Ordering::Relaxed) == 0
-            && hit(Side::Read, src as usize, len, seen)
-            && hit(Side::Write, dst as usize, len, seen));
+            && hit(
+                Side::Read,
+                src as usize,
+                len,
+                seen,
+                user == Some(Side::Read),
+            )
+            && hit(
+                Side::Write,
+                dst as usize,
+                len,
+                seen,
+                user == Some(Side::Write),
+            ));
     if fast {
         // SAFETY: the caller vouches for both ranges, and the model checked them (this thread,
         // this process, nothing changed anywhere since) and found nothing that faults.
@@ -170,7 +220,7 @@ pub(crate) unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> N
         fetch::record(src as usize, len);
         return 0;
     }
-    match check(dst as usize, src as usize, len, seen) {
+    match check(dst as usize, src as usize, len, seen, user) {
         Some((done, status)) => {
             // SAFETY: the caller vouches for `len` bytes of both ranges; `done <= len`, and the
             // bytes before `done` passed the model's checks.
@@ -249,13 +299,15 @@ impl Side {
 }
 
 /// Whether this side of a copy is covered by its last successful check, with nothing changed
-/// since; for user memory, also stops the caller above `APC_LEVEL` as the slow path would.
+/// since, and checked as user memory if `user` says it is; for user memory, also stops the
+/// caller above `APC_LEVEL` as the slow path would.
 #[inline]
-fn hit(side: Side, start: usize, len: usize, seen: Seen) -> bool {
+fn hit(side: Side, start: usize, len: usize, seen: Seen, user: bool) -> bool {
     let last = side.last().try_with(Cell::get).unwrap_or(UNCHECKED);
     let hit = last.generation == seen.generation
         && last.start <= start
         && start.saturating_add(len) <= last.end
+        && (last.user || !user)
         && (!last.user || last.pid == seen.pid);
     if hit && last.user {
         require_irql_for_user_memory(start, len);
@@ -266,9 +318,15 @@ fn hit(side: Side, start: usize, len: usize, seen: Seen) -> bool {
 /// The slow path: where the copy first faults, if it does (how many bytes come before it, and
 /// the code), with what the copy did up to there applied to the current process's pages.
 #[cold]
-fn check(dst: usize, src: usize, len: usize, seen: Seen) -> Option<(usize, NTSTATUS)> {
-    let src_user = memory::is_model_memory(src, len);
-    let dst_user = memory::is_model_memory(dst, len);
+fn check(
+    dst: usize,
+    src: usize,
+    len: usize,
+    seen: Seen,
+    user: Option<Side>,
+) -> Option<(usize, NTSTATUS)> {
+    let src_user = user == Some(Side::Read) || memory::is_model_memory(src, len);
+    let dst_user = user == Some(Side::Write) || memory::is_model_memory(dst, len);
     if src_user {
         require_irql_for_user_memory(src, len);
     }
