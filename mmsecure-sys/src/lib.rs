@@ -867,7 +867,8 @@ pub unsafe fn copy_guarded(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS
 /// model then takes `src` as user memory whatever it is: an address that the current simulated
 /// process has not mapped (the test binary's own heap, say) faults with
 /// `STATUS_ACCESS_VIOLATION`, as an unmapped user address does on Windows, where
-/// [`copy_guarded`] would take it for the driver's memory and copy it.
+/// [`copy_guarded`] would take it for the driver's memory and copy it. `dst` is the driver's
+/// memory by contract, and the model does not look at it.
 ///
 /// ```
 /// # #[cfg(not(windows))] {

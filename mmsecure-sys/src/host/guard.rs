@@ -197,25 +197,21 @@ unsafe fn copy_checked(dst: *mut u8, src: *const u8, len: usize, user: Option<Si
         generation: memory::generation(),
         pid: current_pid(),
     };
+    // With a user side named, the other is the driver's own memory by the caller's contract:
+    // nothing of the model's to check there.
+    let read_ok = |user| hit(Side::Read, src as usize, len, seen, user);
+    let write_ok = |user| hit(Side::Write, dst as usize, len, seen, user);
     let fast = len == 0
         || (INJECTED.load(Ordering::Relaxed) == 0
-            && hit(
-                Side::Read,
-                src as usize,
-                len,
-                seen,
-                user == Some(Side::Read),
-            )
-            && hit(
-                Side::Write,
-                dst as usize,
-                len,
-                seen,
-                user == Some(Side::Write),
-            ));
+            && match user {
+                Some(Side::Read) => read_ok(true),
+                Some(Side::Write) => write_ok(true),
+                None => read_ok(false) && write_ok(false),
+            });
     if fast {
-        // SAFETY: the caller vouches for both ranges, and the model checked them (this thread,
-        // this process, nothing changed anywhere since) and found nothing that faults.
+        // SAFETY: the caller vouches for both ranges, and the model checked them, or the user
+        // side the caller named, the other being the caller's own memory (this thread, this
+        // process, nothing changed anywhere since), and found nothing that faults.
         unsafe { copy_unguarded(dst, src, len) };
         fetch::record(src as usize, len);
         return 0;
@@ -325,8 +321,16 @@ fn check(
     seen: Seen,
     user: Option<Side>,
 ) -> Option<(usize, NTSTATUS)> {
-    let src_user = user == Some(Side::Read) || memory::is_model_memory(src, len);
-    let dst_user = user == Some(Side::Write) || memory::is_model_memory(dst, len);
+    // A named user side is user memory wherever it lies, and the other side is then the driver's
+    // own; unnamed, a side is user memory where it lies in the model's.
+    let (src_user, dst_user) = match user {
+        Some(Side::Read) => (true, false),
+        Some(Side::Write) => (false, true),
+        None => (
+            memory::is_model_memory(src, len),
+            memory::is_model_memory(dst, len),
+        ),
+    };
     if src_user {
         require_irql_for_user_memory(src, len);
     }
