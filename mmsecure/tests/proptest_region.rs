@@ -42,13 +42,12 @@
 //! `IRQL_NOT_LESS_OR_EQUAL` for an IRQL guard) and its message, and ends the sequence there
 //! without making the drop: a bug check aborts the binary. What proves the predictions:
 //!
-//! - `an_attach_dropped_out_of_order_stops_as_predicted` and
-//!   `an_irql_guard_dropped_out_of_order_stops_as_predicted`: for the first case of its kind
+//! - the four `..._stops_as_predicted` tests: for the first and the second case of its kind
 //!   that proptest's deterministic runner generates, the whole sequence up to the stop runs
 //!   again in a child process (the same cases are generated there), the drop is made for real
-//!   on the driver thread, and the model's message must begin as predicted. One case per kind
-//!   and run, not every case the property test generates: the other predictions come from the
-//!   same function, on contexts the property test builds;
+//!   on the driver thread, and the model's message must begin as predicted. Two cases per kind,
+//!   the same every run, not every case the property test generates: the other predictions
+//!   come from the same function, on contexts the property test builds;
 //! - `out_of_order_drops_are_predicted_exactly`: the predictions for hand-written contexts,
 //!   and one out-of-order drop that the model lets pass, made in this process;
 //! - in the property test itself, drops predicted to pass are made, and must return.
@@ -56,8 +55,8 @@
 //! # Cost
 //!
 //! `PROPTEST_CASES` cases (default 512), each of up to 48 operations on real driver threads
-//! (three cases in four) or on the test's own thread: about 3.5 s in a debug build; the two
-//! child-process checks, well under a second. A failure
+//! (three cases in four) or on the test's own thread: about 3.5 s in a debug build; the four
+//! child-process checks, about 1.5 s. A failure
 //! prints the shrunk sequence and the step that broke; nothing is written to the source tree.
 
 mod scenario;
@@ -149,27 +148,30 @@ fn cases_strategy(drops: u32) -> impl Strategy<Value = (Vec<Op>, bool)> {
     )
 }
 
-/// Proves a kind of the harness's predicted stops by making the drop: the first case that
-/// proptest's deterministic runner generates (with more out-of-order drops than the property
-/// test, to find one sooner) whose predicted stop begins with `kind` runs again
+/// Proves a kind of the harness's predicted stops by making the drop: the `nth` (from 0) case
+/// that proptest's deterministic runner generates (with more out-of-order drops than the
+/// property test, to find them sooner) whose predicted stop begins with `kind` runs again
 /// in a child process (`test`, this binary filtered to one test) up to that step, where the
 /// driver thread makes its real guards for the context the harness tracked, drops the one
 /// chosen and undoes the rest; the model's bug-check message must begin as predicted. The
 /// child generates the same cases (the runner's seed is fixed), so it replays the same
 /// sequence, every operation before the stop included.
-fn stop_comes_as_predicted(test: &str, kind: &str) {
+fn stop_comes_as_predicted(test: &str, kind: &str, nth: usize) {
     let _turn = one_at_a_time();
     let mut runner = TestRunner::deterministic();
     let strategy = cases_strategy(10);
-    let found = (0..2000).find_map(|_| {
-        let (ops, threads) = strategy.new_tree(&mut runner).expect("a case").current();
-        match scenario::run_with_stop(&ops, threads) {
-            Ok((_, Some(stop))) if stop.message.starts_with(kind) => Some((ops, threads, stop)),
-            Ok(_) => None,
-            Err(e) => panic!("{e}"),
-        }
-    });
-    let (ops, threads, stop) = found.unwrap_or_else(|| panic!("no {kind} stop in 2000 cases"));
+    let found = (0..2000)
+        .filter_map(|_| {
+            let (ops, threads) = strategy.new_tree(&mut runner).expect("a case").current();
+            match scenario::run_with_stop(&ops, threads) {
+                Ok((_, Some(stop))) if stop.message.starts_with(kind) => Some((ops, threads, stop)),
+                Ok(_) => None,
+                Err(e) => panic!("{e}"),
+            }
+        })
+        .nth(nth);
+    let (ops, threads, stop) =
+        found.unwrap_or_else(|| panic!("no {nth}th {kind} stop in 2000 cases"));
     let message = mmsecure_sys::host::assert_bug_check(test, || {
         let e = scenario::replay_stop(&ops[..=stop.step], threads);
         eprintln!("{e}");
@@ -227,20 +229,23 @@ fn out_of_order_drops_are_predicted_exactly() {
     assert_eq!(stop(&[attach(0), raise(true), drop(0)]), None);
 }
 
-#[test]
-fn an_attach_dropped_out_of_order_stops_as_predicted() {
-    stop_comes_as_predicted(
-        "an_attach_dropped_out_of_order_stops_as_predicted",
-        "INVALID_PROCESS_DETACH_ATTEMPT",
-    );
+/// One test per replay: a child process runs one test and stops at its bug check.
+macro_rules! stop_tests {
+    ($($name:ident: $kind:literal, $nth:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                stop_comes_as_predicted(stringify!($name), $kind, $nth);
+            }
+        )*
+    };
 }
 
-#[test]
-fn an_irql_guard_dropped_out_of_order_stops_as_predicted() {
-    stop_comes_as_predicted(
-        "an_irql_guard_dropped_out_of_order_stops_as_predicted",
-        "IRQL_NOT_LESS_OR_EQUAL",
-    );
+stop_tests! {
+    an_attach_dropped_out_of_order_stops_as_predicted: "INVALID_PROCESS_DETACH_ATTEMPT", 0;
+    a_second_attach_dropped_out_of_order_stops_as_predicted: "INVALID_PROCESS_DETACH_ATTEMPT", 1;
+    an_irql_guard_dropped_out_of_order_stops_as_predicted: "IRQL_NOT_LESS_OR_EQUAL", 0;
+    a_second_irql_guard_dropped_out_of_order_stops_as_predicted: "IRQL_NOT_LESS_OR_EQUAL", 1;
 }
 
 fn cases() -> u32 {

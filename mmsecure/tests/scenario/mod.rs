@@ -29,7 +29,7 @@
 //! without making the drop, since the kernel would be dead ([`run`], [`run_with_stop`]); the
 //! regions are dropped and checked at the end as always. [`replay_stop`] runs the same sequence
 //! and makes the drop for real, for a child process to stop in: so the property test proves, for
-//! a case of each kind, that the model stops where and as predicted, after every operation
+//! two cases of each kind, that the model stops where and as predicted, after every operation
 //! before it. Where no bug check is predicted, the drops are made and must return.
 //!
 //! Processes exit with regions standing, lose their last
