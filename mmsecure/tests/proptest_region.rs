@@ -34,10 +34,29 @@
 //! exited process or where a kernel-mode change went past a `USER_MODE_ONLY` secure, a guard page
 //! once), with the bytes before the fault written; which `from_raw` calls are refused.
 //!
+//! # Out-of-order drops: predicted bug checks
+//!
+//! About two operations in a hundred drop a driver thread's context guard out of order
+//! (`Op::DropOutOfOrder`). The harness predicts, from its record of the thread's context, the
+//! bug check the model makes (rule 27: `INVALID_PROCESS_DETACH_ATTEMPT` for an attach,
+//! `IRQL_NOT_LESS_OR_EQUAL` for an IRQL guard) and its message, and ends the sequence there
+//! without making the drop: a bug check aborts the binary. What proves the predictions:
+//!
+//! - the four `..._stops_as_predicted` tests: for the first and the second case of its kind
+//!   that proptest's deterministic runner generates, the whole sequence up to the stop runs
+//!   again in a child process (the same cases are generated there), the drop is made for real
+//!   on the driver thread, and the model's message must begin as predicted. Two cases per kind,
+//!   the same every run, not every case the property test generates: the other predictions
+//!   come from the same function, on contexts the property test builds;
+//! - `out_of_order_drops_are_predicted_exactly`: the predictions for hand-written contexts,
+//!   and one out-of-order drop that the model lets pass, made in this process;
+//! - in the property test itself, drops predicted to pass are made, and must return.
+//!
 //! # Cost
 //!
 //! `PROPTEST_CASES` cases (default 512), each of up to 48 operations on real driver threads
-//! (three cases in four) or on the test's own thread: about 3 s in a debug build. A failure
+//! (three cases in four) or on the test's own thread: about 3.5 s in a debug build; the four
+//! child-process checks, about 1.5 s. A failure
 //! prints the shrunk sequence and the step that broke; nothing is written to the source tree.
 
 mod scenario;
@@ -47,6 +66,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use scenario::{Op, Stats};
 
@@ -65,7 +85,16 @@ fn flags() -> impl Strategy<Value = u8> {
     prop_oneof![4 => Just(0u8), 4 => 0..16u8, 1 => any::<u8>()]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// An operation; about `drops` in a hundred drop a context guard out of order, which ends the
+/// sequence where the harness predicts a bug check.
+fn op(drops: u32) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        100 - drops => ordered_op(),
+        drops => (any::<u8>(), any::<u8>()).prop_map(|(driver, which)| Op::DropOutOfOrder { driver, which }),
+    ]
+}
+
+fn ordered_op() -> impl Strategy<Value = Op> {
     let index = || any::<u8>();
     prop_oneof![
         8 => (index(), index(), index(), any::<u16>(), length(), any::<bool>(), flags(), any::<bool>())
@@ -110,6 +139,115 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A case: its operations (`drops` in a hundred out-of-order drops), and whether the driver
+/// threads are real threads.
+fn cases_strategy(drops: u32) -> impl Strategy<Value = (Vec<Op>, bool)> {
+    (
+        prop::collection::vec(op(drops), 0..48),
+        prop_oneof![3 => Just(true), 1 => Just(false)],
+    )
+}
+
+/// Proves a kind of the harness's predicted stops by making the drop: the `nth` (from 0) case
+/// that proptest's deterministic runner generates (with more out-of-order drops than the
+/// property test, to find them sooner) whose predicted stop begins with `kind` runs again
+/// in a child process (`test`, this binary filtered to one test) up to that step, where the
+/// driver thread makes its real guards for the context the harness tracked, drops the one
+/// chosen and undoes the rest; the model's bug-check message must begin as predicted. The
+/// child generates the same cases (the runner's seed is fixed), so it replays the same
+/// sequence, every operation before the stop included.
+fn stop_comes_as_predicted(test: &str, kind: &str, nth: usize) {
+    let _turn = one_at_a_time();
+    let mut runner = TestRunner::deterministic();
+    let strategy = cases_strategy(10);
+    let found = (0..2000)
+        .filter_map(|_| {
+            let (ops, threads) = strategy.new_tree(&mut runner).expect("a case").current();
+            match scenario::run_with_stop(&ops, threads) {
+                Ok((_, Some(stop))) if stop.message.starts_with(kind) => Some((ops, threads, stop)),
+                Ok(_) => None,
+                Err(e) => panic!("{e}"),
+            }
+        })
+        .nth(nth);
+    let (ops, threads, stop) =
+        found.unwrap_or_else(|| panic!("no {nth}th {kind} stop in 2000 cases"));
+    let message = mmsecure_sys::host::assert_bug_check(test, || {
+        let e = scenario::replay_stop(&ops[..=stop.step], threads);
+        eprintln!("{e}");
+    });
+    assert!(
+        message.starts_with(&stop.message),
+        "predicted {stop:?}, the model said: {message}\n{:?}",
+        &ops[..=stop.step]
+    );
+}
+
+/// The hand-written out-of-order drops of the fuzz corpus (`out-of-order-detach`,
+/// `out-of-order-lower`), and one the model lets pass: the predictions, exactly.
+#[test]
+fn out_of_order_drops_are_predicted_exactly() {
+    use Op::*;
+    let _turn = one_at_a_time();
+    let stop = |ops: &[Op]| {
+        scenario::run_with_stop(ops, true)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .1
+            .map(|stop| (stop.step, stop.message))
+    };
+    let attach = |process| Attach { driver: 0, process };
+    let raise = |dispatch| Raise {
+        driver: 0,
+        dispatch,
+    };
+    let drop = |which| DropOutOfOrder { driver: 0, which };
+    assert_eq!(
+        stop(&[attach(0), attach(1), drop(0), Create]),
+        Some((
+            2,
+            "INVALID_PROCESS_DETACH_ATTEMPT (bug check 0x6): KeUnstackDetachProcess of attach \
+             number 1 of this thread while attach number 2 is the latest"
+                .into()
+        ))
+    );
+    assert_eq!(
+        stop(&[raise(false), raise(true), drop(0)]),
+        Some((
+            2,
+            "IRQL_NOT_LESS_OR_EQUAL (bug check 0xA): KeLowerIrql to IRQL 1 (APC_LEVEL) at IRQL 0 \
+             (PASSIVE_LEVEL)"
+                .into()
+        ))
+    );
+    // DISPATCH, then APC twice (the IRQL stays at DISPATCH): the second guard dropped first
+    // lowers to DISPATCH_LEVEL, and the third then "lowers" to DISPATCH_LEVEL too: no stop.
+    assert_eq!(
+        stop(&[raise(true), raise(false), raise(false), drop(1)]),
+        None
+    );
+    // Nothing out of order to drop: nothing happens.
+    assert_eq!(stop(&[attach(0), raise(true), drop(0)]), None);
+}
+
+/// One test per replay: a child process runs one test and stops at its bug check.
+macro_rules! stop_tests {
+    ($($name:ident: $kind:literal, $nth:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                stop_comes_as_predicted(stringify!($name), $kind, $nth);
+            }
+        )*
+    };
+}
+
+stop_tests! {
+    an_attach_dropped_out_of_order_stops_as_predicted: "INVALID_PROCESS_DETACH_ATTEMPT", 0;
+    a_second_attach_dropped_out_of_order_stops_as_predicted: "INVALID_PROCESS_DETACH_ATTEMPT", 1;
+    an_irql_guard_dropped_out_of_order_stops_as_predicted: "IRQL_NOT_LESS_OR_EQUAL", 0;
+    a_second_irql_guard_dropped_out_of_order_stops_as_predicted: "IRQL_NOT_LESS_OR_EQUAL", 1;
+}
+
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -139,10 +277,7 @@ fn random_interleavings_keep_every_secure_and_unsecure_it_exactly_once() {
     let mut runner = TestRunner::new(config.clone());
     let total = RefCell::new(Stats::default());
     let started = Instant::now();
-    let strategy = (
-        prop::collection::vec(op(), 0..48),
-        prop_oneof![3 => Just(true), 1 => Just(false)],
-    );
+    let strategy = cases_strategy(2);
     let outcome = runner.run(&strategy, |(ops, threads)| {
         let stats = scenario::run(&ops, threads).map_err(TestCaseError::fail)?;
         *total.borrow_mut() += stats;
@@ -190,6 +325,8 @@ fn random_interleavings_keep_every_secure_and_unsecure_it_exactly_once() {
             assert!(count > 0, "no {what} in {} cases", config.cases);
         }
     }
+    // Predicted stops (`detach_stops`, `irql_stops`) are printed, not required: each is a few
+    // in 512 cases; the two `..._stops_as_predicted` tests below find one of each kind for sure.
 }
 
 /// One hand-written sequence that reaches every kind of outcome, on real threads: a check that
@@ -488,6 +625,8 @@ fn a_sequence_that_does_everything_holds() {
             created: 3,
             kernel_bypasses: 2,
             guard_faults: 1,
+            detach_stops: 0,
+            irql_stops: 0,
         }
     );
 }

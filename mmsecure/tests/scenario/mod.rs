@@ -18,7 +18,21 @@
 //! `DISPATCH_LEVEL`). Its operations run in that context: the most recent attach, or, with none,
 //! the region's own process (as a driver attaches to it); the highest IRQL raised. So secures,
 //! copies, drops and `from_raw` happen in the wrong process and above `APC_LEVEL`, and the
-//! harness predicts each outcome. Processes exit with regions standing, lose their last
+//! harness predicts each outcome.
+//!
+//! A driver thread may also drop one of its context guards out of order ([`Op::DropOutOfOrder`]),
+//! which the model (rule 27 of its table) stops as a bug check: an attach dropped while a later
+//! one stands as `INVALID_PROCESS_DETACH_ATTEMPT` (0x6) at once; an IRQL guard dropped early
+//! lowers past the later ones, and the first of those then undone whose level to lower to is
+//! above the current one as `IRQL_NOT_LESS_OR_EQUAL` (0xA). The harness predicts the bug check
+//! and its message from its own record of the thread's context, and ends the sequence there
+//! without making the drop, since the kernel would be dead ([`run`], [`run_with_stop`]); the
+//! regions are dropped and checked at the end as always. [`replay_stop`] runs the same sequence
+//! and makes the drop for real, for a child process to stop in: so the property test proves, for
+//! two cases of each kind, that the model stops where and as predicted, after every operation
+//! before it. Where no bug check is predicted, the drops are made and must return.
+//!
+//! Processes exit with regions standing, lose their last
 //! `Process` value ("release") while regions still hold a reference, and new processes are
 //! created: the model hands a freed `EPROCESS` value to the next new process, and the harness
 //! predicts exactly which. Another driver changes the memory under a region from kernel mode,
@@ -377,6 +391,32 @@ pub enum Op {
     },
     /// A new process starts, with the four allocations every process has.
     Create,
+    /// A driver thread drops one of its context guards out of order, then undoes the rest in
+    /// the reverse order (a driver whose guards went out of scope in the wrong order). `which`
+    /// picks, modulo their number, among the frames with a later frame of their kind (an attach
+    /// with a later attach, a raise with a later raise); with none, nothing happens. The harness
+    /// predicts from its context model where the model stops ([`Stop`]) and ends the sequence
+    /// there without making the drop ([`run`]); [`replay_stop`] makes it, in a child process.
+    /// Where it predicts no stop (an IRQL guard whose level to lower to is no higher than the
+    /// current one at every step), the driver thread makes the drops, which must return, and its
+    /// context is then empty.
+    DropOutOfOrder {
+        /// Which driver thread.
+        driver: u8,
+        /// Which frame.
+        which: u8,
+    },
+}
+
+/// Where a sequence stops, as the harness predicts: the model's bug check for an
+/// [`Op::DropOutOfOrder`] (rule 27 of its table), the kernel dead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(dead_code)]
+pub struct Stop {
+    /// The step of the drop.
+    pub step: usize,
+    /// How the model's bug-check message must begin.
+    pub message: String,
 }
 
 /// How often each kind of outcome happened in a run: to show the operations did something.
@@ -429,6 +469,12 @@ pub struct Stats {
     pub kernel_bypasses: usize,
     /// Copies that faulted with `STATUS_GUARD_PAGE_VIOLATION`.
     pub guard_faults: usize,
+    /// Sequences ended at a predicted `INVALID_PROCESS_DETACH_ATTEMPT` (an attach dropped out
+    /// of order).
+    pub detach_stops: usize,
+    /// Sequences ended at a predicted `IRQL_NOT_LESS_OR_EQUAL` (an IRQL guard dropped out of
+    /// order, a later one then lowering to a higher level).
+    pub irql_stops: usize,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -457,6 +503,8 @@ impl std::ops::AddAssign for Stats {
             created,
             kernel_bypasses,
             guard_faults,
+            detach_stops,
+            irql_stops,
         } = other;
         self.secured += secured;
         self.refused += refused;
@@ -481,6 +529,8 @@ impl std::ops::AddAssign for Stats {
         self.created += created;
         self.kernel_bypasses += kernel_bypasses;
         self.guard_faults += guard_faults;
+        self.detach_stops += detach_stops;
+        self.irql_stops += irql_stops;
     }
 }
 
@@ -493,13 +543,39 @@ impl std::ops::AddAssign for Stats {
 /// create or drop processes, or misuse the model, while it runs (the property test holds a
 /// lock around its tests; libFuzzer runs one input at a time).
 pub fn run(ops: &[Op], threads: bool) -> Result<Stats, String> {
+    run_to_stop(ops, threads, false).map(|(stats, _)| stats)
+}
+
+// The fuzz target calls only `run`, which ends at a stop without reading it.
+#[allow(dead_code)]
+/// [`run`], and where the sequence stopped, if it did: at the first [`Op::DropOutOfOrder`] for
+/// which the harness predicts a bug check. The drop is not made, the rest of the sequence not
+/// run; the regions are dropped and checked at the end as usual.
+pub fn run_with_stop(ops: &[Op], threads: bool) -> Result<(Stats, Option<Stop>), String> {
+    run_to_stop(ops, threads, false)
+}
+
+#[allow(dead_code)]
+/// Runs `ops` as [`run_with_stop`] does up to the predicted [`Stop`], and there makes the
+/// drop for real: the driver thread builds real guards for its context, in order, drops the one
+/// chosen, and undoes the rest in reverse, which stops the binary as the model's bug check.
+/// Returns only if no stop was predicted or the model did not stop (an error either way). For a
+/// child process ([`mmsecure_sys::host::assert_bug_check`]).
+pub fn replay_stop(ops: &[Op], threads: bool) -> String {
+    match run_to_stop(ops, threads, true) {
+        Ok(_) => "no stop was predicted".into(),
+        Err(e) => e,
+    }
+}
+
+fn run_to_stop(ops: &[Op], threads: bool, fatal: bool) -> Result<(Stats, Option<Stop>), String> {
     // The first flagged secure looks MmSecureVirtualMemoryEx up, which needs PASSIVE_LEVEL.
     if !mmsecure::secure_ex_available() {
         return Err("the host backend has no MmSecureVirtualMemoryEx".into());
     }
     if !threads {
         let mut drivers = Drivers::Inline((0..DRIVERS).map(|_| Driver::default()).collect());
-        return Case::new()?.run(ops, &mut drivers);
+        return Case::new(fatal)?.run(ops, &mut drivers);
     }
     std::thread::scope(|scope| {
         let mut links = Vec::new();
@@ -518,7 +594,7 @@ pub fn run(ops: &[Op], threads: bool) -> Result<Stats, String> {
             links.push((commands, replies));
         }
         let mut drivers = Drivers::Threads(links);
-        let result = Case::new().and_then(|case| case.run(ops, &mut drivers));
+        let result = Case::new(fatal).and_then(|case| case.run(ops, &mut drivers));
         // Closing the channels ends the threads. Join each: the scope alone waits for their
         // closures only, not for their thread-locals' destructors, which LeakSanitizer (under
         // cargo fuzz) would then report as leaks.
@@ -591,6 +667,8 @@ enum Command {
     Lower,
     /// Undo every attach and raise.
     Reset,
+    /// Make real guards for the context, drop the one at this index, undo the rest in reverse.
+    DropOutOfOrder(usize),
 }
 
 /// A driver thread's answer.
@@ -839,6 +917,31 @@ impl Driver {
                 self.context.clear();
                 Reply::Done(Ok(()))
             }
+            Command::DropOutOfOrder(at) => {
+                // An attach to System stands in as one to a process of its own: the model's
+                // order check counts attaches, whatever their process.
+                let stand_ins: Vec<Process> = self.context.iter().map(|_| Process::new()).collect();
+                let mut guards: Vec<Entered> = Vec::new();
+                for (held, stand_in) in self.context.iter().zip(&stand_ins) {
+                    guards.push(match held {
+                        Held::Attach(process) => {
+                            (Some(process.as_ref().unwrap_or(stand_in).attach()), None)
+                        }
+                        // The highest IRQL raised, as `enter` has it.
+                        Held::Raise(level) => (
+                            None,
+                            Some(host::raise_irql((*level).max(host::current_irql()))),
+                        ),
+                    });
+                }
+                drop(guards.remove(at));
+                while let Some(guard) = guards.pop() {
+                    drop(guard);
+                }
+                // The model let it pass: the thread's context is undone.
+                self.context.clear();
+                Reply::Done(Ok(()))
+            }
         }
     }
 }
@@ -1060,6 +1163,10 @@ struct Case {
     /// again, the most recently freed last, each with the step that freed it.
     free_eprocesses: Vec<(usize, usize)>,
     step: usize,
+    /// Make the predicted fatal drop ([`replay_stop`]) rather than end the sequence there.
+    fatal: bool,
+    /// Where the sequence stopped.
+    stop: Option<Stop>,
 }
 
 fn readable(protect: u32) -> bool {
@@ -1123,7 +1230,7 @@ fn irql_too_high(irql: u8) -> Error {
 }
 
 impl Case {
-    fn new() -> Result<Case, String> {
+    fn new(fatal: bool) -> Result<Case, String> {
         let mut case = Case {
             worlds: Vec::new(),
             regions: Vec::new(),
@@ -1137,6 +1244,8 @@ impl Case {
             abandoned: 0,
             free_eprocesses: Vec::new(),
             step: 0,
+            fatal,
+            stop: None,
         };
         for _ in 0..PROCESSES {
             let world = case.create()?;
@@ -1252,7 +1361,7 @@ impl Case {
             .collect()
     }
 
-    fn run(mut self, ops: &[Op], drivers: &mut Drivers) -> Result<Stats, String> {
+    fn run(mut self, ops: &[Op], drivers: &mut Drivers) -> Result<(Stats, Option<Stop>), String> {
         let mut log = String::new();
         for (step, op) in ops.iter().enumerate() {
             self.step = step;
@@ -1263,11 +1372,14 @@ impl Case {
                     self.check()
                 })
                 .map_err(|e| format!("step {step}, {op:?}: {e}\n{log}"))?;
+            if self.stop.is_some() {
+                break;
+            }
         }
         self.step = ops.len();
         self.finish(drivers)
             .map_err(|e| format!("at the end: {e}\n{log}"))?;
-        Ok(self.stats)
+        Ok((self.stats, self.stop))
     }
 
     fn region_of(&self, driver: u8, pick: u8) -> Option<(usize, usize)> {
@@ -1555,6 +1667,36 @@ impl Case {
                 )?;
                 self.frames[driver].push(Frame::Raise(level));
                 self.stats.dispatch_raises += usize::from(dispatch);
+                Ok(())
+            }
+            Op::DropOutOfOrder { driver, which } => {
+                let driver = usize::from(driver) % DRIVERS;
+                let Some((at, message)) = out_of_order_stop(&self.frames[driver], which) else {
+                    return Ok(());
+                };
+                let Some(message) = message else {
+                    // No bug check predicted: the drops are made here, and must return.
+                    expect_eq(
+                        "drop out of order",
+                        drivers.done(driver, Command::DropOutOfOrder(at))?,
+                        Ok(()),
+                    )?;
+                    self.frames[driver].clear();
+                    return Ok(());
+                };
+                if self.fatal {
+                    let _ = drivers.done(driver, Command::DropOutOfOrder(at))?;
+                    return Err(format!("the model did not stop; predicted: {message}"));
+                }
+                if matches!(self.frames[driver][at], Frame::Attach(_)) {
+                    self.stats.detach_stops += 1;
+                } else {
+                    self.stats.irql_stops += 1;
+                }
+                self.stop = Some(Stop {
+                    step: self.step,
+                    message,
+                });
                 Ok(())
             }
             Op::Detach { driver } | Op::Lower { driver } => {
@@ -2436,6 +2578,79 @@ impl Case {
 }
 
 /// `Err` naming `what` unless `got == expected`.
+/// For [`Op::DropOutOfOrder`] on a driver thread with context `frames`: the frame dropped
+/// (`which` modulo the frames with a later frame of their kind; `None` if no frame has a later
+/// one of its kind) and how the model's bug check begins (`None` if the drops make none).
+///
+/// Rule 27 of the model's table (`mmsecure-sys/src/host/thread.rs`): attaches are numbered from
+/// 1 in order; dropping number `mine` while `latest` stands stops at once as
+/// `INVALID_PROCESS_DETACH_ATTEMPT`. An IRQL guard lowers to the IRQL before its raise (the
+/// highest raised before it): dropping one early lowers past the later ones, and the first
+/// later one then undone whose level to lower to is above the current one stops as
+/// `IRQL_NOT_LESS_OR_EQUAL`; attaches undone on the way are in order.
+fn out_of_order_stop(frames: &[Frame], which: u8) -> Option<(usize, Option<String>)> {
+    let is_attach = |frame: &Frame| matches!(frame, Frame::Attach(_));
+    let candidates: Vec<usize> = (0..frames.len())
+        .filter(|at| {
+            frames[at + 1..]
+                .iter()
+                .any(|later| is_attach(later) == is_attach(&frames[*at]))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    let at = candidates[usize::from(which) % candidates.len()];
+    if is_attach(&frames[at]) {
+        let mine = frames[..=at].iter().filter(|f| is_attach(f)).count();
+        let latest = frames.iter().filter(|f| is_attach(f)).count();
+        return Some((
+            at,
+            Some(format!(
+                "INVALID_PROCESS_DETACH_ATTEMPT (bug check 0x6): KeUnstackDetachProcess of \
+                 attach number {mine} of this thread while attach number {latest} is the latest"
+            )),
+        ));
+    }
+    // Each raise's level to lower back to: the IRQL before it.
+    let mut irql = 0;
+    let mut previous = vec![0; frames.len()];
+    for (frame, previous) in frames.iter().zip(&mut previous) {
+        if let Frame::Raise(level) = frame {
+            *previous = irql;
+            irql = irql.max(*level);
+        }
+    }
+    irql = previous[at];
+    for later in (0..frames.len()).rev().filter(|later| *later != at) {
+        if is_attach(&frames[later]) {
+            continue;
+        }
+        if previous[later] > irql {
+            return Some((
+                at,
+                Some(format!(
+                    "IRQL_NOT_LESS_OR_EQUAL (bug check 0xA): KeLowerIrql to IRQL {} ({}) at \
+                     IRQL {irql} ({})",
+                    previous[later],
+                    irql_name(previous[later]),
+                    irql_name(irql),
+                )),
+            ));
+        }
+        irql = previous[later];
+    }
+    Some((at, None))
+}
+
+fn irql_name(irql: u8) -> &'static str {
+    match irql {
+        0 => "PASSIVE_LEVEL",
+        APC => "APC_LEVEL",
+        _ => "DISPATCH_LEVEL",
+    }
+}
+
 fn expect_eq<T: PartialEq + std::fmt::Debug>(
     what: &str,
     got: T,
