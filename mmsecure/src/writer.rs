@@ -13,10 +13,10 @@ use crate::{CursorError, SecureRegion};
 /// implementation, shared with [`Reader`](crate::Reader)).
 ///
 /// Each write checks what [`SecureRegion::write`] checks: a [`ProbeMode::ReadOnly`] region refuses
-/// it ([`Error::NotWritable`]), and so do the bounds, the IRQL and the process. An error that
-/// touched no user memory leaves the cursor where it was; a fault ([`Error::Fault`]) moves it past
-/// the failed write, part of which may have landed. Every error says where the cursor was
-/// ([`CursorError::offset`]).
+/// it ([`Error::NotWritable`](crate::Error::NotWritable)), and so do the bounds, the IRQL and the
+/// process. An error that touched no user memory leaves the cursor where it was; a fault
+/// ([`Error::Fault`](crate::Error::Fault)) moves it past the failed write, part of which may have
+/// landed. Every error says where the cursor was ([`CursorError::offset`]).
 ///
 /// [`ProbeMode::ReadOnly`]: crate::ProbeMode::ReadOnly
 ///
@@ -45,7 +45,7 @@ pub struct Writer<'r, H = RegionHold> {
 
 impl SecureRegion {
     /// A [`Writer`] over the whole region, at its start. On a read-only region every write
-    /// fails with [`Error::NotWritable`].
+    /// fails with [`Error::NotWritable`](crate::Error::NotWritable).
     ///
     /// ```
     /// use mmsecure::{Error, ProbeMode, SecureRegion};
