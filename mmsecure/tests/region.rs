@@ -179,8 +179,10 @@ fn with_flags_refuses_user_mode_only_before_the_kernel() {
 
 /// The strict reading (issue #22): the kernel-mode free took the `USER_MODE_ONLY` secure with the
 /// allocation; the drop's `MmUnsecureVirtualMemory` finds none, and the model stops the caller
-/// as `MEMORY_MANAGEMENT` (0x1A). This is what `with_any_flags`'s promise rules out.
+/// as `MEMORY_MANAGEMENT` (0x1A). This is what `with_any_flags`'s promise rules out. Not under
+/// Miri: the bug check is seen from a child process, which Miri cannot start.
 #[test]
+#[cfg_attr(miri, ignore)]
 fn a_drop_after_a_kernel_mode_free_took_a_user_mode_only_secure_is_a_bug_check() {
     let message = host::assert_bug_check(
         "a_drop_after_a_kernel_mode_free_took_a_user_mode_only_secure_is_a_bug_check",
