@@ -227,6 +227,12 @@ impl Fetches {
         }
     }
 
+    /// Whether the detector is on: a request opened while it is off is not tracked, as a secure
+    /// made then is not.
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
     /// A secure of `size` bytes at `address` now stands: a request of its own (unless the
     /// detector is off).
     pub(crate) fn opened(&self, handle: usize, address: usize, size: usize) {

@@ -24,12 +24,17 @@ type Holders = (Weak<ProcessInner>, usize);
 static NEXT: AtomicUsize = AtomicUsize::new(1);
 
 /// Opens a request on `address..address + len` in `process`'s detector: its token, or 0 when
-/// `process` names no live process (nothing is recorded then).
+/// `process` names no live process or its detector is off (nothing is recorded then).
 pub(crate) fn request_begin(process: PEPROCESS, address: usize, len: usize) -> usize {
     let owner = match object::process_of(process) {
         Some(owner) => owner,
         None => return 0,
     };
+    // With the detector off, the request is not tracked, as a secure made then is not (and the
+    // slice's copies pay for no table).
+    if !owner.inner.fetches.is_enabled() {
+        return 0;
+    }
     // In u64, so that 32-bit hosts compile it; the truncation there keeps the token even.
     let token = ((NEXT.fetch_add(1, Ordering::Relaxed) as u64 % (1 << 46)) * 2) as usize;
     if token == 0 {
