@@ -397,12 +397,26 @@ fn check(
         side.remember(Checked {
             generation: seen.generation,
             pid: seen.pid,
-            start,
+            start: walked_from(side, start, user, seen).unwrap_or(start),
             end: end.unwrap_or(start + len),
             user,
         });
     }
     None
+}
+
+/// Where the user-memory check that this side's check of `start` walks on from began, if it still
+/// holds: the same process, nothing changed in any address space since, and its range ending at
+/// `start`. Then the two checks are one, and the range remembered starts there: a reader that
+/// walks a buffer again from its start (a new slice over the same request) finds it checked.
+fn walked_from(side: Side, start: usize, user: bool, seen: Seen) -> Option<usize> {
+    let last = side.last().try_with(Cell::get).ok()?;
+    let holds = user
+        && last.user
+        && last.end == start
+        && last.generation == seen.generation
+        && last.pid == seen.pid;
+    holds.then_some(last.start)
 }
 
 /// Stops the caller if user memory is touched at `DISPATCH_LEVEL` or above.
@@ -588,6 +602,21 @@ mod tests {
         assert!(!remembered(Side::Read, base + 11));
         assert_eq!(read_byte(base + 11), 0);
         assert!(remembered(Side::Read, base + PAGE_SIZE));
+    }
+
+    #[test]
+    fn a_walk_keeps_the_start_it_walked_from() {
+        let process = Process::new();
+        let base = process.allocate(2 * PAGE_SIZE, PAGE_READWRITE).unwrap() as usize;
+        process.write(base as *mut u8, &[7; 2 * PAGE_SIZE]).unwrap();
+        let _in = process.attach();
+        read_walk(base);
+        assert!(remembered(Side::Read, base));
+        assert!(remembered(Side::Read, base + PAGE_SIZE));
+        process
+            .protect(base as *mut u8, PAGE_SIZE, PAGE_NOACCESS, AccessMode::User)
+            .unwrap();
+        assert_eq!(read_byte(base), STATUS_ACCESS_VIOLATION);
     }
 
     #[test]
