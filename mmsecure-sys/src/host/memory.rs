@@ -37,6 +37,7 @@ static BACKINGS: RwLock<Option<BTreeMap<usize, usize>>> = RwLock::new(None);
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// The current count of changes: a check made after reading it holds while it stays the same.
+#[inline]
 pub(crate) fn generation() -> u64 {
     GENERATION.load(Ordering::Acquire)
 }
