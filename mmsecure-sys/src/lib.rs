@@ -129,6 +129,8 @@ use core::ffi::c_void;
 /// ```
 pub mod ctypes;
 
+pub mod status;
+
 // The C types the declarations use, generated from ntddk.h: the same in every configuration.
 #[allow(
     non_camel_case_types,
@@ -776,13 +778,6 @@ pub fn report_request_end(token: usize) {
 mod copy;
 pub use copy::copy_unguarded;
 
-/// `STATUS_SUCCESS`: what [`copy_guarded`] and [`call_guarded`] return when nothing was raised.
-///
-/// ```
-/// assert_eq!(mmsecure_sys::STATUS_SUCCESS, 0);
-/// ```
-pub const STATUS_SUCCESS: NTSTATUS = 0;
-
 /// Whether [`copy_guarded`] and [`call_guarded`] catch exceptions on this target.
 ///
 /// - x86_64 Windows: `true`. The copy and the call run under a structured-exception frame, as C's
@@ -803,7 +798,7 @@ pub const STATUS_SUCCESS: NTSTATUS = 0;
 /// ```
 pub const COPY_GUARDED: bool = guard::COPY_GUARDED;
 
-/// Copies `len` bytes from `src` to `dst` and returns [`STATUS_SUCCESS`], or the code of the
+/// Copies `len` bytes from `src` to `dst` and returns [`STATUS_SUCCESS`](status::STATUS_SUCCESS), or the code of the
 /// exception raised during the copy (`STATUS_ACCESS_VIOLATION` 0xC0000005, `STATUS_IN_PAGE_ERROR`
 /// 0xC0000006...), where [`COPY_GUARDED`] says exceptions are caught.
 ///
@@ -844,7 +839,7 @@ pub const COPY_GUARDED: bool = guard::COPY_GUARDED;
 /// let mut dst = [0u8; 7];
 /// // SAFETY: both are local arrays of 7 bytes, valid and disjoint.
 /// let status = unsafe { mmsecure_sys::copy_guarded(dst.as_mut_ptr(), src.as_ptr(), 7) };
-/// assert_eq!(status, mmsecure_sys::STATUS_SUCCESS);
+/// assert_eq!(status, mmsecure_sys::status::STATUS_SUCCESS);
 /// assert_eq!(&dst, b"payload");
 /// ```
 ///
@@ -931,7 +926,7 @@ pub unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS
 }
 
 /// Calls `f(context)` under the same kind of exception frame as [`copy_guarded`]: returns
-/// [`STATUS_SUCCESS`] when `f` returns, or the code of an exception `f` raised and did not handle
+/// [`STATUS_SUCCESS`](status::STATUS_SUCCESS) when `f` returns, or the code of an exception `f` raised and did not handle
 /// (`ExRaiseStatus`, `ProbeForRead` on a bad address, a raising stub...), where [`COPY_GUARDED`]
 /// says exceptions are caught.
 ///
@@ -954,7 +949,7 @@ pub unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> NTSTATUS
 /// let mut value = 21u32;
 /// // SAFETY: `double` gets a pointer to a live u32.
 /// let status = unsafe { mmsecure_sys::call_guarded(double, (&mut value as *mut u32).cast()) };
-/// assert_eq!((status, value), (mmsecure_sys::STATUS_SUCCESS, 42));
+/// assert_eq!((status, value), (mmsecure_sys::status::STATUS_SUCCESS, 42));
 /// ```
 ///
 /// # Safety

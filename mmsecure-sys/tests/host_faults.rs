@@ -8,7 +8,8 @@ use mmsecure_sys::host::{
     raise_exception, Process, PAGE_READWRITE, PAGE_SIZE, STATUS_ACCESS_VIOLATION,
     STATUS_IN_PAGE_ERROR,
 };
-use mmsecure_sys::{call_guarded, copy_guarded, STATUS_SUCCESS};
+use mmsecure_sys::status::STATUS_SUCCESS;
+use mmsecure_sys::{call_guarded, copy_guarded};
 
 /// A process with `pages` committed read-write pages filled with `fill`, and their address.
 fn process_with(pages: usize, fill: u8) -> (Process, *mut u8) {

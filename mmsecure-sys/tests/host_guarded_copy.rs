@@ -11,7 +11,8 @@ use mmsecure_sys::host::{
     self, AccessMode, Process, PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE,
     STATUS_ACCESS_VIOLATION, STATUS_GUARD_PAGE_VIOLATION,
 };
-use mmsecure_sys::{copy_guarded, DISPATCH_LEVEL, NTSTATUS, STATUS_SUCCESS};
+use mmsecure_sys::status::STATUS_SUCCESS;
+use mmsecure_sys::{copy_guarded, DISPATCH_LEVEL, NTSTATUS};
 
 /// A process with `pages` read-write pages filled with `fill`.
 fn process_with(pages: usize, fill: u8) -> (Process, *mut u8) {

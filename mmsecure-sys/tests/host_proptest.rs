@@ -58,9 +58,8 @@ use mmsecure_sys::host::{
     AccessMode, Process, Status, PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE,
     PAGE_GUARD, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, STATUS_ACCESS_VIOLATION,
 };
-use mmsecure_sys::{
-    HANDLE, MM_SECURE_NO_CHANGE, MM_SECURE_NO_INHERIT, MM_SECURE_USER_MODE_ONLY, STATUS_SUCCESS,
-};
+use mmsecure_sys::status::STATUS_SUCCESS;
+use mmsecure_sys::{HANDLE, MM_SECURE_NO_CHANGE, MM_SECURE_NO_INHERIT, MM_SECURE_USER_MODE_ONLY};
 use proptest::prelude::*;
 /// Pages per allocation.
 const PAGES: usize = 4;

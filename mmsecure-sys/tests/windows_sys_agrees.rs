@@ -43,7 +43,48 @@ use windows_sys::Win32::Foundation as meta_foundation;
 
 /// Same value and same Rust type.
 fn same_constant<T: PartialEq + std::fmt::Debug + 'static>(name: &str, ours: T, theirs: T) {
-    assert_eq!(ours, theirs, "{name}: ntddk.h and the metadata disagree");
+    assert_eq!(
+        ours, theirs,
+        "{name}: our header source and the metadata disagree"
+    );
+}
+
+/// Every status in `mmsecure_sys::status` has the metadata's value and type
+/// (`Win32::Foundation`, where windows-sys keeps the NTSTATUS values).
+#[test]
+fn every_status_has_the_metadata_value_and_type() {
+    macro_rules! same_statuses {
+        ($($name:ident,)*) => {
+            $(same_constant(stringify!($name), sys::status::$name, meta_foundation::$name);)*
+        };
+    }
+    same_statuses! {
+        STATUS_SUCCESS,
+        STATUS_PENDING,
+        STATUS_GUARD_PAGE_VIOLATION,
+        STATUS_DATATYPE_MISALIGNMENT,
+        STATUS_BUFFER_OVERFLOW,
+        STATUS_UNSUCCESSFUL,
+        STATUS_ACCESS_VIOLATION,
+        STATUS_IN_PAGE_ERROR,
+        STATUS_INVALID_PARAMETER,
+        STATUS_INVALID_DEVICE_REQUEST,
+        STATUS_NO_MEMORY,
+        STATUS_CONFLICTING_ADDRESSES,
+        STATUS_NOT_MAPPED_VIEW,
+        STATUS_UNABLE_TO_DELETE_SECTION,
+        STATUS_BUFFER_TOO_SMALL,
+        STATUS_NOT_COMMITTED,
+        STATUS_INVALID_PAGE_PROTECTION,
+        STATUS_INSUFFICIENT_RESOURCES,
+        STATUS_FREE_VM_NOT_AT_BASE,
+        STATUS_MEMORY_NOT_ALLOCATED,
+        STATUS_NOT_SUPPORTED,
+        STATUS_INTERNAL_ERROR,
+        STATUS_PROCESS_IS_TERMINATING,
+        STATUS_CANCELLED,
+        STATUS_INVALID_BUFFER_SIZE,
+    }
 }
 
 #[test]

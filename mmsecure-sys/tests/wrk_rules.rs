@@ -16,7 +16,8 @@ use mmsecure_sys::host::{
     PAGE_WRITECOPY, STATUS_ACCESS_VIOLATION, STATUS_FREE_VM_NOT_AT_BASE,
     STATUS_GUARD_PAGE_VIOLATION,
 };
-use mmsecure_sys::{copy_guarded, NTSTATUS, STATUS_SUCCESS};
+use mmsecure_sys::status::STATUS_SUCCESS;
+use mmsecure_sys::{copy_guarded, NTSTATUS};
 
 /// MiSecureVirtualMemory's large path starts at 64 KiB (mapview.c L6125).
 const LARGE: usize = 64 * 1024;

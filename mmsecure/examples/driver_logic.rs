@@ -325,8 +325,10 @@ fn request(channel: u32, level: u32) -> [u8; 8] {
 mod tests {
     use super::volume::{Failure, Mixer, PendedReply, MAX_LEVEL};
     use super::*;
-    use mmsecure::host::{PAGE_NOACCESS, PAGE_READONLY, STATUS_IN_PAGE_ERROR};
-    use mmsecure::status::{STATUS_ACCESS_VIOLATION, STATUS_BUFFER_TOO_SMALL};
+    use mmsecure::host::{PAGE_NOACCESS, PAGE_READONLY};
+    use mmsecure::status::{
+        STATUS_ACCESS_VIOLATION, STATUS_BUFFER_TOO_SMALL, STATUS_IN_PAGE_ERROR,
+    };
     use mmsecure::Error;
 
     /// A user process with an input and an output page, and this thread in its context.

@@ -39,7 +39,7 @@ pub(crate) unsafe fn copy_to_user(dst: *mut u8, src: *const u8, len: usize) -> R
 /// A copy's status as a result.
 #[inline(always)]
 fn result(status: mmsecure_sys::NTSTATUS) -> Result<(), Error> {
-    if status == mmsecure_sys::STATUS_SUCCESS {
+    if status == mmsecure_sys::status::STATUS_SUCCESS {
         Ok(())
     } else {
         Err(Error::Fault { code: status })

@@ -1,36 +1,16 @@
-//! [`Status`]: the NTSTATUS a refused user-mode operation returns, and the codes the model uses.
+//! [`Status`]: the NTSTATUS a refused user-mode operation returns, and the codes the model uses
+//! (re-exported from [`crate::status`], the one set of them).
 
 use core::fmt;
 
-/// The protection asked for is not allowed: the code a secure refuses with (WRK `MiCheckSecuredVad`;
-/// DOCS), and the code for a malformed protection value.
-pub const STATUS_INVALID_PAGE_PROTECTION: i32 = 0xC000_0045_u32 as i32;
-/// An access to memory that is not mapped, not committed, or lacks the access.
-pub const STATUS_ACCESS_VIOLATION: i32 = 0xC000_0005_u32 as i32;
-/// A page could not be read in from its backing store (a failed page-file or network read); the
-/// code an access to such a page raises, and the one to inject with
-/// [`Process::inject_fault`](super::Process::inject_fault) to simulate it.
-pub const STATUS_IN_PAGE_ERROR: i32 = 0xC000_0006_u32 as i32;
-/// An access hit a guard page; the guard is cleared by this first access, as on Windows.
-pub const STATUS_GUARD_PAGE_VIOLATION: i32 = 0x8000_0001_u32 as i32;
-/// A length of zero, a null address, or another malformed argument.
-pub const STATUS_INVALID_PARAMETER: i32 = 0xC000_000D_u32 as i32;
-/// The host could not provide the memory, or it would lie above the highest user address.
-pub const STATUS_NO_MEMORY: i32 = 0xC000_0017_u32 as i32;
-/// The range is not inside one allocation, or an operation does not fit the allocation's kind.
-pub const STATUS_CONFLICTING_ADDRESSES: i32 = 0xC000_0018_u32 as i32;
-/// `unmap_view` on memory that is not a mapped view.
-pub const STATUS_NOT_MAPPED_VIEW: i32 = 0xC000_0019_u32 as i32;
-/// `free` or `decommit` on a mapped view (unmap it instead).
-pub const STATUS_UNABLE_TO_DELETE_SECTION: i32 = 0xC000_001B_u32 as i32;
-/// A protection change on pages that are reserved but not committed.
-pub const STATUS_NOT_COMMITTED: i32 = 0xC000_002D_u32 as i32;
-/// `free` at an address that is not the base of its allocation.
-pub const STATUS_FREE_VM_NOT_AT_BASE: i32 = 0xC000_009F_u32 as i32;
-/// The address is not in any allocation of the process.
-pub const STATUS_MEMORY_NOT_ALLOCATED: i32 = 0xC000_00A0_u32 as i32;
-/// The process has exited: it has no address space any more.
-pub const STATUS_PROCESS_IS_TERMINATING: i32 = 0xC000_010A_u32 as i32;
+pub use crate::status::{
+    STATUS_ACCESS_VIOLATION, STATUS_CONFLICTING_ADDRESSES, STATUS_FREE_VM_NOT_AT_BASE,
+    STATUS_GUARD_PAGE_VIOLATION, STATUS_INVALID_PAGE_PROTECTION, STATUS_INVALID_PARAMETER,
+    STATUS_IN_PAGE_ERROR, STATUS_MEMORY_NOT_ALLOCATED, STATUS_NOT_COMMITTED,
+    STATUS_NOT_MAPPED_VIEW, STATUS_NO_MEMORY, STATUS_PROCESS_IS_TERMINATING,
+    STATUS_UNABLE_TO_DELETE_SECTION,
+};
+use crate::NTSTATUS;
 
 /// An NTSTATUS error code returned by a simulated user-mode memory operation.
 ///
@@ -45,7 +25,7 @@ pub const STATUS_PROCESS_IS_TERMINATING: i32 = 0xC000_010A_u32 as i32;
 /// assert_eq!(refused.name(), Some("STATUS_INVALID_PAGE_PROTECTION"));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Status(pub i32);
+pub struct Status(pub NTSTATUS);
 
 impl Status {
     /// The status' symbolic name, if it is one the model uses.

@@ -1,17 +1,15 @@
 //! The kernel routines, types and constants this driver uses beyond what `mmsecure-sys` declares.
 //!
 //! `mmsecure-sys` declares only what `mmsecure` needs; a driver brings its own declarations for
-//! everything else, as here. Every routine in the extern block is also listed in `ntoskrnl.def`,
-//! from which `cargo xtask driver` makes the import library.
+//! everything else, as here (`NTSTATUS` and the statuses are `mmsecure`'s). Every routine in the
+//! extern block is also listed in `ntoskrnl.def`, from which `cargo xtask driver` makes the
+//! import library.
 
 use mmsecure::sys::ctypes::c_char;
 use mmsecure::sys::{HANDLE, PVOID, SIZE_T, ULONG, ULONG_PTR, UNICODE_STRING};
 
-/// `NTSTATUS`: negative values are errors.
-pub type NTSTATUS = i32;
-
-/// `STATUS_SUCCESS`.
-pub const STATUS_SUCCESS: NTSTATUS = 0;
+pub use mmsecure::status::STATUS_SUCCESS;
+pub use mmsecure::NTSTATUS;
 
 /// `RTL_REGISTRY_SERVICES`: a path relative to
 /// `\Registry\Machine\System\CurrentControlSet\Services`.
@@ -34,9 +32,6 @@ pub const MEM_RELEASE: ULONG = 0x8000;
 
 /// `PAGE_NOACCESS`: any access to the page faults.
 pub const PAGE_NOACCESS: ULONG = 0x01;
-
-/// `STATUS_ACCESS_VIOLATION`: what reading a `PAGE_NOACCESS` page raises.
-pub const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as NTSTATUS;
 
 /// `NtCurrentProcess()`: the pseudo-handle of the current process.
 pub const NT_CURRENT_PROCESS: HANDLE = -1isize as HANDLE;
