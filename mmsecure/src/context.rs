@@ -49,7 +49,7 @@ static ABANDONED: AtomicUsize = AtomicUsize::new(0);
 ///
 /// ```
 /// use mmsecure::{ProbeMode, SecureRegion};
-/// use mmsecure_sys::host::{MisuseKind, Process, PAGE_READWRITE};
+/// use mmsecure::host::{MisuseKind, Process, PAGE_READWRITE};
 ///
 /// let (app, other) = (Process::new(), Process::new());
 /// let page = app.allocate(4096, PAGE_READWRITE).unwrap();

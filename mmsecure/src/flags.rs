@@ -33,7 +33,7 @@ bitflags::bitflags! {
         ///
         /// ```
         /// use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
-        /// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+        /// use mmsecure::host::{Process, PAGE_READWRITE};
         ///
         /// let process = Process::new();
         /// let _in_process = process.attach();
@@ -53,7 +53,7 @@ bitflags::bitflags! {
         ///
         /// ```
         /// use mmsecure::{ProbeMode, SecureFlags, SecureRegion};
-        /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+        /// use mmsecure::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
         ///
         /// let process = Process::new();
         /// let _in_process = process.attach();
@@ -76,7 +76,7 @@ bitflags::bitflags! {
         ///
         /// ```
         /// use mmsecure::{ProbeMode, SecureFlags, SecureRegion};
-        /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+        /// use mmsecure::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
         ///
         /// let process = Process::new();
         /// let _in_process = process.attach();
@@ -93,7 +93,7 @@ bitflags::bitflags! {
         ///
         /// ```
         /// use mmsecure::{ProbeMode, SecureFlags, SecureRegion};
-        /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+        /// use mmsecure::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
         ///
         /// let parent = Process::new();
         /// let _in_parent = parent.attach();

@@ -22,7 +22,7 @@ use crate::{context, Error, ProbeMode, ProcessRef};
 ///
 /// ```
 /// use mmsecure::{ProbeMode, SecureRegion};
-/// use mmsecure_sys::host::{AccessMode, Process, PAGE_READWRITE};
+/// use mmsecure::host::{AccessMode, Process, PAGE_READWRITE};
 ///
 /// let process = Process::new();
 /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -91,7 +91,7 @@ impl RawRegion {
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -108,7 +108,7 @@ impl RawRegion {
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -176,7 +176,7 @@ impl RawRegion {
     ///
     /// ```
     /// use mmsecure::{ProbeMode, SecureRegion};
-    /// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// use mmsecure::host::{Process, PAGE_READWRITE};
     ///
     /// let process = Process::new();
     /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -239,8 +239,8 @@ impl fmt::Debug for RawRegion {
 ///
 /// ```
 /// use mmsecure::{Error, ProbeMode, SecureRegion};
-/// use mmsecure_sys::host::{raise_irql, Process, PAGE_READWRITE};
-/// use mmsecure_sys::DISPATCH_LEVEL;
+/// use mmsecure::host::{raise_irql, Process, PAGE_READWRITE};
+/// use mmsecure::sys::DISPATCH_LEVEL;
 ///
 /// let process = Process::new();
 /// let _in_process = process.attach();

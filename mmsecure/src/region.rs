@@ -67,7 +67,7 @@ use crate::{context, kernel, user_range, Error, ProbeMode, ProcessRef, SecureFla
 ///
 /// ```
 /// use mmsecure::{ProbeMode, SecureRegion};
-/// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+/// use mmsecure::host::{Process, PAGE_READWRITE};
 ///
 /// // On the host backend: a simulated user process with one page of user memory.
 /// let process = Process::new();
@@ -106,7 +106,7 @@ impl SecureRegion {
     ///
     /// ```
     /// use mmsecure::{Error, ProbeMode, SecureRegion};
-    /// use mmsecure_sys::host::{Process, PAGE_READONLY};
+    /// use mmsecure::host::{Process, PAGE_READONLY};
     ///
     /// let process = Process::new();
     /// let _in_process = process.attach();
@@ -150,7 +150,7 @@ impl SecureRegion {
     ///
     /// ```
     /// use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
-    /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+    /// use mmsecure::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
     ///
     /// let process = Process::new();
     /// let _in_process = process.attach();
@@ -166,7 +166,7 @@ impl SecureRegion {
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -216,7 +216,7 @@ impl SecureRegion {
     ///
     /// ```
     /// use mmsecure::{ProbeMode, SecureFlags, SecureRegion};
-    /// use mmsecure_sys::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
+    /// use mmsecure::host::{AccessMode, Process, PAGE_READONLY, PAGE_READWRITE};
     ///
     /// let process = Process::new();
     /// let _in_process = process.attach();
@@ -277,7 +277,7 @@ impl SecureRegion {
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -296,7 +296,7 @@ impl SecureRegion {
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(8192, PAGE_READWRITE).unwrap();
@@ -315,7 +315,7 @@ impl SecureRegion {
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -339,7 +339,7 @@ impl SecureRegion {
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// let process = Process::new();
     /// let _in_process = process.attach();
     /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -358,7 +358,7 @@ impl SecureRegion {
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// let process = Process::new();
     /// let _in_process = process.attach();
     /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -384,7 +384,7 @@ impl SecureRegion {
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -411,7 +411,7 @@ impl SecureRegion {
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -441,7 +441,7 @@ impl SecureRegion {
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -467,7 +467,7 @@ impl SecureRegion {
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -500,7 +500,7 @@ impl SecureRegion {
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
-    /// # use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
@@ -527,7 +527,7 @@ impl SecureRegion {
     ///
     /// ```
     /// use mmsecure::{Error, ProbeMode, SecureRegion};
-    /// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// use mmsecure::host::{Process, PAGE_READWRITE};
     ///
     /// let (app, other) = (Process::new(), Process::new());
     /// let page = app.allocate(4096, PAGE_READWRITE).unwrap();
