@@ -65,7 +65,7 @@ pub enum MisuseKind {
 /// unsafe { MmUnsecureVirtualMemory(late) };
 /// assert_eq!(app.misuses().len(), 1);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Misuse {
     /// What went wrong.
     pub kind: MisuseKind,
@@ -75,6 +75,19 @@ pub struct Misuse {
     pub process: Option<u64>,
     /// The id of the process that issued the handle, if the model knows it.
     pub owner: Option<u64>,
+}
+
+/// `Debug` prints the handle in hex, as handles are written everywhere else (`Display`, a
+/// debugger): `Misuse { kind: Abandoned, handle: 0x1f40, process: Some(3), owner: Some(3) }`.
+impl fmt::Debug for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Misuse")
+            .field("kind", &self.kind)
+            .field("handle", &format_args!("{:#x}", self.handle))
+            .field("process", &self.process)
+            .field("owner", &self.owner)
+            .finish()
+    }
 }
 
 impl fmt::Display for Misuse {
@@ -162,4 +175,24 @@ pub(crate) fn abandoned(handle: HANDLE, process: PEPROCESS) {
         current.as_ref(),
         owner.as_ref().map(|owner| &owner.inner),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::format;
+
+    #[test]
+    fn debug_prints_the_handle_in_hex() {
+        let misuse = Misuse {
+            kind: MisuseKind::Abandoned,
+            handle: 0x1f40,
+            process: Some(3),
+            owner: None,
+        };
+        assert_eq!(
+            format!("{misuse:?}"),
+            "Misuse { kind: Abandoned, handle: 0x1f40, process: Some(3), owner: None }"
+        );
+    }
 }
