@@ -38,8 +38,10 @@ static ABANDONED: AtomicUsize = AtomicUsize::new(0);
 /// Such a drop does not call the kernel. The secure stays until its process exits, which drops
 /// every secure of the process; until then the user cannot free or re-protect that memory. Each
 /// one is a bug in the driver (drop regions in their process, at `PASSIVE_LEVEL` or
-/// `APC_LEVEL`), made harmless: a driver can log this count, and a test can assert it did not
-/// grow. In the host model each one is also a `Misuse` of kind `Abandoned` on the process.
+/// `APC_LEVEL`), made harmless: a driver can log this count. In the host model each one is also
+/// a `Misuse` of kind `Abandoned` on the process. The count is global, so under cargo's parallel
+/// test threads another test's drop can move it: a test asserts on its own process instead,
+/// `assert_eq!(process.abandoned_secures(), 0)` (`host::Process::abandoned_secures`).
 ///
 /// A region dropped above `DISPATCH_LEVEL` also keeps its reference on the process object
 /// (`ObfDereferenceObject` needs `DISPATCH_LEVEL` or below): the object is then never freed.
@@ -63,6 +65,7 @@ static ABANDONED: AtomicUsize = AtomicUsize::new(0);
 /// drop(in_other);
 /// assert_eq!(mmsecure::abandoned_secures(), before + 1);
 /// assert_eq!(app.misuses()[0].kind, MisuseKind::Abandoned);
+/// assert_eq!(app.abandoned_secures(), 1); // this process's count: no other test moves it
 /// assert_eq!(app.secure_count(), 1); // left standing...
 /// app.exit();
 /// assert_eq!(app.secure_count(), 0); // ...until the process exits

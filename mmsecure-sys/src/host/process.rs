@@ -685,6 +685,33 @@ impl Process {
         lock(&self.inner.misuses).clone()
     }
 
+    /// How many secures a wrapper left standing against this process ([`misuses`](Self::misuses)
+    /// of kind [`MisuseKind::Abandoned`](super::MisuseKind::Abandoned)): a drop in the wrong
+    /// process or above `APC_LEVEL`. Unlike mmsecure's global `abandoned_secures()`, no other
+    /// test's process adds to it, so `assert_eq!(process.abandoned_secures(), 0)` holds under
+    /// cargo's parallel test threads.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+    /// use mmsecure_sys::{MmSecureVirtualMemory, PAGE_READWRITE as RW};
+    ///
+    /// let app = Process::new();
+    /// let page = app.allocate(4096, PAGE_READWRITE).unwrap();
+    /// let in_app = app.attach();
+    /// // SAFETY: the model checks the range itself.
+    /// let handle = unsafe { MmSecureVirtualMemory(page.cast(), 4096, RW) };
+    /// drop(in_app);
+    /// assert_eq!(app.abandoned_secures(), 0);
+    /// mmsecure_sys::report_abandoned_secure(handle, app.eprocess());
+    /// assert_eq!(app.abandoned_secures(), 1);
+    /// ```
+    pub fn abandoned_secures(&self) -> usize {
+        lock(&self.inner.misuses)
+            .iter()
+            .filter(|misuse| misuse.kind == super::MisuseKind::Abandoned)
+            .count()
+    }
+
     /// In strict mode, a misuse recorded against this process stops the test binary (printing
     /// the misuse), as Driver Verifier would bug check, and a double fetch found in it
     /// ([`double_fetches`](Self::double_fetches)) panics where the second read was made, which
