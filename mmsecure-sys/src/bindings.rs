@@ -11,9 +11,9 @@ use crate::types::*;
 
 pub const PAGE_READONLY: u32 = 2;
 pub const PAGE_READWRITE: u32 = 4;
-pub const PASSIVE_LEVEL: u32 = 0;
-pub const APC_LEVEL: u32 = 1;
-pub const DISPATCH_LEVEL: u32 = 2;
+pub const PASSIVE_LEVEL: KIRQL = 0;
+pub const APC_LEVEL: KIRQL = 1;
+pub const DISPATCH_LEVEL: KIRQL = 2;
 pub const MM_SECURE_EXCLUSIVE: u32 = 1;
 pub const MM_SECURE_NO_CHANGE: u32 = 2;
 pub const MM_SECURE_USER_MODE_ONLY: u32 = 4;

@@ -533,7 +533,7 @@ pub use bindings::PAGE_READWRITE;
 /// use mmsecure_sys::{KeGetCurrentIrql, PASSIVE_LEVEL};
 ///
 /// // SAFETY: reading the IRQL has no side effect (on Windows: in kernel mode).
-/// assert_eq!(u32::from(unsafe { KeGetCurrentIrql() }), PASSIVE_LEVEL);
+/// assert_eq!(unsafe { KeGetCurrentIrql() }, PASSIVE_LEVEL);
 /// ```
 pub use bindings::PASSIVE_LEVEL;
 
@@ -543,7 +543,7 @@ pub use bindings::PASSIVE_LEVEL;
 /// use mmsecure_sys::{KeGetCurrentIrql, APC_LEVEL};
 ///
 /// // SAFETY: reading the IRQL has no side effect (on Windows: in kernel mode).
-/// assert!(u32::from(unsafe { KeGetCurrentIrql() }) <= APC_LEVEL);
+/// assert!(unsafe { KeGetCurrentIrql() } <= APC_LEVEL);
 /// ```
 pub use bindings::APC_LEVEL;
 
@@ -657,7 +657,7 @@ mod kernel;
 ///
 /// // SAFETY: a driver runs in kernel mode, where reading the IRQL is allowed.
 /// let irql = unsafe { KeGetCurrentIrql() };
-/// assert!(u32::from(irql) <= APC_LEVEL, "too high for the secure routines");
+/// assert!(irql <= APC_LEVEL, "too high for the secure routines");
 /// ```
 #[cfg(not(mmsecure_host))]
 #[cfg_attr(

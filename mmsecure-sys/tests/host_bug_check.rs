@@ -26,7 +26,7 @@ fn a_bug_check_in_the_child_is_returned_although_its_output_is_captured() {
             let process = Process::new();
             let _in = process.attach();
             let page = process.allocate(PAGE_SIZE, PAGE_READWRITE).unwrap();
-            let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+            let _raised = host::raise_irql(DISPATCH_LEVEL);
             // SAFETY: the model checks every argument; stopping here is the point.
             let _ =
                 unsafe { MmSecureVirtualMemory(page.cast(), PAGE_SIZE as SIZE_T, PAGE_READWRITE) };

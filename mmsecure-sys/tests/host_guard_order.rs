@@ -46,8 +46,8 @@ fn lowering_the_irql_to_a_higher_level_is_irql_not_less_or_equal() {
     let message = host::assert_bug_check(
         "lowering_the_irql_to_a_higher_level_is_irql_not_less_or_equal",
         || {
-            let apc = host::raise_irql(APC_LEVEL as u8);
-            let _dispatch = host::raise_irql(DISPATCH_LEVEL as u8);
+            let apc = host::raise_irql(APC_LEVEL);
+            let _dispatch = host::raise_irql(DISPATCH_LEVEL);
             // Back to PASSIVE_LEVEL (a legal lowering)...
             drop(apc);
             // ...and then `_dispatch` lowers "back" to APC_LEVEL, above PASSIVE_LEVEL.
@@ -65,10 +65,10 @@ fn guards_undone_in_order_are_fine() {
     let second = Process::new();
     {
         let _outer = first.attach();
-        let _raised = host::raise_irql(APC_LEVEL as u8);
+        let _raised = host::raise_irql(APC_LEVEL);
         let _inner = second.attach();
-        let _higher = host::raise_irql(DISPATCH_LEVEL as u8);
-        assert_eq!(host::current_irql(), DISPATCH_LEVEL as u8);
+        let _higher = host::raise_irql(DISPATCH_LEVEL);
+        assert_eq!(host::current_irql(), DISPATCH_LEVEL);
     }
     assert_eq!(host::current_irql(), 0);
     // A guard moved to the end of a scope and dropped last is still in order.

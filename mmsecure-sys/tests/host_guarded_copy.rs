@@ -162,7 +162,7 @@ fn a_change_after_a_successful_copy_is_seen_by_the_next_one() {
 fn the_drivers_own_memory_is_not_checked() {
     let src = [5u8; 64];
     let mut dst = [0u8; 64];
-    let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+    let _raised = host::raise_irql(DISPATCH_LEVEL);
     // SAFETY: both are this test's own arrays of 64 bytes.
     let status = unsafe { copy_guarded(dst.as_mut_ptr(), src.as_ptr(), 64) };
     assert_eq!(status, STATUS_SUCCESS);
@@ -176,7 +176,7 @@ fn user_memory_at_dispatch_level_is_irql_not_less_or_equal() {
         || {
             let (process, buffer) = process_with(1, 7);
             let _in = process.attach();
-            let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+            let _raised = host::raise_irql(DISPATCH_LEVEL);
             read(buffer, 8);
         },
     );

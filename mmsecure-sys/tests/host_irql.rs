@@ -34,7 +34,7 @@ fn with_page(f: impl FnOnce(&Process, *mut u8)) {
 fn secure_above_apc_level_is_irql_not_less_or_equal() {
     let stderr = stopped_child("secure_above_apc_level_is_irql_not_less_or_equal", || {
         with_page(|_, page| {
-            let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+            let _raised = host::raise_irql(DISPATCH_LEVEL);
             // SAFETY: the model checks every argument; stopping here is the point.
             let _ = unsafe { MmSecureVirtualMemory(page.cast(), PAGE as SIZE_T, PAGE_READWRITE) };
         })
@@ -52,7 +52,7 @@ fn secure_ex_above_apc_level_is_irql_not_less_or_equal() {
         "secure_ex_above_apc_level_is_irql_not_less_or_equal",
         || {
             with_page(|_, page| {
-                let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+                let _raised = host::raise_irql(DISPATCH_LEVEL);
                 // SAFETY: as above. Bad flags would give NULL, but the IRQL check comes first.
                 let _ = unsafe {
                     MmSecureVirtualMemoryEx(page.cast(), PAGE as SIZE_T, PAGE_READWRITE, 0x10)
@@ -97,7 +97,7 @@ fn routine_lookup_above_passive_level_is_irql_not_less_or_equal() {
                 MaximumLength: (name.len() * 2) as u16,
                 Buffer: name.as_mut_ptr(),
             };
-            let _raised = host::raise_irql(APC_LEVEL as u8);
+            let _raised = host::raise_irql(APC_LEVEL);
             // SAFETY: a valid UNICODE_STRING over `name`.
             let _ = unsafe { MmGetSystemRoutineAddress(&mut string) };
         },
@@ -128,7 +128,7 @@ fn strict_mode_stops_the_binary_at_the_first_misuse() {
 #[test]
 fn the_secure_routines_work_at_apc_level() {
     with_page(|process, page| {
-        let _raised = host::raise_irql(APC_LEVEL as u8);
+        let _raised = host::raise_irql(APC_LEVEL);
         // SAFETY: the model checks every argument.
         let handle =
             unsafe { MmSecureVirtualMemoryEx(page.cast(), PAGE as SIZE_T, PAGE_READWRITE, 0) };
@@ -145,8 +145,8 @@ fn irql_is_per_thread_and_restored_by_the_guard() {
     let irql = || unsafe { KeGetCurrentIrql() };
     assert_eq!(irql(), 0);
     {
-        let _apc = host::raise_irql(APC_LEVEL as u8);
-        let _dispatch = host::raise_irql(DISPATCH_LEVEL as u8);
+        let _apc = host::raise_irql(APC_LEVEL);
+        let _dispatch = host::raise_irql(DISPATCH_LEVEL);
         assert_eq!(irql(), 2);
         std::thread::spawn(move || assert_eq!(irql(), 0))
             .join()
@@ -158,6 +158,6 @@ fn irql_is_per_thread_and_restored_by_the_guard() {
 #[test]
 #[should_panic(expected = "IRQL_NOT_GREATER_OR_EQUAL")]
 fn raising_to_a_lower_irql_is_irql_not_greater_or_equal() {
-    let _dispatch = host::raise_irql(DISPATCH_LEVEL as u8);
-    let _lower = host::raise_irql(APC_LEVEL as u8);
+    let _dispatch = host::raise_irql(DISPATCH_LEVEL);
+    let _lower = host::raise_irql(APC_LEVEL);
 }

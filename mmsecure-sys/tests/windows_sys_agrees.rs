@@ -16,7 +16,8 @@
 //! made on the other hosts covers Windows too.
 #![cfg(not(all(windows, feature = "host")))]
 //!
-//! What windows-sys (0.61) has and we compare: all nine constants, the five routines. What it
+//! What windows-sys (0.61) has and we compare: all nine constants (the three IRQL levels by
+//! value: they are `KIRQL` here, `u32` there), the statuses, the five routines. What it
 //! does not have: the C type names (`HANDLE` and `UNICODE_STRING` aside, it spells `SIZE_T` as
 //! `usize`, `ULONG` as `u32`, `KIRQL` as `u8`, and has no `PVOID`), so those are compared through
 //! the routines that use them.
@@ -91,9 +92,16 @@ fn every_status_has_the_metadata_value_and_type() {
 fn every_constant_has_the_metadata_value_and_type() {
     same_constant("PAGE_READONLY", sys::PAGE_READONLY, meta::PAGE_READONLY);
     same_constant("PAGE_READWRITE", sys::PAGE_READWRITE, meta::PAGE_READWRITE);
-    same_constant("PASSIVE_LEVEL", sys::PASSIVE_LEVEL, meta::PASSIVE_LEVEL);
-    same_constant("APC_LEVEL", sys::APC_LEVEL, meta::APC_LEVEL);
-    same_constant("DISPATCH_LEVEL", sys::DISPATCH_LEVEL, meta::DISPATCH_LEVEL);
+    // The one listed difference among the constants: the levels are `KIRQL` here (codegen types
+    // them so), `u32` in the metadata, which types every untyped `#define` so.
+    let levels: [(&str, sys::KIRQL, u32); 3] = [
+        ("PASSIVE_LEVEL", sys::PASSIVE_LEVEL, meta::PASSIVE_LEVEL),
+        ("APC_LEVEL", sys::APC_LEVEL, meta::APC_LEVEL),
+        ("DISPATCH_LEVEL", sys::DISPATCH_LEVEL, meta::DISPATCH_LEVEL),
+    ];
+    for (name, ours, theirs) in levels {
+        same_constant(name, u32::from(ours), theirs);
+    }
     same_constant(
         "MM_SECURE_EXCLUSIVE",
         sys::MM_SECURE_EXCLUSIVE,

@@ -167,7 +167,7 @@ fn main() -> Result<(), Error> {
     let guarded = SecureRegion::new(own, PAGE, ProbeMode::ReadWrite)?;
     {
         // As under a spin lock: user memory is pageable, so no copy at DISPATCH_LEVEL.
-        let _spin_lock = host::raise_irql(mmsecure::sys::DISPATCH_LEVEL as u8);
+        let _spin_lock = host::raise_irql(mmsecure::sys::DISPATCH_LEVEL);
         let mut byte = [0u8; 1];
         println!(
             "   a copy at DISPATCH_LEVEL -> {}",

@@ -11,11 +11,11 @@ use crate::{kernel, Error};
 
 /// The highest IRQL at which the secure routines run, and at which user memory is touched
 /// (`APC_LEVEL`): above it a page fault on pageable user memory bug checks.
-pub(crate) const SECURE_MAX: u8 = APC_LEVEL as u8;
+pub(crate) const SECURE_MAX: u8 = APC_LEVEL;
 /// `MmGetSystemRoutineAddress` runs at `PASSIVE_LEVEL` only.
-pub(crate) const LOOKUP_MAX: u8 = PASSIVE_LEVEL as u8;
+pub(crate) const LOOKUP_MAX: u8 = PASSIVE_LEVEL;
 /// `ObfReferenceObject` and `ObfDereferenceObject` run at `DISPATCH_LEVEL` at most.
-pub(crate) const OBJECT_MAX: u8 = DISPATCH_LEVEL as u8;
+pub(crate) const OBJECT_MAX: u8 = DISPATCH_LEVEL;
 
 /// `Err(Error::IrqlTooHigh)` above `max`, read at run time in every build.
 #[inline]

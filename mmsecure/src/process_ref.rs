@@ -88,7 +88,7 @@ impl ProcessRef {
     /// drop(reference);
     /// assert_eq!(process.driver_references(), 0);
     ///
-    /// let _raised = host::raise_irql(DISPATCH_LEVEL as u8 + 1);
+    /// let _raised = host::raise_irql(DISPATCH_LEVEL + 1);
     /// assert_eq!(ProcessRef::current(), Err(Error::IrqlTooHigh { irql: 3, max: 2 }));
     /// # Ok::<(), Error>(())
     /// ```

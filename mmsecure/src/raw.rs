@@ -247,7 +247,7 @@ impl fmt::Debug for RawRegion {
 /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
 /// let raw = SecureRegion::new(page, 64, ProbeMode::ReadWrite)?.into_raw();
 ///
-/// let raised = raise_irql(DISPATCH_LEVEL as u8);
+/// let raised = raise_irql(DISPATCH_LEVEL);
 /// let refused = SecureRegion::from_raw(raw).unwrap_err();
 /// assert_eq!(refused.error(), Error::IrqlTooHigh { irql: 2, max: 1 });
 /// drop(raised);

@@ -41,7 +41,7 @@ const FLAGS: [Option<SecureFlags>; 7] = [
 /// Runs `f` at `DISPATCH_LEVEL`, where a call to any secure routine of the model stops the binary:
 /// what returns from in here was decided without the kernel.
 fn without_kernel<T>(f: impl FnOnce() -> T) -> T {
-    let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+    let _raised = host::raise_irql(DISPATCH_LEVEL);
     f()
 }
 
@@ -355,7 +355,7 @@ fn from_raw_in_a_wrong_context_is_refused_and_hands_the_raw_region_back() {
         ),
         (
             "DISPATCH_LEVEL",
-            Box::new(|| Box::new((process.attach(), host::raise_irql(DISPATCH_LEVEL as u8)))),
+            Box::new(|| Box::new((process.attach(), host::raise_irql(DISPATCH_LEVEL)))),
             Error::IrqlTooHigh { irql: 2, max: 1 },
         ),
     ];

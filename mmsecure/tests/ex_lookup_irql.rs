@@ -17,7 +17,7 @@ fn a_flagged_secure_above_passive_level_never_reaches_the_routine_lookup() {
 
     {
         // The model stops the binary if MmGetSystemRoutineAddress runs above PASSIVE_LEVEL.
-        let _apc = host::raise_irql(APC_LEVEL as u8);
+        let _apc = host::raise_irql(APC_LEVEL);
         assert_eq!(
             flagged().unwrap_err(),
             Error::IrqlTooHigh { irql: 1, max: 0 }
@@ -34,7 +34,7 @@ fn a_flagged_secure_above_passive_level_never_reaches_the_routine_lookup() {
     }
     // From DriverEntry, at PASSIVE_LEVEL: found and cached.
     assert!(mmsecure::secure_ex_available());
-    let _apc = host::raise_irql(APC_LEVEL as u8);
+    let _apc = host::raise_irql(APC_LEVEL);
     drop(flagged().unwrap());
     assert!(mmsecure::secure_ex_available());
     assert_eq!(process.secure_count(), 0);

@@ -68,7 +68,7 @@ fn above_dispatch_level_no_reference_is_taken_and_a_drop_keeps_its_own() {
     let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly).unwrap();
     let keep = ProcessRef::current().unwrap();
     {
-        let _raised = host::raise_irql(DISPATCH_LEVEL as u8 + 1);
+        let _raised = host::raise_irql(DISPATCH_LEVEL + 1);
         let too_high = Error::IrqlTooHigh { irql: 3, max: 2 };
         assert_eq!(ProcessRef::current(), Err(too_high));
         assert_eq!(keep.try_clone(), Err(too_high));
@@ -78,7 +78,7 @@ fn above_dispatch_level_no_reference_is_taken_and_a_drop_keeps_its_own() {
     }
     assert_eq!(process.driver_references(), 2); // the region's and the leaked one
     let at_dispatch = {
-        let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+        let _raised = host::raise_irql(DISPATCH_LEVEL);
         region.process_ref()
     };
     assert_eq!(at_dispatch.map(|r| r.as_ptr()), Ok(process.eprocess()));

@@ -89,7 +89,7 @@ fn kernel_refusal_is_refused() {
 /// Runs `f` at DISPATCH_LEVEL, where any kernel routine of the model stops the caller as a bug
 /// check would: an error returned from in there was decided without calling the kernel.
 fn without_kernel<T>(f: impl FnOnce() -> T) -> T {
-    let _raised = host::raise_irql(mmsecure_sys::DISPATCH_LEVEL as u8);
+    let _raised = host::raise_irql(mmsecure_sys::DISPATCH_LEVEL);
     f()
 }
 

@@ -82,7 +82,7 @@ fn a_drop_at_dispatch_level_does_not_call_the_kernel() {
     let (process, _page, region) = secured();
     let _in = process.attach();
     {
-        let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+        let _raised = host::raise_irql(DISPATCH_LEVEL);
         drop(region);
     }
     assert_eq!(process.secure_count(), 1);
@@ -96,7 +96,7 @@ fn a_drop_above_dispatch_level_keeps_the_reference_rather_than_call_the_kernel()
     let (process, _page, region) = secured();
     let _in = process.attach();
     {
-        let _raised = host::raise_irql(DISPATCH_LEVEL as u8 + 1);
+        let _raised = host::raise_irql(DISPATCH_LEVEL + 1);
         drop(region);
     }
     assert_eq!(process.secure_count(), 1);
@@ -108,7 +108,7 @@ fn a_drop_above_dispatch_level_keeps_the_reference_rather_than_call_the_kernel()
 fn a_drop_at_apc_level_in_its_process_unsecures() {
     let (process, _page, region) = secured();
     let _in = process.attach();
-    let _raised = host::raise_irql(APC_LEVEL as u8);
+    let _raised = host::raise_irql(APC_LEVEL);
     drop(region);
     assert_eq!(process.secure_count(), 0);
     assert!(process.misuses().is_empty());
@@ -120,7 +120,7 @@ fn copies_at_dispatch_level_are_refused_before_user_memory_is_touched() {
     let _in = process.attach();
     let too_high = Error::IrqlTooHigh { irql: 2, max: 1 };
     {
-        let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+        let _raised = host::raise_irql(DISPATCH_LEVEL);
         let mut out = [0u8; 8];
         // A copy of user memory at DISPATCH_LEVEL would stop this binary in the model.
         assert_eq!(region.read(0, &mut out), Err(too_high));
@@ -133,7 +133,7 @@ fn copies_at_dispatch_level_are_refused_before_user_memory_is_touched() {
             Err(Error::OutOfBounds { .. })
         ));
     }
-    let _apc = host::raise_irql(APC_LEVEL as u8);
+    let _apc = host::raise_irql(APC_LEVEL);
     assert_eq!(region.read_value::<u64>(0), Ok(0));
 }
 
@@ -142,7 +142,7 @@ fn securing_above_apc_level_is_refused_before_the_kernel_is_called() {
     let process = Process::new();
     let page = process.allocate(PAGE, PAGE_READWRITE).unwrap();
     let _in = process.attach();
-    let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+    let _raised = host::raise_irql(DISPATCH_LEVEL);
     assert_eq!(
         SecureRegion::new(page, PAGE, ProbeMode::ReadOnly).unwrap_err(),
         Error::IrqlTooHigh { irql: 2, max: 1 }

@@ -204,7 +204,7 @@ fn driver(world: &World, counts: &Counts, me: usize, seed: u64) -> Result<(), St
         let p = rng.below(2);
         let process = &world.processes[p];
         let _in = process.attach();
-        let _irql = (rng.below(2) == 0).then(|| host::raise_irql(APC_LEVEL as u8));
+        let _irql = (rng.below(2) == 0).then(|| host::raise_irql(APC_LEVEL));
         let slot = if rng.below(2) == 0 {
             own_slot
         } else {

@@ -112,7 +112,7 @@ fn every_copy_checks_the_irql() {
     let (_process, page, _in) = app();
     let mut reader = UserSlice::new(page, 8).unwrap().reader();
     {
-        let _high = raise_irql(DISPATCH_LEVEL as u8);
+        let _high = raise_irql(DISPATCH_LEVEL);
         let err = reader.read::<u32>().unwrap_err();
         assert!(matches!(
             err.error(),
@@ -145,7 +145,7 @@ fn a_cursor_cloned_above_dispatch_level_takes_no_reference_and_copies_nothing() 
     let mut reader = UserSlice::new(page, 8).unwrap().reader();
     let both = UserSlice::new(page, 8).unwrap();
     let (mut clone, (mut second, mut writer)) = {
-        let _high = raise_irql(DISPATCH_LEVEL as u8 + 1);
+        let _high = raise_irql(DISPATCH_LEVEL + 1);
         (reader.clone_reader(), both.reader_writer())
     };
     assert_eq!(

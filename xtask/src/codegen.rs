@@ -475,6 +475,23 @@ fn is_libclang(name: &str) -> bool {
     })
 }
 
+/// Gives the IRQL macros (`PASSIVE_LEVEL`, `APC_LEVEL`, `DISPATCH_LEVEL`) the type that
+/// `KeGetCurrentIrql` returns, `KIRQL`, where the header leaves them untyped `#define`s (which
+/// bindgen would make `u32`): a level then compares with an IRQL, and goes where one goes, without
+/// a cast.
+#[derive(Debug)]
+struct IrqlLevels;
+
+impl bindgen::callbacks::ParseCallbacks for IrqlLevels {
+    fn int_macro(&self, name: &str, _value: i64) -> Option<bindgen::callbacks::IntKind> {
+        name.ends_with("_LEVEL")
+            .then_some(bindgen::callbacks::IntKind::Custom {
+                name: "KIRQL",
+                is_signed: false,
+            })
+    }
+}
+
 /// Runs bindgen and rustfmt for one output; returns the file's full text.
 fn generate(
     root: &Path,
@@ -503,6 +520,7 @@ fn generate(
         .allowlist_var(exact(CONSTANTS))
         .allowlist_type(exact(TYPES))
         .generate_comments(false)
+        .parse_callbacks(Box::new(IrqlLevels))
         .merge_extern_blocks(true)
         .layout_tests(true)
         .formatter(bindgen::Formatter::None);

@@ -66,7 +66,7 @@ pub(crate) fn write_and_abort(message: fmt::Arguments<'_>) -> ! {
 ///     let process = Process::new();
 ///     let _in_process = process.attach();
 ///     let page = process.allocate(PAGE_SIZE, PAGE_READWRITE).unwrap();
-///     let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+///     let _raised = host::raise_irql(DISPATCH_LEVEL);
 ///     // SAFETY: the model checks every argument; stopping here is the point.
 ///     unsafe { MmSecureVirtualMemory(page.cast(), PAGE_SIZE as SIZE_T, PAGE_READWRITE) };
 /// });

@@ -423,7 +423,7 @@ fn walked_from(side: Side, start: usize, user: bool, seen: Seen) -> Option<usize
 #[inline]
 fn require_irql_for_user_memory(start: usize, len: usize) {
     let irql = irql();
-    if u32::from(irql) >= DISPATCH_LEVEL {
+    if irql >= DISPATCH_LEVEL {
         stop(format_args!(
             "IRQL_NOT_LESS_OR_EQUAL (bug check 0xA): a guarded copy touched user memory \
              ({len} bytes at {start:#x}) at IRQL {irql}; user memory is pageable, and a page \

@@ -16,7 +16,7 @@ std::thread_local! {
     /// What the hot paths (`IoGetCurrentProcess`, every guarded copy, every process reference)
     /// read of `CURRENT`, kept beside it as plain values: no borrow, no destructor to register.
     static FAST: Cell<Fast> = const { Cell::new(SYSTEM) };
-    static IRQL: Cell<KIRQL> = const { Cell::new(PASSIVE_LEVEL as KIRQL) };
+    static IRQL: Cell<KIRQL> = const { Cell::new(PASSIVE_LEVEL) };
     /// How many [`Attach`] guards of this thread stand.
     static ATTACH_DEPTH: Cell<usize> = const { Cell::new(0) };
 }
@@ -187,7 +187,7 @@ impl fmt::Debug for Attach {
 ///
 /// // SAFETY: the host model reads a thread-local.
 /// assert_eq!(unsafe { KeGetCurrentIrql() }, 0);
-/// let _raised = host::raise_irql(DISPATCH_LEVEL as u8);
+/// let _raised = host::raise_irql(DISPATCH_LEVEL);
 /// // SAFETY: as above.
 /// assert_eq!(unsafe { KeGetCurrentIrql() }, 2);
 /// ```
@@ -199,7 +199,7 @@ pub unsafe fn KeGetCurrentIrql() -> KIRQL {
 
 #[inline]
 pub(crate) fn irql() -> KIRQL {
-    IRQL.try_with(Cell::get).unwrap_or(PASSIVE_LEVEL as KIRQL)
+    IRQL.try_with(Cell::get).unwrap_or(PASSIVE_LEVEL)
 }
 
 /// Raises this thread's IRQL to `new` until the returned guard is dropped, like `KeRaiseIrql`
@@ -212,7 +212,7 @@ pub(crate) fn irql() -> KIRQL {
 /// ```
 /// use mmsecure_sys::{host, APC_LEVEL};
 ///
-/// let raised = host::raise_irql(APC_LEVEL as u8);
+/// let raised = host::raise_irql(APC_LEVEL);
 /// assert_eq!(host::current_irql(), 1);
 /// drop(raised);
 /// assert_eq!(host::current_irql(), 0);
@@ -271,7 +271,7 @@ impl Drop for Irql {
 
 /// A readable name for an IRQL.
 fn irql_name(irql: KIRQL) -> &'static str {
-    match u32::from(irql) {
+    match irql {
         PASSIVE_LEVEL => "PASSIVE_LEVEL",
         APC_LEVEL => "APC_LEVEL",
         DISPATCH_LEVEL => "DISPATCH_LEVEL",
@@ -282,20 +282,20 @@ fn irql_name(irql: KIRQL) -> &'static str {
 /// Stops the caller of `routine` as the kernel's bug check `IRQL_NOT_LESS_OR_EQUAL` would, if the
 /// thread's IRQL is above `max`.
 #[inline]
-pub(crate) fn require_irql(routine: &str, max: u32) {
+pub(crate) fn require_irql(routine: &str, max: KIRQL) {
     let irql = irql();
-    if u32::from(irql) > max {
+    if irql > max {
         irql_too_high(routine, irql, max);
     }
 }
 
 #[cold]
-fn irql_too_high(routine: &str, irql: KIRQL, max: u32) -> ! {
+fn irql_too_high(routine: &str, irql: KIRQL, max: KIRQL) -> ! {
     stop(format_args!(
         "IRQL_NOT_LESS_OR_EQUAL (bug check 0xA): {routine} called at IRQL {irql} ({}); it \
          requires IRQL <= {max} ({})",
         irql_name(irql),
-        irql_name(max as KIRQL),
+        irql_name(max),
     ))
 }
 

@@ -116,8 +116,8 @@ pub const DRIVERS: usize = 2;
 /// Attaches and raised IRQLs a driver thread holds at most.
 pub const MAX_FRAMES: usize = 4;
 
-const APC: u8 = APC_LEVEL as u8;
-const DISPATCH: u8 = DISPATCH_LEVEL as u8;
+const APC: u8 = APC_LEVEL;
+const DISPATCH: u8 = DISPATCH_LEVEL;
 /// What a copy that touches no committed page of the current process gets.
 const ACCESS_VIOLATION: Error = Error::Fault {
     code: STATUS_ACCESS_VIOLATION,

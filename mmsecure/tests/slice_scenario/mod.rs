@@ -271,7 +271,7 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
             }
             Op::ToggleIrql => {
                 if high.take().is_none() {
-                    high = Some(raise_irql(DISPATCH_LEVEL as u8));
+                    high = Some(raise_irql(DISPATCH_LEVEL));
                 }
             }
             Op::Exit => {
