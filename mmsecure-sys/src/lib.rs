@@ -131,6 +131,9 @@ pub mod ctypes;
 
 pub mod status;
 
+mod user_ptr;
+pub use user_ptr::UserPtr;
+
 // The C types the declarations use, generated from ntddk.h: the same in every configuration.
 #[allow(
     non_camel_case_types,

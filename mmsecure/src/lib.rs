@@ -249,7 +249,6 @@ mod span;
 mod stack_bound;
 pub mod status;
 mod user_copy;
-mod user_ptr;
 mod user_range;
 mod user_slice;
 mod writer;
@@ -262,6 +261,28 @@ pub use cursor_error::CursorError;
 pub use error::Error;
 pub use flags::SecureFlags;
 pub use kernel::secure_ex_available;
+/// A user-mode address: a number, not a pointer the driver may follow (mmsecure-sys's, which the
+/// host model takes too).
+///
+/// ```
+/// use core::ffi::c_void;
+/// use mmsecure::{ProbeMode, SecureRegion, UserPtr};
+/// use mmsecure::host::{Process, PAGE_READWRITE};
+///
+/// let process = Process::new();
+/// let _in_process = process.attach();
+/// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
+///
+/// // What an IRP gives: a PVOID. It goes straight into a read-write region.
+/// let user_buffer: *mut c_void = page.cast();
+/// let reply = SecureRegion::new(user_buffer, 16, ProbeMode::ReadWrite)?;
+/// reply.write(0, b"ok")?;
+/// assert_eq!(UserPtr::from(user_buffer).addr(), reply.address() as usize);
+/// let err = SecureRegion::new(UserPtr::NULL, 16, ProbeMode::ReadOnly).unwrap_err();
+/// assert_eq!(err, mmsecure::Error::NullAddress);
+/// # Ok::<(), mmsecure::Error>(())
+/// ```
+pub use mmsecure_sys::UserPtr;
 pub use probe::ProbeMode;
 pub use process_ref::ProcessRef;
 pub use raw::{FromRawError, RawRegion};
@@ -270,7 +291,6 @@ pub use region::SecureRegion;
 pub use span::{CursorHold, RegionHold, SliceHold};
 pub use stack_bound::MAX_TYPED_READ;
 pub use user_copy::{read_user, read_user_slice, write_user, write_user_slice};
-pub use user_ptr::UserPtr;
 pub use user_range::highest_user_address;
 pub use user_slice::UserSlice;
 pub use writer::Writer;

@@ -3,7 +3,7 @@
 //! fails the test at the first one.
 
 use mmsecure::host::{Process, PAGE_READWRITE};
-use mmsecure::{ProbeMode, SecureRegion};
+use mmsecure::{ProbeMode, SecureRegion, UserPtr};
 
 fn app() -> (Process, *mut u8, mmsecure::host::Attach) {
     let process = Process::new();
@@ -102,15 +102,14 @@ fn one_call_copies_are_requests_of_their_own() {
 fn two_threads_each_reading_a_shared_buffer_once_are_not_reported() {
     let (process, buffer, in_app) = app();
     drop(in_app);
-    let address = buffer as usize;
+    let address = UserPtr::from(buffer);
     let barrier = std::sync::Barrier::new(2);
     std::thread::scope(|scope| {
         for _ in 0..2 {
             let (process, barrier) = (&process, &barrier);
             scope.spawn(move || {
                 let _in = process.attach();
-                let region =
-                    SecureRegion::new(address as *const u8, 8, ProbeMode::ReadOnly).unwrap();
+                let region = SecureRegion::new(address, 8, ProbeMode::ReadOnly).unwrap();
                 barrier.wait(); // both regions stand before either reads
                 let _: u64 = region.read_value(0).unwrap();
                 barrier.wait();

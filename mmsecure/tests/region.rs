@@ -1,6 +1,6 @@
 //! Behaviour of `SecureRegion` on the host backend: constructors, drop, copies, raw parts.
 
-use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion};
+use mmsecure::{Error, ProbeMode, SecureFlags, SecureRegion, UserPtr};
 use mmsecure_sys::host::{self, AccessMode, Process, PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -466,13 +466,13 @@ fn reads_while_a_user_thread_writes_see_only_written_bytes() {
     let region = SecureRegion::new(buffer, len, ProbeMode::ReadOnly).unwrap();
     let stop = AtomicBool::new(false);
     let user = process.clone();
-    let address = buffer as usize;
+    let address = UserPtr::from(buffer); // a number: Send, unlike the pointer
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let _in = user.attach();
             let mut fill = 1u8;
             while !stop.load(Ordering::Relaxed) {
-                user.write(address as *const u8, &vec![fill; len]).unwrap();
+                user.write(address, &vec![fill; len]).unwrap();
                 fill = fill % 200 + 1;
             }
         });

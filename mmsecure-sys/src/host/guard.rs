@@ -48,7 +48,7 @@ use super::status::STATUS_ACCESS_VIOLATION;
 use super::thread::{current_pid, current_process, irql, stop};
 use super::{lock, memory, PAGE_SIZE};
 use crate::copy::copy_unguarded;
-use crate::{DISPATCH_LEVEL, NTSTATUS};
+use crate::{UserPtr, DISPATCH_LEVEL, NTSTATUS};
 
 /// Injected faults are caught by the host's guarded copy.
 pub(crate) const COPY_GUARDED: bool = true;
@@ -103,12 +103,13 @@ impl Process {
     /// let status = unsafe { mmsecure_sys::copy_guarded(out.as_mut_ptr(), buffer, out.len()) };
     /// assert_eq!(status, 0);
     /// ```
-    pub fn inject_fault(&self, addr: *const u8, len: usize, status: NTSTATUS) {
+    pub fn inject_fault(&self, addr: impl Into<UserPtr>, len: usize, status: NTSTATUS) {
         if len == 0 {
             return;
         }
-        let start = addr as usize / PAGE_SIZE * PAGE_SIZE;
-        let last = (addr as usize).saturating_add(len - 1) / PAGE_SIZE;
+        let addr = addr.into().addr();
+        let start = addr / PAGE_SIZE * PAGE_SIZE;
+        let last = addr.saturating_add(len - 1) / PAGE_SIZE;
         let end = last.saturating_mul(PAGE_SIZE).saturating_add(PAGE_SIZE);
         let mut faults = lock(&self.inner.faults);
         faults.push(Fault { start, end, status });

@@ -16,7 +16,7 @@ use super::secure::{self, Owner, SecureSpan};
 use super::status::{Status, STATUS_GUARD_PAGE_VIOLATION, STATUS_PROCESS_IS_TERMINATING};
 use super::thread::Attach;
 use super::vad::{AddressSpace, VadKind};
-use crate::{MM_SECURE_EXCLUSIVE, PAGE_READONLY, PEPROCESS};
+use crate::{UserPtr, MM_SECURE_EXCLUSIVE, PAGE_READONLY, PEPROCESS};
 
 /// Process ids: multiples of 4, as on Windows, unique in the binary (4 would be System). Unlike
 /// `EPROCESS` values (see `object`), ids are never reused.
@@ -369,8 +369,10 @@ impl Process {
     /// // SAFETY: the handle is live and this thread is in its process.
     /// unsafe { MmUnsecureVirtualMemory(handle) };
     /// ```
-    pub fn commit(&self, addr: *mut u8, len: usize, protect: u32) -> Result<(), Status> {
-        self.live_state()?.space.commit(addr as usize, len, protect)
+    pub fn commit(&self, addr: impl Into<UserPtr>, len: usize, protect: u32) -> Result<(), Status> {
+        self.live_state()?
+            .space
+            .commit(addr.into().addr(), len, protect)
     }
 
     /// Changes the protection of the pages of `addr..addr + len` (inside one allocation, all
@@ -382,14 +384,14 @@ impl Process {
     /// see the rules in the [module docs](super).
     pub fn protect(
         &self,
-        addr: *mut u8,
+        addr: impl Into<UserPtr>,
         len: usize,
         protect: u32,
         mode: AccessMode,
     ) -> Result<u32, Status> {
         self.live_state()?
             .space
-            .protect(addr as usize, len, protect, mode)
+            .protect(addr.into().addr(), len, protect, mode)
     }
 
     /// Decommits the pages of `addr..addr + len` of a private allocation, like
@@ -417,23 +419,30 @@ impl Process {
     /// // SAFETY: the handle is live and this thread is in its process.
     /// unsafe { MmUnsecureVirtualMemory(handle) };
     /// ```
-    pub fn decommit(&self, addr: *mut u8, len: usize, mode: AccessMode) -> Result<(), Status> {
-        self.live_state()?.space.decommit(addr as usize, len, mode)
+    pub fn decommit(
+        &self,
+        addr: impl Into<UserPtr>,
+        len: usize,
+        mode: AccessMode,
+    ) -> Result<(), Status> {
+        self.live_state()?
+            .space
+            .decommit(addr.into().addr(), len, mode)
     }
 
     /// Releases the whole private allocation whose base is `addr`, like
     /// `VirtualFree(MEM_RELEASE)`. Refused with `STATUS_INVALID_PAGE_PROTECTION` while any secure
     /// that applies to `mode` stands on it. The bytes stay owned by the model until the last
     /// handle to this process is dropped.
-    pub fn free(&self, addr: *mut u8, mode: AccessMode) -> Result<(), Status> {
-        self.remove(addr, VadKind::Private, mode)
+    pub fn free(&self, addr: impl Into<UserPtr>, mode: AccessMode) -> Result<(), Status> {
+        self.remove(addr.into().addr(), VadKind::Private, mode)
     }
 
     /// Removes an allocation; the secures that went with it become orphans.
-    fn remove(&self, addr: *mut u8, kind: VadKind, mode: AccessMode) -> Result<(), Status> {
+    fn remove(&self, addr: usize, kind: VadKind, mode: AccessMode) -> Result<(), Status> {
         let mut guard = self.live_state()?;
         let state = &mut *guard;
-        for handle in state.space.remove(addr as usize, kind, mode)? {
+        for handle in state.space.remove(addr, kind, mode)? {
             state.secures.remove(&handle);
             state.orphaned.insert(handle);
         }
@@ -452,31 +461,31 @@ impl Process {
 
     /// Unmaps the view containing `addr`, like `NtUnmapViewOfSection`. Refused with
     /// `STATUS_INVALID_PAGE_PROTECTION` while a secure that applies to `mode` stands on it.
-    pub fn unmap_view(&self, addr: *mut u8, mode: AccessMode) -> Result<(), Status> {
-        self.remove(addr, VadKind::Mapped, mode)
+    pub fn unmap_view(&self, addr: impl Into<UserPtr>, mode: AccessMode) -> Result<(), Status> {
+        self.remove(addr.into().addr(), VadKind::Mapped, mode)
     }
 
     /// A user thread of this process stores `bytes` at `addr`: every page touched must be
     /// committed and writable. A guard page faults with `STATUS_GUARD_PAGE_VIOLATION` (and loses
     /// its guard); a copy-on-write page becomes read-write. Securing never prevents this.
-    pub fn write(&self, addr: *const u8, bytes: &[u8]) -> Result<(), Status> {
-        self.copy(addr, bytes.len(), true, |backing, offset| {
+    pub fn write(&self, addr: impl Into<UserPtr>, bytes: &[u8]) -> Result<(), Status> {
+        self.copy(addr.into().addr(), bytes.len(), true, |backing, offset| {
             backing.store(offset, bytes);
         })
     }
 
     /// A user thread of this process loads `out.len()` bytes from `addr`: every page touched
     /// must be committed and readable.
-    pub fn read(&self, addr: *const u8, out: &mut [u8]) -> Result<(), Status> {
+    pub fn read(&self, addr: impl Into<UserPtr>, out: &mut [u8]) -> Result<(), Status> {
         let len = out.len();
-        self.copy(addr, len, false, |backing, offset| {
+        self.copy(addr.into().addr(), len, false, |backing, offset| {
             backing.load(offset, out);
         })
     }
 
     fn copy(
         &self,
-        addr: *const u8,
+        addr: usize,
         len: usize,
         write: bool,
         f: impl FnOnce(&super::memory::Backing, usize),
@@ -485,7 +494,7 @@ impl Process {
         if len == 0 {
             return Ok(());
         }
-        let (backing, offset) = state.space.access(addr as usize, len, write)?;
+        let (backing, offset) = state.space.access(addr, len, write)?;
         // Under the process lock: the copy is atomic with respect to the process' own
         // operations (a free cannot land halfway), though not to a driver's raw copies.
         f(&backing, offset);
@@ -494,12 +503,12 @@ impl Process {
 
     /// The protection of the page holding `addr` (with `PAGE_GUARD` if it is a guard page), or
     /// `None` if the page is not committed, not this process' memory, or the process exited.
-    pub fn protection(&self, addr: *const u8) -> Option<u32> {
+    pub fn protection(&self, addr: impl Into<UserPtr>) -> Option<u32> {
         let state = self.state();
         if state.exited {
             return None;
         }
-        state.space.protection(addr as usize)
+        state.space.protection(addr.into().addr())
     }
 
     /// Where a driver's copy of `len` bytes, reading the user memory at `src` and writing the
@@ -573,8 +582,8 @@ impl Process {
 
     /// Whether the page holding `addr` is touched, if it is in an allocation.
     #[cfg(test)]
-    pub(crate) fn is_touched(&self, addr: *const u8) -> Option<bool> {
-        self.state().space.is_touched(addr as usize)
+    pub(crate) fn is_touched(&self, addr: impl Into<UserPtr>) -> Option<bool> {
+        self.state().space.is_touched(addr.into().addr())
     }
 
     /// How many secures stand in this process (including ones inherited from a fork).

@@ -4,53 +4,58 @@ use core::fmt;
 
 /// A user-mode address: a number, not a pointer the driver may follow.
 ///
-/// Every constructor of this crate takes `impl Into<UserPtr>`, so the pointer an IRP holds goes in
-/// as it is, whatever its type: `Irp->UserBuffer` and `Type3InputBuffer` are `PVOID`
+/// Every constructor of `mmsecure` takes `impl Into<UserPtr>` (it re-exports this type as
+/// `mmsecure::UserPtr`), and so does every address parameter of the host model's
+/// [`Process`](crate::host::Process). So the pointer an IRP holds goes in as it is, whatever its
+/// type: `Irp->UserBuffer` and `Type3InputBuffer` are `PVOID`
 /// (`*mut c_void`), a driver's own code may have `*mut u8` or `*const u8`. No cast is needed, and
 /// none can turn an output pointer into something else by accident. A plain integer is not
 /// converted implicitly (it could be a length in the wrong place): say [`UserPtr::new`].
 ///
 /// As in the Linux kernel's `UserPtr`, the address is kept as an integer: it names memory of one
 /// process, good only in that process's context and only through this crate's copies, so it
-/// offers no way to read or write through it.
+/// offers no way to read or write through it. It is `Send` and `Sync`, as a number is: a test's
+/// hostile user thread takes it along, where a raw pointer could not go.
 ///
 /// ```
+/// # #[cfg(any(not(windows), feature = "host"))] {
 /// use core::ffi::c_void;
-/// use mmsecure::{ProbeMode, SecureRegion, UserPtr};
-/// use mmsecure::host::{Process, PAGE_READWRITE};
+/// use mmsecure_sys::host::{Process, PAGE_READWRITE};
+/// use mmsecure_sys::UserPtr;
 ///
 /// let process = Process::new();
-/// let _in_process = process.attach();
 /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
-///
-/// // What an IRP gives: a PVOID. It goes straight into a read-write region.
-/// let user_buffer: *mut c_void = page.cast();
-/// let reply = SecureRegion::new(user_buffer, 16, ProbeMode::ReadWrite)?;
-/// reply.write(0, b"ok")?;
+/// let user_buffer: *mut c_void = page.cast(); // what an IRP gives: a PVOID
 /// assert_eq!(UserPtr::from(user_buffer), UserPtr::new(page as usize));
-/// assert_eq!(UserPtr::from(user_buffer).addr(), reply.address() as usize);
-/// # Ok::<(), mmsecure::Error>(())
+///
+/// // The user, on a thread of its own, rewrites the buffer.
+/// let at = UserPtr::from(user_buffer);
+/// let user = process.clone();
+/// std::thread::spawn(move || user.write(at, b"changed").unwrap()).join().unwrap();
+/// let mut seen = [0u8; 7];
+/// process.read(page, &mut seen).unwrap();
+/// assert_eq!(&seen, b"changed");
+/// # }
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(transparent)]
 pub struct UserPtr(usize);
 
 impl UserPtr {
-    /// Address zero, which every constructor refuses ([`Error::NullAddress`](crate::Error::NullAddress)).
+    /// Address zero, which every constructor of `mmsecure` refuses (`Error::NullAddress`).
     ///
     /// ```
-    /// use mmsecure::{Error, ProbeMode, SecureRegion, UserPtr};
+    /// use mmsecure_sys::UserPtr;
     ///
     /// assert!(UserPtr::NULL.is_null());
-    /// let err = SecureRegion::new(UserPtr::NULL, 16, ProbeMode::ReadOnly).unwrap_err();
-    /// assert_eq!(err, Error::NullAddress);
+    /// assert_eq!(UserPtr::NULL, UserPtr::new(0));
     /// ```
     pub const NULL: UserPtr = UserPtr(0);
 
     /// The user address `address`.
     ///
     /// ```
-    /// use mmsecure::UserPtr;
+    /// use mmsecure_sys::UserPtr;
     ///
     /// assert_eq!(UserPtr::new(0x1000).addr(), 0x1000);
     /// ```
@@ -62,7 +67,7 @@ impl UserPtr {
     /// The address as a number.
     ///
     /// ```
-    /// use mmsecure::UserPtr;
+    /// use mmsecure_sys::UserPtr;
     ///
     /// let p = 0x7FFE_0000 as *const u8;
     /// assert_eq!(UserPtr::from(p).addr(), 0x7FFE_0000);
@@ -75,7 +80,7 @@ impl UserPtr {
     /// Whether the address is zero.
     ///
     /// ```
-    /// use mmsecure::UserPtr;
+    /// use mmsecure_sys::UserPtr;
     ///
     /// assert!(UserPtr::from(core::ptr::null::<u8>()).is_null());
     /// assert!(!UserPtr::new(1).is_null());
@@ -86,11 +91,10 @@ impl UserPtr {
     }
 
     /// The address `bytes` further on, wrapping around the address space (which every
-    /// constructor then refuses as [`Error::Overflow`](crate::Error::Overflow) or
-    /// [`Error::NotUserRange`](crate::Error::NotUserRange)).
+    /// constructor of `mmsecure` then refuses, as `Error::Overflow` or `Error::NotUserRange`).
     ///
     /// ```
-    /// use mmsecure::UserPtr;
+    /// use mmsecure_sys::UserPtr;
     ///
     /// assert_eq!(UserPtr::new(0x1000).wrapping_add(16), UserPtr::new(0x1010));
     /// ```
