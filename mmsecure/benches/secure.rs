@@ -1,7 +1,7 @@
 //! Issue #8's benchmarks, on the host backend: what `SecureRegion` costs over the raw routines,
 //! how fast its copies are next to a plain `copy_nonoverlapping`, how the model's secure and
 //! unsecure scale with the secures already standing, and (issue #14) what a `Reader`'s typed read
-//! of a 16-byte header costs over `read_value`.
+//! of a 16-byte header costs over `SecureRegion::read`.
 //!
 //! A `harness = false` bench: plain `std::time::Instant`, no framework. Every row is a ratio of two
 //! measurements taken in this run, interleaved round by round so that load from elsewhere on the
@@ -123,21 +123,21 @@ pub struct Header {
     len: u64,
 }
 
-/// `read_value::<Header>(0)` on the region `region` points to (row 4's baseline). The measured
+/// `SecureRegion::read::<Header>(0)` on the region `region` points to (row 4's baseline). The measured
 /// functions share one signature, so the region comes in as the address argument.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn mmsecure_bench_read_value(region: *const u8, _len: usize) -> bool {
+pub extern "C" fn mmsecure_bench_region_read(region: *const u8, _len: usize) -> bool {
     // SAFETY: row 4 and `run_op` pass a pointer to a live `SecureRegion`.
     let region = unsafe { &*region.cast::<SecureRegion>() };
-    black_box(region.read_value::<Header>(0)).is_ok()
+    black_box(region.read::<Header>(0)).is_ok()
 }
 
 /// A reader made on the region `region` points to, and its `read::<Header>()` (row 4).
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn mmsecure_bench_reader(region: *const u8, _len: usize) -> bool {
-    // SAFETY: as for `mmsecure_bench_read_value`.
+    // SAFETY: as for `mmsecure_bench_region_read`.
     let region = unsafe { &*region.cast::<SecureRegion>() };
     let mut reader = region.reader();
     black_box(reader.read::<Header>()).is_ok()
@@ -181,7 +181,7 @@ pub extern "C" fn mmsecure_bench_read_user(address: *const u8, _len: usize) -> b
 #[inline(never)]
 pub extern "C" fn mmsecure_bench_read_user_secure(address: *const u8, _len: usize) -> bool {
     let value = SecureRegion::new(address, 64, ProbeMode::ReadOnly)
-        .and_then(|region| region.read_value::<[u8; 64]>(0));
+        .and_then(|region| region.read::<[u8; 64]>(0));
     black_box(value).is_ok()
 }
 
@@ -405,7 +405,7 @@ impl Plain {
     }
 }
 
-/// Row 2: `SecureRegion::read` / `write` against `copy_nonoverlapping` between plain buffers,
+/// Row 2: `SecureRegion::read_slice` / `write_slice` against `copy_nonoverlapping` between plain buffers,
 /// and against the backend's own guarded copy (`mmsecure_sys::copy_guarded`) between the same
 /// user and driver buffers: what hand-written FFI on the same backend pays. On the host the first
 /// includes the model's page checks (its MMU); the second leaves only what the crate adds (the
@@ -423,7 +423,7 @@ fn copy_rows(config: &Config) -> Vec<Row> {
         Err(error) => panic!("securing the copy buffer failed: {error}"),
     };
     region
-        .write(0, Plain::new(largest, 0x5A).slice(largest))
+        .write_slice(0, Plain::new(largest, 0x5A).slice(largest))
         .expect("fill the user buffer");
     let source = Plain::new(largest, 0xA5);
     let mut plain_destination = Plain::new(largest, 0);
@@ -464,23 +464,23 @@ fn copy_rows(config: &Config) -> Vec<Row> {
                     compare(config, baseline, &mut || {
                         let data = black_box(source.slice(len));
                         black_box(&region)
-                            .write(black_box(0), data)
+                            .write_slice(black_box(0), data)
                             .expect("write inside the region");
                     })
                 } else {
                     compare(config, baseline, &mut || {
                         let out = black_box(driver_buffer.slice_mut(len));
                         black_box(&region)
-                            .read(black_box(0), out)
+                            .read_slice(black_box(0), out)
                             .expect("read inside the region");
                         black_box(out);
                     })
                 };
                 let gbps = |ns: f64| len as f64 / ns;
                 let (id, what) = if write {
-                    ("write", "SecureRegion::write")
+                    ("write", "SecureRegion::write_slice")
                 } else {
-                    ("read", "SecureRegion::read")
+                    ("read", "SecureRegion::read_slice")
                 };
                 rows.push(Row {
                     id: format!("{id}_{len}{}", if guarded { "_vs_guarded" } else { "" }),
@@ -584,19 +584,19 @@ fn header_region() -> (Process, SecureRegion, mmsecure_sys::host::Attach) {
     (process, region, attach)
 }
 
-/// Row 4: a reader's `read::<Header>()` of a 16-byte header against `read_value::<Header>(0)`.
+/// Row 4: a reader's `read::<Header>()` of a 16-byte header against `SecureRegion::read::<Header>(0)`.
 fn reader_row(config: &Config) -> Row {
     let (_process, region, _in_process) = header_region();
     let region_ptr = &region as *const SecureRegion as *const u8;
     let pair = compare(
         config,
-        &mut || assert!(mmsecure_bench_read_value(black_box(region_ptr), 16)),
+        &mut || assert!(mmsecure_bench_region_read(black_box(region_ptr), 16)),
         &mut || assert!(mmsecure_bench_reader(black_box(region_ptr), 16)),
     );
     Row {
         id: "reader_header".to_owned(),
         what: "read a 16-byte header".to_owned(),
-        baseline_name: "read_value",
+        baseline_name: "SecureRegion::read",
         baseline: pair.baseline_ns,
         measured_name: "Reader::read",
         measured: pair.measured_ns,
@@ -777,7 +777,7 @@ fn print_table(config: &Config, rows: &[Row]) {
     println!(
         "ratios: secure + drop = SecureRegion time / raw time; copies = throughput / \
          copy_nonoverlapping's; standing = time / time with 10 standing; header = \
-         Reader::read time / read_value time"
+         Reader::read time / SecureRegion::read time"
     );
 }
 
@@ -813,7 +813,7 @@ fn repeat(op: Op, page: *mut u8, iters: u64) {
 
 fn run_op(name: &str, iters: u64) -> Result<(), String> {
     let header_op: Option<Op> = match name {
-        "read-value" => Some(mmsecure_bench_read_value),
+        "region-read" => Some(mmsecure_bench_region_read),
         "reader" => Some(mmsecure_bench_reader),
         _ => None,
     };

@@ -61,14 +61,14 @@ fn main() -> Result<(), Error> {
         "   double fetches so far (the model watches every read): {}",
         app.double_fetches().len()
     );
-    let _again: [u8; 4] = region.read_value(0)?;
+    let _again: [u8; 4] = region.read(0)?;
     println!(
         "   reading the verb again at offset 0 is one: {}",
         app.double_fetches()[0]
     );
     region.writer().write_slice(b"OK")?;
     println!("   copied out a reply with a writer.");
-    let past = region.write(2 * PAGE - 1, b"XY").unwrap_err();
+    let past = region.write_slice(2 * PAGE - 1, b"XY").unwrap_err();
     println!(
         "   a write past the end: {past} (NTSTATUS {:#010X})",
         past.to_ntstatus() as u32
@@ -171,7 +171,7 @@ fn main() -> Result<(), Error> {
         let mut byte = [0u8; 1];
         println!(
             "   a copy at DISPATCH_LEVEL -> {}",
-            guarded.read(0, &mut byte).unwrap_err()
+            guarded.read_slice(0, &mut byte).unwrap_err()
         );
     }
     let other = Process::new();
@@ -184,7 +184,7 @@ fn main() -> Result<(), Error> {
         println!(
             "   a copy while attached to process {} -> {}",
             other.id(),
-            guarded.read(0, &mut byte).unwrap_err()
+            guarded.read_slice(0, &mut byte).unwrap_err()
         );
         drop(guarded);
     }

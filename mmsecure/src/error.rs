@@ -81,7 +81,7 @@ pub enum Error {
     /// The copy raised an exception, caught and returned instead of crashing the system: `code`
     /// is its NTSTATUS, for instance `STATUS_IN_PAGE_ERROR` (0xC0000006) when a page of the
     /// secured range could not be read in, or `STATUS_ACCESS_VIOLATION` (0xC0000005). Part of the
-    /// bytes may have been copied (see [`SecureRegion::read`](crate::SecureRegion::read)). Only
+    /// bytes may have been copied (see [`SecureRegion::read_slice`](crate::SecureRegion::read_slice)). Only
     /// where exceptions are caught (`mmsecure_sys::COPY_GUARDED`: x86_64 Windows, ARM64 Windows
     /// by design but never run there, and the host model); see `docs/exceptions.md`.
     ///

@@ -21,7 +21,7 @@
 //! assert!(process.free(buffer, AccessMode::User).is_err()); // the user cannot free it now
 //! assert!(process.protect(buffer, 4096, PAGE_READONLY, AccessMode::User).is_err());
 //! let mut request = [0u8; 5];
-//! region.read(0, &mut request)?;
+//! region.read_slice(0, &mut request)?;
 //! assert_eq!(&request, b"hello");
 //! drop(region);
 //! assert!(process.free(buffer, AccessMode::User).is_ok()); // and now it can
@@ -94,7 +94,7 @@
 //! A typed read builds its `T` on the kernel stack, which is 24 KiB on x64 and cannot grow; a
 //! `T` larger than [`MAX_TYPED_READ`] (1 KiB) does not compile, so that a 16 KiB request struct
 //! cannot overflow the stack (bug check 0x7F) at run time. Read such a request with
-//! [`SecureRegion::read`] or [`Reader::read_slice`] into memory of the driver's own (a pool
+//! [`SecureRegion::read_slice`] or [`Reader::read_slice`] into memory of the driver's own (a pool
 //! allocation), and, for a `T` that is also [`NoUninit`](bytemuck::NoUninit) (bytemuck's `Pod`),
 //! view it there as a `T` with [`bytemuck::from_bytes_mut`] or fill it in place through
 //! [`bytemuck::bytes_of_mut`].
@@ -276,7 +276,7 @@ pub use kernel::secure_ex_available;
 /// // What an IRP gives: a PVOID. It goes straight into a read-write region.
 /// let user_buffer: *mut c_void = page.cast();
 /// let reply = SecureRegion::new(user_buffer, 16, ProbeMode::ReadWrite)?;
-/// reply.write(0, b"ok")?;
+/// reply.write_slice(0, b"ok")?;
 /// assert_eq!(UserPtr::from(user_buffer).addr(), reply.address() as usize);
 /// let err = SecureRegion::new(UserPtr::NULL, 16, ProbeMode::ReadOnly).unwrap_err();
 /// assert_eq!(err, mmsecure::Error::NullAddress);

@@ -38,7 +38,7 @@ use crate::{context, Error, ProbeMode, ProcessRef};
 /// std::thread::spawn(move || {
 ///     let _in_process = worker.attach();
 ///     let region = SecureRegion::from_raw(raw).unwrap();
-///     region.write(0, b"done").unwrap();
+///     region.write_slice(0, b"done").unwrap();
 /// })
 /// .join()
 /// .unwrap();
@@ -233,7 +233,7 @@ impl fmt::Debug for RawRegion {
 ///
 /// fn finish(raw: RawRegion) -> Result<(), Error> {
 ///     let region = SecureRegion::from_raw(raw)?; // does not compile: no From<FromRawError>
-///     region.write(0, b"done")
+///     region.write_slice(0, b"done")
 /// }
 /// ```
 ///
@@ -253,7 +253,7 @@ impl fmt::Debug for RawRegion {
 /// drop(raised);
 /// let raw = refused.into_raw(); // nothing lost: try again where it can be rebuilt
 /// let region = SecureRegion::from_raw(raw).expect("in the process, at PASSIVE_LEVEL");
-/// region.write(0, b"done")?;
+/// region.write_slice(0, b"done")?;
 /// # Ok::<(), Error>(())
 /// ```
 #[must_use = "dropping it drops the raw region where it cannot be released: take it back with into_raw"]

@@ -24,7 +24,7 @@ use crate::{CursorError, Error, SecureRegion};
 /// ([`clone_reader`](Self::clone_reader)) and know that the user may have changed them. The host
 /// model reports every double fetch (`Process::double_fetches`), a reader's included.
 ///
-/// Each read checks what [`SecureRegion::read`] checks (bounds, IRQL, process). An error that
+/// Each read checks what [`SecureRegion::read_slice`] checks (bounds, IRQL, process). An error that
 /// touched no user memory (out of bounds, IRQL, process) leaves the cursor where it was; a fault
 /// ([`Error::Fault`]) consumes the bytes of the failed read, some of which were read. Every error
 /// says where the cursor was ([`CursorError::offset`]).
@@ -174,7 +174,7 @@ impl<'r, H: CursorHold> Reader<'r, H> {
     /// arrays of them, and `#[repr(C)]` structs of them with `#[derive(AnyBitPattern)]` (see the
     /// crate docs' *Typed copies*).
     ///
-    /// Costs what [`SecureRegion::read_value`] costs, plus moving the cursor. As there, `T` may
+    /// Costs what [`SecureRegion::read`] costs, plus moving the cursor. As there, `T` may
     /// be at most [`MAX_TYPED_READ`](crate::MAX_TYPED_READ) (1 KiB) large, or the call does not
     /// compile.
     ///
@@ -199,7 +199,7 @@ impl<'r, H: CursorHold> Reader<'r, H> {
     }
 
     /// Copies the next `out.len()` bytes into `out`. After a fault `out` holds an exact prefix
-    /// of them and is unchanged after it, as after [`SecureRegion::read`].
+    /// of them and is unchanged after it, as after [`SecureRegion::read_slice`].
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};
@@ -225,7 +225,7 @@ impl<'r, H: CursorHold> Reader<'r, H> {
     /// Copies the next `out.len()` bytes into `out`, which need not be initialized: for a
     /// buffer the driver would otherwise zero first only to overwrite it. Once this returns
     /// `Ok`, every byte of `out` is initialized; after an error, none may be assumed to be (a
-    /// fault writes an exact prefix, as [`SecureRegion::read`] does, but does not say how long).
+    /// fault writes an exact prefix, as [`SecureRegion::read_slice`] does, but does not say how long).
     ///
     /// ```
     /// use core::mem::MaybeUninit;

@@ -18,8 +18,8 @@ use crate::{context, kernel, user_range, Error, ProbeMode, ProcessRef, SecureFla
 ///
 /// Made by [`SecureRegion::new`] (`MmSecureVirtualMemory`) or [`SecureRegion::with_flags`]
 /// (`MmSecureVirtualMemoryEx`); dropping it calls `MmUnsecureVirtualMemory`. Its bytes are reached
-/// only by copying: [`read`](Self::read), [`write`](Self::write),
-/// [`read_value`](Self::read_value), [`write_value`](Self::write_value), or front to back with
+/// only by copying: [`read_slice`](Self::read_slice), [`write_slice`](Self::write_slice),
+/// [`read`](Self::read), [`write`](Self::write), or front to back with
 /// the cursors [`reader`](Self::reader) and [`writer`](Self::writer), which read each byte at
 /// most once. No reference into user memory is ever formed.
 ///
@@ -77,9 +77,9 @@ use crate::{context, kernel, user_range, Error, ProbeMode, ProcessRef, SecureFla
 ///
 /// let region = SecureRegion::new(buffer, 4096, ProbeMode::ReadWrite)?;
 /// let mut copy = [0u8; 7];
-/// region.read(0, &mut copy)?;
+/// region.read_slice(0, &mut copy)?;
 /// assert_eq!(&copy, b"request");
-/// region.write(0, b"REPLY")?;
+/// region.write_slice(0, b"REPLY")?;
 /// drop(region); // MmUnsecureVirtualMemory
 /// # Ok::<(), mmsecure::Error>(())
 /// ```
@@ -322,7 +322,7 @@ impl SecureRegion {
     /// let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?;
     /// assert_eq!(region.mode(), ProbeMode::ReadOnly);
     /// // A read-only secure does not promise writable pages, so the region refuses writes.
-    /// assert_eq!(region.write(0, b"x"), Err(Error::NotWritable));
+    /// assert_eq!(region.write_slice(0, b"x"), Err(Error::NotWritable));
     /// # Ok::<(), Error>(())
     /// ```
     #[must_use]
@@ -391,13 +391,13 @@ impl SecureRegion {
     /// process.write(page.wrapping_add(8), &[1, 2, 3]).unwrap();
     /// let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?;
     /// let mut out = [0u8; 3];
-    /// region.read(8, &mut out)?;
+    /// region.read_slice(8, &mut out)?;
     /// assert_eq!(out, [1, 2, 3]);
-    /// assert!(matches!(region.read(14, &mut out), Err(Error::OutOfBounds { .. })));
+    /// assert!(matches!(region.read_slice(14, &mut out), Err(Error::OutOfBounds { .. })));
     /// # Ok::<(), Error>(())
     /// ```
     #[inline]
-    pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), Error> {
+    pub fn read_slice(&self, offset: usize, out: &mut [u8]) -> Result<(), Error> {
         self.span().read(offset, out)
     }
 
@@ -407,7 +407,7 @@ impl SecureRegion {
     /// A fault during the copy is [`Error::Fault`]; the user's range then holds an exact
     /// prefix of `data`: the bytes before the first faulting byte (the start of the first page
     /// that faults, or of the range) have been written, and none from there on, as in
-    /// [`read`](Self::read).
+    /// [`read_slice`](Self::read_slice).
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -416,14 +416,14 @@ impl SecureRegion {
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
     /// let region = SecureRegion::new(page, 16, ProbeMode::ReadWrite)?;
-    /// region.write(0, b"ok")?;
+    /// region.write_slice(0, b"ok")?;
     /// let mut seen = [0u8; 2];
     /// process.read(page, &mut seen).unwrap();
     /// assert_eq!(&seen, b"ok");
     /// # Ok::<(), Error>(())
     /// ```
     #[inline]
-    pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), Error> {
+    pub fn write_slice(&self, offset: usize, data: &[u8]) -> Result<(), Error> {
         self.span().write(offset, data)
     }
 
@@ -433,7 +433,7 @@ impl SecureRegion {
     ///
     /// The `T` is built on the kernel stack, so it may be at most
     /// [`MAX_TYPED_READ`](crate::MAX_TYPED_READ) (1 KiB) large: a larger `T` does not compile.
-    /// Read a larger value into memory of your own with [`read`](Self::read).
+    /// Read a larger value into memory of your own with [`read_slice`](Self::read_slice).
     ///
     /// Reading the same bytes twice while the region stands is a double fetch: the user may
     /// have changed them in between, and the host model reports it
@@ -447,15 +447,15 @@ impl SecureRegion {
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
     /// process.write(page.wrapping_add(1), &0x1234_5678u32.to_ne_bytes()).unwrap();
     /// let region = SecureRegion::new(page, 64, ProbeMode::ReadOnly)?;
-    /// let value: u32 = region.read_value(1)?;
+    /// let value: u32 = region.read(1)?;
     /// assert_eq!(value, 0x1234_5678);
     /// assert!(process.double_fetches().is_empty());
-    /// let again: u32 = region.read_value(1)?; // checked once, used twice? The model says so.
+    /// let again: u32 = region.read(1)?; // checked once, used twice? The model says so.
     /// assert_eq!(process.double_fetches()[0].len, 4);
     /// # Ok::<(), Error>(())
     /// ```
     #[inline]
-    pub fn read_value<T: AnyBitPattern>(&self, offset: usize) -> Result<T, Error> {
+    pub fn read<T: AnyBitPattern>(&self, offset: usize) -> Result<T, Error> {
         let () = crate::stack_bound::StackBound::<T>::CHECK;
         self.span().read_value(offset)
     }
@@ -463,7 +463,7 @@ impl SecureRegion {
     /// Copies `value` into the region at `offset` (no alignment needed). `T` has no padding
     /// ([`NoUninit`]), so no uninitialized kernel bytes reach the user. Refused with
     /// [`Error::NotWritable`] on a [`ProbeMode::ReadOnly`] region. A fault is [`Error::Fault`],
-    /// possibly with part of the value written, as in [`write`](Self::write).
+    /// possibly with part of the value written, as in [`write_slice`](Self::write_slice).
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -472,13 +472,13 @@ impl SecureRegion {
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
     /// let region = SecureRegion::new(page, 64, ProbeMode::ReadWrite)?;
-    /// region.write_value(4, &7u64)?;
-    /// assert_eq!(region.read_value::<u64>(4)?, 7);
+    /// region.write(4, &7u64)?;
+    /// assert_eq!(region.read::<u64>(4)?, 7);
     /// # Ok::<(), Error>(())
     /// ```
     #[inline]
-    pub fn write_value<T: NoUninit>(&self, offset: usize, value: &T) -> Result<(), Error> {
-        self.write(offset, bytemuck::bytes_of(value))
+    pub fn write<T: NoUninit>(&self, offset: usize, value: &T) -> Result<(), Error> {
+        self.write_slice(offset, bytemuck::bytes_of(value))
     }
 
     /// The region's bytes as a [`Span`]: writable when secured read-write (a read-write secure

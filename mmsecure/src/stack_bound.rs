@@ -1,6 +1,6 @@
 //! The size bound on a typed read's `T`, checked when the read is compiled.
 //!
-//! A typed read ([`SecureRegion::read_value`](crate::SecureRegion::read_value),
+//! A typed read ([`SecureRegion::read`](crate::SecureRegion::read),
 //! [`read_user`](crate::read_user), a reader's [`read`](crate::Reader::read)) copies into a
 //! `MaybeUninit<T>` on the stack and returns the `T` by value, so each call needs at least
 //! `size_of::<T>()` bytes of kernel stack, two or three times that in a debug build, where the
@@ -16,7 +16,7 @@
 //! kernel-mode function frame before warning (C6262, whose `/analyze:stacksize` is 1 KB for
 //! driver projects), and a twenty-fourth of an x64 kernel stack. A larger `T` does not compile,
 //! whatever the call's offset or length; read it into memory of your own (pool, or a static),
-//! with [`SecureRegion::read`](crate::SecureRegion::read) or a reader's
+//! with [`SecureRegion::read_slice`](crate::SecureRegion::read_slice) or a reader's
 //! [`read_slice`](crate::Reader::read_slice)/[`read_raw`](crate::Reader::read_raw).
 //!
 //! The check is an associated constant of a generic type, evaluated when the read is
@@ -74,7 +74,7 @@ use core::mem::size_of;
 /// unsafe impl mmsecure::bytemuck::AnyBitPattern for OneOver {}
 ///
 /// let region = SecureRegion::new(input, 4096, ProbeMode::ReadOnly)?;
-/// let _value: OneOver = region.read_value(0)?;
+/// let _value: OneOver = region.read(0)?;
 /// # Ok::<(), mmsecure::Error>(())
 /// ```
 ///
@@ -107,6 +107,6 @@ impl<T> StackBound<T> {
         size_of::<T>() <= MAX_TYPED_READ,
         "mmsecure: a typed read's T is larger than mmsecure::MAX_TYPED_READ (1024 bytes) and \
          would sit on the small kernel stack; read it into memory of your own with \
-         SecureRegion::read or Reader::read_slice"
+         SecureRegion::read_slice or Reader::read_slice"
     );
 }

@@ -48,12 +48,12 @@
 //! let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?;
 //!
 //! let mut too_much = [0u8; 17];
-//! assert_eq!(region.read(0, &mut too_much).unwrap_err().to_ntstatus(), STATUS_BUFFER_TOO_SMALL);
+//! assert_eq!(region.read_slice(0, &mut too_much).unwrap_err().to_ntstatus(), STATUS_BUFFER_TOO_SMALL);
 //! assert_eq!(Error::NotUserRange.to_ntstatus(), STATUS_ACCESS_VIOLATION);
 //!
 //! // A fault's code is already an NTSTATUS: no cast to compare or to return it.
 //! process.inject_fault(page, 1, STATUS_IN_PAGE_ERROR);
-//! let fault = region.read(0, &mut [0u8; 4]).unwrap_err();
+//! let fault = region.read_slice(0, &mut [0u8; 4]).unwrap_err();
 //! assert_eq!(fault, Error::Fault { code: STATUS_IN_PAGE_ERROR });
 //! assert_eq!(fault.to_ntstatus(), STATUS_IN_PAGE_ERROR);
 //! # Ok::<(), Error>(())

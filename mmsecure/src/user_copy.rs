@@ -59,7 +59,7 @@ pub fn read_user<T: AnyBitPattern>(address: impl Into<UserPtr>) -> Result<T, Err
 /// Copies `out.len()` bytes from user memory at `address` into `out` in one call: probe, copy
 /// once under the guard, as [`read_user`]. An empty `out` succeeds and touches nothing. After a
 /// fault ([`Error::Fault`]) `out` holds an exact prefix of the bytes and is unchanged after it,
-/// as after [`SecureRegion::read`](crate::SecureRegion::read).
+/// as after [`SecureRegion::read_slice`](crate::SecureRegion::read_slice).
 ///
 /// ```
 /// use mmsecure::host::{Process, PAGE_READWRITE};
@@ -109,7 +109,7 @@ pub fn write_user<T: NoUninit>(address: impl Into<UserPtr>, value: &T) -> Result
 /// empty `data` succeeds and touches nothing. Memory that is not writable is [`Error::Fault`]
 /// (`STATUS_ACCESS_VIOLATION`, as `ProbeForWrite` or the copy raises it). After a fault the
 /// user's range holds an exact prefix of `data`, as after
-/// [`SecureRegion::write`](crate::SecureRegion::write).
+/// [`SecureRegion::write_slice`](crate::SecureRegion::write_slice).
 ///
 /// ```
 /// use mmsecure::{status, Error, UserPtr};

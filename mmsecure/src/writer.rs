@@ -12,7 +12,7 @@ use crate::{CursorError, SecureRegion};
 /// [`SecureRegion::writer`] and [`UserSlice::writer`](crate::UserSlice::writer) (one
 /// implementation, shared with [`Reader`](crate::Reader)).
 ///
-/// Each write checks what [`SecureRegion::write`] checks: a [`ProbeMode::ReadOnly`] region refuses
+/// Each write checks what [`SecureRegion::write_slice`] checks: a [`ProbeMode::ReadOnly`] region refuses
 /// it ([`Error::NotWritable`](crate::Error::NotWritable)), and so do the bounds, the IRQL and the
 /// process. An error that touched no user memory leaves the cursor where it was; a fault
 /// ([`Error::Fault`](crate::Error::Fault)) moves it past the failed write, part of which may have
@@ -136,7 +136,7 @@ impl<'r, H: CursorHold> Writer<'r, H> {
     /// Copies `value`'s bytes into the region at the cursor (no alignment needed). `T` must have
     /// no padding ([`NoUninit`]): padding bytes are uninitialized, and copying them out would
     /// leak kernel memory to the user. After a fault the user's range holds an exact prefix of
-    /// the value's bytes, as after [`SecureRegion::write`].
+    /// the value's bytes, as after [`SecureRegion::write_slice`].
     ///
     /// ```
     /// # use mmsecure::{Error, ProbeMode, SecureRegion};
@@ -158,7 +158,7 @@ impl<'r, H: CursorHold> Writer<'r, H> {
     }
 
     /// Copies `data` into the region at the cursor. After a fault the user's range holds an
-    /// exact prefix of `data`, as after [`SecureRegion::write`].
+    /// exact prefix of `data`, as after [`SecureRegion::write_slice`].
     ///
     /// ```
     /// # use mmsecure::{ProbeMode, SecureRegion};

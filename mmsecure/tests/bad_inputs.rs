@@ -272,22 +272,22 @@ fn access_past_the_end_or_at_an_overflowing_offset_is_out_of_bounds() {
         // Reads: `out` stays as it was.
         if len <= 65 {
             let mut out = vec![0xEE; len];
-            let got = without_kernel(|| region.read(offset, &mut out));
+            let got = without_kernel(|| region.read_slice(offset, &mut out));
             assert_eq!(got, Err(oob(offset, len)));
             assert!(out.iter().all(|b| *b == 0xEE), "read wrote into `out`");
             let data = vec![0x22; len];
             assert_eq!(
-                without_kernel(|| region.write(offset, &data)),
+                without_kernel(|| region.write_slice(offset, &data)),
                 Err(oob(offset, len))
             );
         }
     }
     for offset in [61, 64, usize::MAX - 2, usize::MAX] {
-        assert_eq!(region.read_value::<u32>(offset), Err(oob(offset, 4)));
-        assert_eq!(region.write_value(offset, &0u32), Err(oob(offset, 4)));
+        assert_eq!(region.read::<u32>(offset), Err(oob(offset, 4)));
+        assert_eq!(region.write(offset, &0u32), Err(oob(offset, 4)));
     }
     assert_eq!(
-        region.read_value::<[u8; 1024]>(0),
+        region.read::<[u8; 1024]>(0),
         Err(oob(0, 1024)),
         "a value larger than the region"
     );
@@ -296,8 +296,8 @@ fn access_past_the_end_or_at_an_overflowing_offset_is_out_of_bounds() {
     process.read(page, &mut bytes).unwrap();
     assert!(bytes.iter().all(|b| *b == 0x11), "a refused write wrote");
     // The edges that are inside.
-    assert_eq!(region.read(64, &mut []), Ok(()));
-    assert_eq!(region.read_value::<u32>(60).map(|_| ()), Ok(()));
+    assert_eq!(region.read_slice(64, &mut []), Ok(()));
+    assert_eq!(region.read::<u32>(60).map(|_| ()), Ok(()));
 }
 
 #[test]
@@ -310,22 +310,22 @@ fn write_to_a_read_only_region_is_refused() {
         (100, &[0x22][..]),
     ] {
         assert_eq!(
-            without_kernel(|| region.write(offset, data)),
+            without_kernel(|| region.write_slice(offset, data)),
             Err(Error::NotWritable)
         );
     }
-    assert_eq!(region.write_value(0, &1u64), Err(Error::NotWritable));
+    assert_eq!(region.write(0, &1u64), Err(Error::NotWritable));
     // Still refused once the user has made the page writable: a read-only secure does not
     // promise it stays so.
     process
         .protect(page, PAGE, PAGE_READWRITE, AccessMode::User)
         .unwrap();
-    assert_eq!(region.write(0, &[0x22]), Err(Error::NotWritable));
+    assert_eq!(region.write_slice(0, &[0x22]), Err(Error::NotWritable));
     let mut bytes = [0u8; PAGE];
     process.read(page, &mut bytes).unwrap();
     assert!(bytes.iter().all(|b| *b == 0x11), "a refused write wrote");
     let mut out = [0u8; 64];
-    assert_eq!(region.read(0, &mut out), Ok(()));
+    assert_eq!(region.read_slice(0, &mut out), Ok(()));
     assert_eq!(out, [0x11; 64]);
 }
 

@@ -18,8 +18,8 @@ fn two_reads_at_offset_zero_of_one_region_are_reported_with_both_reads() {
     let region = SecureRegion::new(buffer, 64, ProbeMode::ReadOnly).unwrap();
     let mut len = [0u8; 4];
     let mut header = [0u8; 16];
-    region.read(0, &mut len).unwrap(); // check the length...
-    region.read(0, &mut header).unwrap(); // ...and read it again with the rest
+    region.read_slice(0, &mut len).unwrap(); // check the length...
+    region.read_slice(0, &mut header).unwrap(); // ...and read it again with the rest
     let found = process.double_fetches();
     assert_eq!(found.len(), 1);
     let finding = found[0];
@@ -55,9 +55,9 @@ fn a_reader_over_the_whole_region_never_double_fetches() {
 fn disjoint_reads_and_writes_are_not_double_fetches() {
     let (process, buffer, _in) = app();
     let region = SecureRegion::new(buffer, 64, ProbeMode::ReadWrite).unwrap();
-    let _: u64 = region.read_value(0).unwrap();
-    let _: u64 = region.read_value(8).unwrap();
-    region.write(0, &[1; 16]).unwrap(); // writes are not fetches
+    let _: u64 = region.read(0).unwrap();
+    let _: u64 = region.read(8).unwrap();
+    region.write_slice(0, &[1; 16]).unwrap(); // writes are not fetches
     assert!(process.double_fetches().is_empty());
 }
 
@@ -67,7 +67,7 @@ fn by_default_a_request_ends_with_its_region_and_a_scope_spans_regions() {
     let read_header_twice = || {
         for _ in 0..2 {
             let region = SecureRegion::new(buffer, 16, ProbeMode::ReadOnly).unwrap();
-            let _: [u8; 16] = region.read_value(0).unwrap();
+            let _: [u8; 16] = region.read(0).unwrap();
         }
     };
     read_header_twice();
@@ -111,7 +111,7 @@ fn two_threads_each_reading_a_shared_buffer_once_are_not_reported() {
                 let _in = process.attach();
                 let region = SecureRegion::new(address, 8, ProbeMode::ReadOnly).unwrap();
                 barrier.wait(); // both regions stand before either reads
-                let _: u64 = region.read_value(0).unwrap();
+                let _: u64 = region.read(0).unwrap();
                 barrier.wait();
             });
         }
@@ -123,14 +123,14 @@ fn two_threads_each_reading_a_shared_buffer_once_are_not_reported() {
 fn a_pended_region_read_again_on_a_worker_is_the_same_request() {
     let (process, buffer, in_app) = app();
     let region = SecureRegion::new(buffer, 8, ProbeMode::ReadOnly).unwrap();
-    let _: u64 = region.read_value(0).unwrap();
+    let _: u64 = region.read(0).unwrap();
     let raw = region.into_raw();
     drop(in_app);
     let worker = process.clone();
     std::thread::spawn(move || {
         let _in = worker.attach();
         let region = SecureRegion::from_raw(raw).unwrap();
-        let _: u64 = region.read_value(0).unwrap(); // re-read on completion: same secure
+        let _: u64 = region.read(0).unwrap(); // re-read on completion: same secure
     })
     .join()
     .unwrap();
@@ -142,9 +142,9 @@ fn strict_mode_fails_the_test_at_the_first_double_fetch() {
     let (process, buffer, _in) = app();
     process.set_strict(true);
     let region = SecureRegion::new(buffer, 8, ProbeMode::ReadOnly).unwrap();
-    let _: u64 = region.read_value(0).unwrap();
+    let _: u64 = region.read(0).unwrap();
     let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _: u64 = region.read_value(0).unwrap();
+        let _: u64 = region.read(0).unwrap();
     }));
     let message = second.unwrap_err();
     let message = message
@@ -164,7 +164,7 @@ fn detection_can_be_switched_off_for_a_process() {
     let (process, buffer, _in) = app();
     process.set_double_fetch_detection(false);
     let region = SecureRegion::new(buffer, 8, ProbeMode::ReadOnly).unwrap();
-    let _: u64 = region.read_value(0).unwrap();
-    let _: u64 = region.read_value(0).unwrap();
+    let _: u64 = region.read(0).unwrap();
+    let _: u64 = region.read(0).unwrap();
     assert_eq!(process.double_fetch_count(), 0);
 }

@@ -23,7 +23,7 @@ fn read_of_a_faulting_page_is_a_fault_with_the_code() {
 
     let mut out = [0u8; 64];
     assert_eq!(
-        region.read(PAGE_SIZE - 32, &mut out),
+        region.read_slice(PAGE_SIZE - 32, &mut out),
         Err(Error::Fault {
             code: IN_PAGE_ERROR
         })
@@ -32,13 +32,13 @@ fn read_of_a_faulting_page_is_a_fault_with_the_code() {
     assert!(out[..32].iter().all(|b| *b == 0x11));
     assert!(out[32..].iter().all(|b| *b == 0));
     assert_eq!(
-        region.read_value::<u64>(PAGE_SIZE),
+        region.read::<u64>(PAGE_SIZE),
         Err(Error::Fault {
             code: IN_PAGE_ERROR
         })
     );
     // The first page still reads.
-    assert_eq!(region.read_value::<u64>(0), Ok(0x1111_1111_1111_1111));
+    assert_eq!(region.read::<u64>(0), Ok(0x1111_1111_1111_1111));
 }
 
 #[test]
@@ -52,8 +52,8 @@ fn write_to_a_faulting_page_is_a_fault_with_the_code() {
     let fault = Error::Fault {
         code: STATUS_ACCESS_VIOLATION,
     };
-    assert_eq!(region.write(8, b"reply"), Err(fault));
-    assert_eq!(region.write_value(0, &7u32), Err(fault));
+    assert_eq!(region.write_slice(8, b"reply"), Err(fault));
+    assert_eq!(region.write(0, &7u32), Err(fault));
     assert_eq!(fault.to_string(), "the copy raised exception 0xC0000005");
 }
 
@@ -64,12 +64,15 @@ fn the_region_is_usable_after_the_faults_are_cleared() {
     let buffer = process.allocate(PAGE_SIZE, PAGE_READWRITE).unwrap();
     let region = SecureRegion::new(buffer, PAGE_SIZE, ProbeMode::ReadWrite).unwrap();
     process.inject_fault(buffer, PAGE_SIZE, STATUS_IN_PAGE_ERROR);
-    assert!(matches!(region.write(0, b"x"), Err(Error::Fault { .. })));
+    assert!(matches!(
+        region.write_slice(0, b"x"),
+        Err(Error::Fault { .. })
+    ));
 
     process.clear_faults();
-    region.write(0, b"after").unwrap();
+    region.write_slice(0, b"after").unwrap();
     let mut out = [0u8; 5];
-    region.read(0, &mut out).unwrap();
+    region.read_slice(0, &mut out).unwrap();
     assert_eq!(&out, b"after");
     drop(region);
     // The secure was released normally.

@@ -49,7 +49,7 @@ fn a_faulting_read_leaves_out_an_exact_prefix_through_every_read() {
         });
 
         let mut out = [OLD; LEN];
-        assert_eq!(region.read(start, &mut out), fault);
+        assert_eq!(region.read_slice(start, &mut out), fault);
         assert_prefix(&out, start, k);
 
         drop(region);
@@ -102,7 +102,7 @@ fn a_faulting_write_leaves_the_user_range_an_exact_prefix_through_every_write() 
             let got = match how {
                 0 => SecureRegion::new(buffer, 2 * PAGE_SIZE, ProbeMode::ReadWrite)
                     .unwrap()
-                    .write(start, &data),
+                    .write_slice(start, &data),
                 1 => SecureRegion::new(buffer.wrapping_add(start), LEN, ProbeMode::ReadWrite)
                     .unwrap()
                     .writer()

@@ -217,22 +217,22 @@ fn copies_move_real_bytes_in_and_out() {
     let region = SecureRegion::new(buffer, 3 * PAGE, ProbeMode::ReadWrite).unwrap();
 
     let mut copy = vec![0u8; 3 * PAGE];
-    region.read(0, &mut copy).unwrap();
+    region.read_slice(0, &mut copy).unwrap();
     assert_eq!(copy, pattern);
 
     let mut middle = [0u8; 100];
-    region.read(PAGE - 50, &mut middle).unwrap();
+    region.read_slice(PAGE - 50, &mut middle).unwrap();
     assert_eq!(&middle[..], &pattern[PAGE - 50..PAGE + 50]);
 
-    region.write(PAGE + 1, b"driver wrote this").unwrap();
+    region.write_slice(PAGE + 1, b"driver wrote this").unwrap();
     let mut seen = [0u8; 17];
     process
         .read(buffer.wrapping_add(PAGE + 1), &mut seen)
         .unwrap();
     assert_eq!(&seen, b"driver wrote this");
 
-    region.write_value(8, &0xDEAD_BEEF_u32).unwrap();
-    assert_eq!(region.read_value::<u32>(8).unwrap(), 0xDEAD_BEEF);
+    region.write(8, &0xDEAD_BEEF_u32).unwrap();
+    assert_eq!(region.read::<u32>(8).unwrap(), 0xDEAD_BEEF);
     let mut raw = [0u8; 4];
     process.read(buffer.wrapping_add(8), &mut raw).unwrap();
     assert_eq!(u32::from_ne_bytes(raw), 0xDEAD_BEEF);
@@ -248,28 +248,25 @@ fn accesses_outside_the_region_are_out_of_bounds() {
         len,
         region_len: 64,
     };
-    assert_eq!(region.read(57, &mut out), Err(oob(57, 8)));
+    assert_eq!(region.read_slice(57, &mut out), Err(oob(57, 8)));
     assert_eq!(
-        region.read(usize::MAX - 3, &mut out),
+        region.read_slice(usize::MAX - 3, &mut out),
         Err(oob(usize::MAX - 3, 8))
     );
-    assert_eq!(region.write(60, &[0; 5]), Err(oob(60, 5)));
-    assert_eq!(region.read_value::<u64>(57), Err(oob(57, 8)));
-    assert_eq!(
-        region.write_value(usize::MAX, &1u16),
-        Err(oob(usize::MAX, 2))
-    );
+    assert_eq!(region.write_slice(60, &[0; 5]), Err(oob(60, 5)));
+    assert_eq!(region.read::<u64>(57), Err(oob(57, 8)));
+    assert_eq!(region.write(usize::MAX, &1u16), Err(oob(usize::MAX, 2)));
     // The last byte, and an empty access at the very end, are inside.
-    assert_eq!(region.read(56, &mut out), Ok(()));
-    assert_eq!(region.read(64, &mut []), Ok(()));
+    assert_eq!(region.read_slice(56, &mut out), Ok(()));
+    assert_eq!(region.read_slice(64, &mut []), Ok(()));
 }
 
 #[test]
 fn writes_to_a_read_only_region_are_refused() {
     let (process, _in, buffer) = process_with_buffer(1);
     let region = SecureRegion::new(buffer, PAGE, ProbeMode::ReadOnly).unwrap();
-    assert_eq!(region.write(0, b"x"), Err(Error::NotWritable));
-    assert_eq!(region.write_value(0, &1u8), Err(Error::NotWritable));
+    assert_eq!(region.write_slice(0, b"x"), Err(Error::NotWritable));
+    assert_eq!(region.write(0, &1u8), Err(Error::NotWritable));
     let mut first = [1u8];
     process.read(buffer, &mut first).unwrap();
     assert_eq!(first, [0]);
@@ -283,8 +280,8 @@ fn copies_from_another_process_context_are_refused() {
     {
         let _there = other.attach();
         let mut out = [0u8; 4];
-        assert_eq!(region.read(0, &mut out), Err(Error::WrongProcess));
-        assert_eq!(region.write(0, &out), Err(Error::WrongProcess));
+        assert_eq!(region.read_slice(0, &mut out), Err(Error::WrongProcess));
+        assert_eq!(region.write_slice(0, &out), Err(Error::WrongProcess));
     }
     drop(region);
     drop(attach);
@@ -445,7 +442,7 @@ fn a_pended_worker_that_drops_after_the_exit_is_no_misuse_in_strict_mode() {
         let region = SecureRegion::from_raw(raw).expect("attached, at PASSIVE_LEVEL");
         let mut byte = [0u8; 1];
         assert!(matches!(
-            region.read(0, &mut byte),
+            region.read_slice(0, &mut byte),
             Err(Error::Fault { .. })
         ));
         drop(region);
@@ -478,7 +475,7 @@ fn reads_while_a_user_thread_writes_see_only_written_bytes() {
         });
         let mut copy = vec![0u8; len];
         for _ in 0..reads {
-            region.read(0, &mut copy).unwrap();
+            region.read_slice(0, &mut copy).unwrap();
             // Each byte is one the user wrote (or the initial zero): torn across bytes, never
             // invented.
             assert!(copy.iter().all(|b| *b <= 200));

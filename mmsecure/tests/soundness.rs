@@ -123,18 +123,18 @@ fn copies_at_dispatch_level_are_refused_before_user_memory_is_touched() {
         let _raised = host::raise_irql(DISPATCH_LEVEL);
         let mut out = [0u8; 8];
         // A copy of user memory at DISPATCH_LEVEL would stop this binary in the model.
-        assert_eq!(region.read(0, &mut out), Err(too_high));
-        assert_eq!(region.write(0, &out), Err(too_high));
-        assert_eq!(region.read_value::<u64>(0), Err(too_high));
-        assert_eq!(region.write_value(0, &1u64), Err(too_high));
+        assert_eq!(region.read_slice(0, &mut out), Err(too_high));
+        assert_eq!(region.write_slice(0, &out), Err(too_high));
+        assert_eq!(region.read::<u64>(0), Err(too_high));
+        assert_eq!(region.write(0, &1u64), Err(too_high));
         // Bounds are still checked first.
         assert!(matches!(
-            region.read(PAGE, &mut out),
+            region.read_slice(PAGE, &mut out),
             Err(Error::OutOfBounds { .. })
         ));
     }
     let _apc = host::raise_irql(APC_LEVEL);
-    assert_eq!(region.read_value::<u64>(0), Ok(0));
+    assert_eq!(region.read::<u64>(0), Ok(0));
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn a_stale_eprocess_never_names_a_new_process_while_a_region_stands() {
     // In a newcomer's context the region is another process's: refused, not read.
     let _there = newcomers[0].attach();
     let mut out = [0u8; 4];
-    assert_eq!(region.read(0, &mut out), Err(Error::WrongProcess));
+    assert_eq!(region.read_slice(0, &mut out), Err(Error::WrongProcess));
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn a_copy_from_memory_the_process_no_longer_has_faults_instead_of_reading_it() {
     process.exit();
     let mut out = [0u8; 4];
     assert_eq!(
-        region.read(0, &mut out),
+        region.read_slice(0, &mut out),
         Err(Error::Fault {
             code: STATUS_ACCESS_VIOLATION
         })

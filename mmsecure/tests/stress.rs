@@ -257,7 +257,7 @@ fn driver(world: &World, counts: &Counts, me: usize, seed: u64) -> Result<(), St
         check("after securing")?;
 
         let mut copy = vec![0u8; len];
-        region.read(0, &mut copy).map_err(|e| e.to_string())?;
+        region.read_slice(0, &mut copy).map_err(|e| e.to_string())?;
         bump(&counts.copies);
         if slot < SHARED {
             // Shared: any byte someone wrote; the drivers never write here.
@@ -268,8 +268,8 @@ fn driver(world: &World, counts: &Counts, me: usize, seed: u64) -> Result<(), St
             // Private to this driver: what it writes is what it reads back.
             let byte = (round % 0x7F) as u8 + 1;
             let data = vec![byte; len];
-            region.write(0, &data).map_err(|e| e.to_string())?;
-            region.read(0, &mut copy).map_err(|e| e.to_string())?;
+            region.write_slice(0, &data).map_err(|e| e.to_string())?;
+            region.read_slice(0, &mut copy).map_err(|e| e.to_string())?;
             bump(&counts.copies);
             if copy != data {
                 return Err("read back other bytes than written, with no user writing".into());

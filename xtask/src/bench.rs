@@ -266,8 +266,8 @@ struct Counts {
     empty: f64,
     raw: f64,
     wrapper: f64,
-    /// `read_value::<Header>(0)` and a reader's `read::<Header>()`, 16 bytes (issue #14).
-    read_value: f64,
+    /// `SecureRegion::read::<Header>(0)` and a reader's `read::<Header>()`, 16 bytes (issue #14).
+    region_read: f64,
     reader: f64,
     /// The raw pair with 10, 1 000 and 100 000 secures standing.
     standing: Vec<(usize, f64)>,
@@ -289,7 +289,7 @@ fn instruction_counts(root: &Path, binary: &Path, iters: u64) -> crate::Result<C
     let empty = per_op("empty", "mmsecure_bench_empty")?;
     let raw = per_op("raw", "mmsecure_bench_raw")? - empty;
     let wrapper = per_op("wrapper", "mmsecure_bench_wrapper")? - empty;
-    let read_value = per_op("read-value", "mmsecure_bench_read_value")? - empty;
+    let region_read = per_op("region-read", "mmsecure_bench_region_read")? - empty;
     let reader = per_op("reader", "mmsecure_bench_reader")? - empty;
     let c_idiom = per_op("c-idiom", "mmsecure_bench_c_idiom")? - empty;
     let read_user = per_op("read-user", "mmsecure_bench_read_user")? - empty;
@@ -305,7 +305,7 @@ fn instruction_counts(root: &Path, binary: &Path, iters: u64) -> crate::Result<C
         empty,
         raw,
         wrapper,
-        read_value,
+        region_read,
         reader,
         standing,
         c_idiom,
@@ -427,7 +427,10 @@ fn table(machine: &str, options: &Options, rows: &[Row], counts: Option<&Counts>
     // count get it first, named for its baseline and its measured side.
     let counted = |id: &str, c: &Counts| match id {
         "secure_drop" => Some((("raw pair", c.raw), ("SecureRegion", c.wrapper))),
-        "reader_header" => Some((("read_value", c.read_value), ("Reader::read", c.reader))),
+        "reader_header" => Some((
+            ("SecureRegion::read", c.region_read),
+            ("Reader::read", c.reader),
+        )),
         "user_read_64" => Some((("C idiom", c.c_idiom), ("read_user", c.read_user))),
         "user_read_secure_64" => Some((
             ("secure path", c.read_user_secure),
@@ -526,7 +529,7 @@ fn table(machine: &str, options: &Options, rows: &[Row], counts: Option<&Counts>
         out,
         "ratios: secure + drop = SecureRegion / raw pair (instructions or ns); copies = \
          throughput / copy_nonoverlapping's (GB = 1e9 bytes); standing = cost / cost with 10 \
-         standing; header = Reader::read / read_value"
+         standing; header = Reader::read / SecureRegion::read"
     );
     if let Some(c) = counts {
         let _ = writeln!(

@@ -808,21 +808,21 @@ impl Driver {
                 Some((_, region, home)) => {
                     let _in = self.enter(Some(home), false);
                     let mut out = vec![0u8; len];
-                    Reply::Bytes(region.read(offset, &mut out).map(|()| out))
+                    Reply::Bytes(region.read_slice(offset, &mut out).map(|()| out))
                 }
                 None => Reply::Missing,
             },
             Command::ReadValue { id, offset } => match self.find(id) {
                 Some((_, region, home)) => {
                     let _in = self.enter(Some(home), false);
-                    Reply::Value(region.read_value::<u32>(offset))
+                    Reply::Value(region.read::<u32>(offset))
                 }
                 None => Reply::Missing,
             },
             Command::Write { id, offset, data } => match self.find(id) {
                 Some((_, region, home)) => {
                     let _in = self.enter(Some(home), false);
-                    Reply::Done(region.write(offset, &data))
+                    Reply::Done(region.write_slice(offset, &data))
                 }
                 None => Reply::Missing,
             },
@@ -832,7 +832,7 @@ impl Driver {
                     let level = self.irql();
                     let _irql = (level > 0).then(|| host::raise_irql(level));
                     let mut out = [0u8; 1];
-                    Reply::Done(region.read(0, &mut out))
+                    Reply::Done(region.read_slice(0, &mut out))
                 }
                 None => Reply::Missing,
             },
