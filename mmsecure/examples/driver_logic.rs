@@ -192,8 +192,8 @@ mod volume {
 
         /// The process to attach to before [`complete`](Self::complete). The pended region
         /// holds a reference on it, so the pointer stays valid until completion.
-        pub fn process(&self) -> PEPROCESS {
-            self.region.process()
+        pub fn eprocess(&self) -> PEPROCESS {
+            self.region.eprocess()
         }
 
         /// A reference of the worker's own on [`process`](Self::process), to hold from before
@@ -233,8 +233,8 @@ mod volume {
         /// For a request whose process exited first (a process-notify routine or the IRP's
         /// cancellation says so): exit dropped the secure, so there is nothing to unsecure and
         /// no one to reply to. The process reference is released.
-        pub fn abandon(self) {
-            self.region.abandon();
+        pub fn leak(self) {
+            self.region.leak();
         }
     }
 }
@@ -269,7 +269,7 @@ fn main() -> Result<(), volume::Failure> {
     let freed = app.free(output, AccessMode::User);
     println!("pended: the user frees the output buffer meanwhile: {freed:?}");
     let keep = pended.process_ref()?; // the worker's own reference, queued with the reply
-    assert_eq!(keep.as_ptr(), pended.process());
+    assert_eq!(keep.as_ptr(), pended.eprocess());
     let level = mixer.level(2);
     let written = std::thread::spawn(move || {
         // Before attaching, the reply cannot be written here: it comes back, still secured.
@@ -304,7 +304,7 @@ fn main() -> Result<(), volume::Failure> {
     // forgets the reply instead of unsecuring in a dead process.
     let orphan = volume::PendedReply::secure(output, 4)?;
     app.exit();
-    orphan.abandon();
+    orphan.leak();
     println!(
         "pended: the process exited first; secures left: {}, misuses: {}",
         app.secure_count(),
@@ -484,7 +484,7 @@ mod tests {
     fn a_pended_reply_stays_secured_until_another_thread_completes_it() {
         let app = app();
         let pended = PendedReply::secure(app.output, 4).unwrap();
-        assert_eq!(pended.process(), app.process.eprocess());
+        assert_eq!(pended.eprocess(), app.process.eprocess());
 
         // While the IRP waits, the user can neither free the output nor make it read-only.
         assert!(app.process.free(app.output, AccessMode::User).is_err());
@@ -578,7 +578,7 @@ mod tests {
         let pended = PendedReply::secure(app.output, 4).unwrap();
         app.process.exit();
         assert_eq!(app.process.secure_count(), 0); // exit dropped the secure
-        pended.abandon();
+        pended.leak();
         assert!(app.process.misuses().is_empty());
     }
 

@@ -277,7 +277,7 @@ pub use kernel::secure_ex_available;
 /// let user_buffer: *mut c_void = page.cast();
 /// let reply = SecureRegion::new(user_buffer, 16, ProbeMode::ReadWrite)?;
 /// reply.write_slice(0, b"ok")?;
-/// assert_eq!(UserPtr::from(user_buffer).addr(), reply.address() as usize);
+/// assert_eq!(UserPtr::from(user_buffer), reply.address());
 /// let err = SecureRegion::new(UserPtr::NULL, 16, ProbeMode::ReadOnly).unwrap_err();
 /// assert_eq!(err, mmsecure::Error::NullAddress);
 /// # Ok::<(), mmsecure::Error>(())
@@ -334,7 +334,7 @@ pub use mmsecure_sys::NTSTATUS;
 /// let _in_process = process.attach();
 /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
 /// let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?;
-/// let owner: PEPROCESS = region.process();
+/// let owner: PEPROCESS = region.eprocess();
 /// assert_eq!(owner, process.eprocess());
 /// # Ok::<(), mmsecure::Error>(())
 /// ```

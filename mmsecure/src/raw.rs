@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 
 use mmsecure_sys::PEPROCESS;
 
-use crate::{context, Error, ProbeMode, ProcessRef};
+use crate::{context, Error, ProbeMode, ProcessRef, UserPtr};
 
 /// A [`SecureRegion`](crate::SecureRegion) taken apart by [`SecureRegion::into_raw`](crate::SecureRegion::into_raw): the secure handle, the range it
 /// was made for, and the reference on the securing process. It cannot be copied or cloned, and
@@ -16,7 +16,7 @@ use crate::{context, Error, ProbeMode, ProcessRef};
 ///
 /// It is `Send` and `Sync`, so it can wait in a driver's queue and be finished on another
 /// thread; [`SecureRegion::from_raw`](crate::SecureRegion::from_raw) rebuilds it there once the thread is attached to
-/// [`process`](Self::process). Dropped, it is released as a region is: unsecured if the thread is
+/// [`eprocess`](Self::eprocess). Dropped, it is released as a region is: unsecured if the thread is
 /// in the securing process's context at `APC_LEVEL` or below, else left standing until the
 /// process exits (see [`abandoned_secures`](crate::abandoned_secures)).
 ///
@@ -30,7 +30,7 @@ use crate::{context, Error, ProbeMode, ProcessRef};
 ///     let _in_process = process.attach();
 ///     SecureRegion::new(page, 4096, ProbeMode::ReadWrite)?.into_raw()
 /// };
-/// assert_eq!(raw.process(), process.eprocess());
+/// assert_eq!(raw.eprocess(), process.eprocess());
 /// assert!(process.free(page, AccessMode::User).is_err()); // still secured
 ///
 /// // Another thread finishes the work, attached to the process.
@@ -87,10 +87,10 @@ impl RawRegion {
     }
 
     /// The value the secure routine returned, good only for `MmUnsecureVirtualMemory` in
-    /// [`process`](Self::process)'s context.
+    /// [`eprocess`](Self::eprocess)'s context.
     ///
     /// ```
-    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure::{ProbeMode, SecureRegion, UserPtr};
     /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
@@ -107,20 +107,20 @@ impl RawRegion {
     /// The first byte of the range.
     ///
     /// ```
-    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure::{ProbeMode, SecureRegion, UserPtr};
     /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
     /// let raw = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?.into_raw();
-    /// assert_eq!(raw.address(), page as *const u8);
+    /// assert_eq!(raw.address(), UserPtr::from(page));
     /// assert_eq!(raw.len(), 16);
     /// assert_eq!(raw.mode(), ProbeMode::ReadOnly);
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
     #[must_use]
-    pub fn address(&self) -> *const u8 {
-        self.address.as_ptr()
+    pub fn address(&self) -> UserPtr {
+        UserPtr::from(self.address.as_ptr())
     }
 
     /// The length of the range in bytes; never zero.
@@ -138,11 +138,11 @@ impl RawRegion {
 
     /// The process that secured the range; the raw region holds a reference on it.
     #[must_use]
-    pub fn process(&self) -> PEPROCESS {
+    pub fn eprocess(&self) -> PEPROCESS {
         self.process
     }
 
-    /// A reference of the caller's own on [`process`](Self::process): for a worker that attaches
+    /// A reference of the caller's own on [`eprocess`](Self::eprocess): for a worker that attaches
     /// to it, so that the process outlives the attach even when this raw region's reference
     /// (released when the region it is rebuilt into drops) is the last other one.
     /// [`Error::IrqlTooHigh`] above `DISPATCH_LEVEL`.
@@ -156,7 +156,7 @@ impl RawRegion {
     /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
     /// let raw = SecureRegion::new(page, 64, ProbeMode::ReadWrite)?.into_raw();
     /// let keep = raw.process_ref()?;
-    /// assert_eq!(keep.as_ptr(), raw.process());
+    /// assert_eq!(keep.as_ptr(), raw.eprocess());
     /// assert_eq!(process.driver_references(), 2); // the raw region's, and this one
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
@@ -185,12 +185,12 @@ impl RawRegion {
     ///     SecureRegion::new(page, 64, ProbeMode::ReadWrite)?.into_raw()
     /// };
     /// process.exit(); // the requester went away; its secures with it
-    /// raw.abandon(); // from a worker thread in no process context
+    /// raw.leak(); // from a worker thread in no process context
     /// assert_eq!(process.driver_references(), 0);
     /// assert!(process.misuses().is_empty());
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
-    pub fn abandon(self) {
+    pub fn leak(self) {
         let (_handle, _address, _len, _mode, process) = self.into_parts();
         // SAFETY: the reference this raw region carried, given up once.
         unsafe { context::dereference(process) };

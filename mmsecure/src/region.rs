@@ -210,7 +210,7 @@ impl SecureRegion {
     /// lies in, from any component. The caller knows every kernel-mode code that can free or
     /// unmap this process's memory, and that none of it does so here. (Kernel-mode protection
     /// changes and decommits pass the secure too; they make copies fault, which is an error, not
-    /// a bug check. [`RawRegion::abandon`], the process's exit, and a drop in a context where
+    /// a bug check. [`RawRegion::leak`], the process's exit, and a drop in a context where
     /// the region is abandoned do not unsecure, and need nothing.) Without `USER_MODE_ONLY`
     /// there is nothing to promise.
     ///
@@ -276,26 +276,26 @@ impl SecureRegion {
     /// The first byte of the secured range, as given (the kernel secures whole pages around it).
     ///
     /// ```
-    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure::{ProbeMode, SecureRegion, UserPtr};
     /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
     /// # let page = process.allocate(4096, PAGE_READWRITE).unwrap();
     /// let region = SecureRegion::new(page, 100, ProbeMode::ReadOnly)?;
-    /// assert_eq!(region.address(), page as *const u8);
+    /// assert_eq!(region.address(), UserPtr::from(page));
     /// assert_eq!(region.len(), 100);
     /// assert_eq!(region.mode(), ProbeMode::ReadOnly);
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
     #[must_use]
-    pub fn address(&self) -> *const u8 {
-        self.address.as_ptr()
+    pub fn address(&self) -> UserPtr {
+        UserPtr::from(self.address.as_ptr())
     }
 
     /// The length of the range in bytes, as given; never zero.
     ///
     /// ```
-    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure::{ProbeMode, SecureRegion, UserPtr};
     /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
@@ -338,26 +338,26 @@ impl SecureRegion {
     /// after the region is gone, take a reference of your own: [`process_ref`](Self::process_ref).
     ///
     /// ```
-    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure::{ProbeMode, SecureRegion, UserPtr};
     /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// let process = Process::new();
     /// let _in_process = process.attach();
     /// let page = process.allocate(4096, PAGE_READWRITE).unwrap();
     /// let region = SecureRegion::new(page, 16, ProbeMode::ReadOnly)?;
-    /// assert_eq!(region.process(), process.eprocess());
+    /// assert_eq!(region.eprocess(), process.eprocess());
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
     #[must_use]
-    pub fn process(&self) -> PEPROCESS {
+    pub fn eprocess(&self) -> PEPROCESS {
         self.process
     }
 
-    /// A reference of the caller's own on [`process`](Self::process), which outlives the region:
+    /// A reference of the caller's own on [`eprocess`](Self::eprocess), which outlives the region:
     /// for a worker that attaches to the process to drop the region there. Drop it after the
     /// detach. [`Error::IrqlTooHigh`] above `DISPATCH_LEVEL`.
     ///
     /// ```
-    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure::{ProbeMode, SecureRegion, UserPtr};
     /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// let process = Process::new();
     /// let _in_process = process.attach();
@@ -499,7 +499,7 @@ impl SecureRegion {
     /// [`from_raw`](Self::from_raw) in the securing process's context.
     ///
     /// ```
-    /// # use mmsecure::{ProbeMode, SecureRegion};
+    /// # use mmsecure::{ProbeMode, SecureRegion, UserPtr};
     /// # use mmsecure::host::{Process, PAGE_READWRITE};
     /// # let process = Process::new();
     /// # let _in_process = process.attach();
@@ -526,7 +526,7 @@ impl SecureRegion {
     /// is safe: one secure, one region, at most one unsecure.
     ///
     /// ```
-    /// use mmsecure::{Error, ProbeMode, SecureRegion};
+    /// use mmsecure::{Error, ProbeMode, SecureRegion, UserPtr};
     /// use mmsecure::host::{Process, PAGE_READWRITE};
     ///
     /// let (app, other) = (Process::new(), Process::new());
@@ -544,12 +544,12 @@ impl SecureRegion {
     ///
     /// let _in_app = app.attach();
     /// let region = SecureRegion::from_raw(raw).expect("attached to the securing process");
-    /// assert_eq!((region.address(), region.len()), (page as *const u8, 64));
+    /// assert_eq!((region.address(), region.len()), (UserPtr::from(page), 64));
     /// # Ok::<(), Error>(())
     /// ```
     pub fn from_raw(raw: RawRegion) -> Result<SecureRegion, FromRawError> {
         let check = context::require_irql(context::SECURE_MAX).and_then(|()| {
-            if kernel::current_process() == raw.process() {
+            if kernel::current_process() == raw.eprocess() {
                 Ok(())
             } else {
                 Err(Error::WrongProcess)

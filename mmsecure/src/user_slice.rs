@@ -190,11 +190,11 @@ impl UserSlice {
     /// # use mmsecure::{UserPtr, UserSlice};
     /// let process = mmsecure::host::Process::new();
     /// let _in_process = process.attach();
-    /// assert_eq!(UserSlice::new(UserPtr::new(0x1000), 0)?.process(), process.eprocess());
+    /// assert_eq!(UserSlice::new(UserPtr::new(0x1000), 0)?.eprocess(), process.eprocess());
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
     #[must_use]
-    pub fn process(&self) -> PEPROCESS {
+    pub fn eprocess(&self) -> PEPROCESS {
         self.span.process
     }
 

@@ -492,5 +492,5 @@ fn securing_with_no_process_or_an_exited_one_is_refused_by_the_kernel() {
     refused_by_kernel(&owner, page, PAGE, &MODES);
     assert!(host::misuses()
         .iter()
-        .all(|m| m.owner != Some(owner.id()) && m.process != Some(owner.id())));
+        .all(|m| m.owner_pid != Some(owner.id()) && m.pid != Some(owner.id())));
 }

@@ -134,7 +134,7 @@ fn the_old_recipe_frees_the_process_inside_the_attach() {
     let message =
         host::assert_bug_check("the_old_recipe_frees_the_process_inside_the_attach", || {
             let raw = region_whose_reference_is_the_last();
-            let attached = host::attach_eprocess(raw.process());
+            let attached = host::attach_eprocess(raw.eprocess());
             let region = SecureRegion::from_raw(raw).expect("attached, at PASSIVE_LEVEL");
             drop(region);
             drop(attached);

@@ -19,10 +19,10 @@ fn secures_the_range_and_drop_unsecures_it() {
     let (process, _in, buffer) = process_with_buffer(2);
     let region = SecureRegion::new(buffer, 2 * PAGE, ProbeMode::ReadWrite).unwrap();
     assert_eq!(process.secure_count(), 1);
-    assert_eq!(region.address(), buffer as *const u8);
+    assert_eq!(region.address(), UserPtr::from(buffer));
     assert_eq!(region.len(), 2 * PAGE);
     assert_eq!(region.mode(), ProbeMode::ReadWrite);
-    assert_eq!(region.process(), process.eprocess());
+    assert_eq!(region.eprocess(), process.eprocess());
     drop(region);
     assert_eq!(process.secure_count(), 0);
     assert!(process.misuses().is_empty());
@@ -301,7 +301,7 @@ fn raw_parts_keep_the_secure_until_rebuilt_and_dropped() {
     let region = SecureRegion::from_raw(raw).unwrap();
     assert_eq!(
         (region.address(), region.len()),
-        (buffer as *const u8, PAGE)
+        (UserPtr::from(buffer), PAGE)
     );
     drop(region);
     assert_eq!(process.secure_count(), 0);

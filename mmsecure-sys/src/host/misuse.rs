@@ -53,8 +53,8 @@ pub enum MisuseKind {
 /// mmsecure_sys::report_abandoned_secure(handle, app.eprocess());
 /// let misuse = &app.misuses()[0];
 /// assert_eq!(misuse.kind, MisuseKind::Abandoned);
-/// assert_eq!(misuse.process, Some(other.id()));
-/// assert_eq!(misuse.owner, Some(app.id()));
+/// assert_eq!(misuse.pid, Some(other.id()));
+/// assert_eq!(misuse.owner_pid, Some(app.id()));
 ///
 /// // An unsecure after the exit is no misuse: the kernel returns (WRK).
 /// let in_app = app.attach();
@@ -71,21 +71,22 @@ pub struct Misuse {
     pub kind: MisuseKind,
     /// The handle passed.
     pub handle: usize,
-    /// The id of the process the call ran in, `None` in no process (System).
-    pub process: Option<u64>,
+    /// The id ([`Process::id`](super::Process::id)) of the process the call ran in, `None` in no
+    /// process (System).
+    pub pid: Option<u64>,
     /// The id of the process that issued the handle, if the model knows it.
-    pub owner: Option<u64>,
+    pub owner_pid: Option<u64>,
 }
 
 /// `Debug` prints the handle in hex, as handles are written everywhere else (`Display`, a
-/// debugger): `Misuse { kind: Abandoned, handle: 0x1f40, process: Some(3), owner: Some(3) }`.
+/// debugger): `Misuse { kind: Abandoned, handle: 0x1f40, pid: Some(3), owner_pid: Some(3) }`.
 impl fmt::Debug for Misuse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Misuse")
             .field("kind", &self.kind)
             .field("handle", &format_args!("{:#x}", self.handle))
-            .field("process", &self.process)
-            .field("owner", &self.owner)
+            .field("pid", &self.pid)
+            .field("owner_pid", &self.owner_pid)
             .finish()
     }
 }
@@ -97,11 +98,11 @@ impl fmt::Display for Misuse {
                 write!(f, "Abandoned: secure {:#x} left standing ", self.handle)?
             }
         }
-        match self.process {
+        match self.pid {
             Some(id) => write!(f, "in process {id}")?,
             None => write!(f, "in no process context (System)")?,
         }
-        match self.owner {
+        match self.owner_pid {
             Some(id) => write!(f, ", handle issued in process {id}"),
             None => write!(f, ", handle not known to be live"),
         }
@@ -165,8 +166,8 @@ pub(crate) fn abandoned(handle: HANDLE, process: PEPROCESS) {
     let misuse = Misuse {
         kind: MisuseKind::Abandoned,
         handle,
-        process: current.as_ref().map(Process::id),
-        owner: secure::owner(handle)
+        pid: current.as_ref().map(Process::id),
+        owner_pid: secure::owner(handle)
             .map(|owner| owner.pid)
             .or_else(|| owner.as_ref().map(|owner| owner.id())),
     };
@@ -187,12 +188,12 @@ mod tests {
         let misuse = Misuse {
             kind: MisuseKind::Abandoned,
             handle: 0x1f40,
-            process: Some(3),
-            owner: None,
+            pid: Some(3),
+            owner_pid: None,
         };
         assert_eq!(
             format!("{misuse:?}"),
-            "Misuse { kind: Abandoned, handle: 0x1f40, process: Some(3), owner: None }"
+            "Misuse { kind: Abandoned, handle: 0x1f40, pid: Some(3), owner_pid: None }"
         );
     }
 }

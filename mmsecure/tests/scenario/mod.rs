@@ -374,7 +374,7 @@ pub enum Op {
     },
     /// A process exits. `how` modulo 3: 0, the driver first drops that process' regions (as a
     /// process-notify routine would, in the process' context, at `PASSIVE_LEVEL`); 1, it learns
-    /// of the exit afterwards and forgets them (`into_raw`, then `RawRegion::abandon`), since
+    /// of the exit afterwards and forgets them (`into_raw`, then `RawRegion::leak`), since
     /// exit dropped the secures; 2, the regions stay, to be copied and dropped later.
     Exit {
         /// Which process.
@@ -786,7 +786,7 @@ impl Driver {
                     }
                     // Secured in System, which has no user memory: a model bug.
                     (Ok(region), None) => {
-                        region.into_raw().abandon();
+                        region.into_raw().leak();
                         Reply::Missing
                     }
                     (Err(error), _) => Reply::Done(Err(error)),
@@ -881,7 +881,7 @@ impl Driver {
                     }
                     Err(refused) => {
                         let error = refused.error();
-                        refused.into_raw().abandon();
+                        refused.into_raw().leak();
                         Err(error)
                     }
                 };
@@ -892,7 +892,7 @@ impl Driver {
             }
             Command::Forget { id } => match self.take(id) {
                 Some((region, _)) => {
-                    region.into_raw().abandon();
+                    region.into_raw().leak();
                     Reply::Done(Ok(()))
                 }
                 None => Reply::Missing,
@@ -951,7 +951,7 @@ impl Drop for Driver {
     /// dropped with the case) rather than release them from no process context.
     fn drop(&mut self) {
         for (_, region, _) in self.regions.drain(..) {
-            region.into_raw().abandon();
+            region.into_raw().leak();
         }
     }
 }
@@ -1051,8 +1051,8 @@ struct Recorded {
 fn recorded(misuse: &host::Misuse) -> Recorded {
     Recorded {
         kind: misuse.kind,
-        process: misuse.process,
-        owner: misuse.owner,
+        process: misuse.pid,
+        owner: misuse.owner_pid,
     }
 }
 
@@ -2046,7 +2046,7 @@ impl Case {
         Ok(())
     }
 
-    /// Gives a region up (`into_raw`, then `RawRegion::abandon`): for one whose process exited.
+    /// Gives a region up (`into_raw`, then `RawRegion::leak`): for one whose process exited.
     fn forget(&mut self, drivers: &mut Drivers, at: usize) -> Result<(), String> {
         let region = self.regions.remove(at);
         let forgotten = drivers.done(region.driver, Command::Forget { id: region.id })?;
