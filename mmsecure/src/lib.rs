@@ -105,12 +105,8 @@
 //! own. The cost is the `#[bytemuck(crate = "mmsecure::bytemuck")]` line on each derive, without
 //! which the derive names a `bytemuck` crate the driver does not depend on.
 //!
-//! **MSRV note.** This crate builds on Rust 1.63. bytemuck_derive 1.10.x (rust-version 1.61) is
-//! the last that does; 1.11 and later, and the current syn, quote, proc-macro2 and unicode-ident,
-//! need 1.71. On an old compiler resolve with `CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback`
-//! (cargo 1.84 and later, with `rust-version` set in your package) or pin them by hand
-//! (`cargo update -p bytemuck_derive --precise 1.10.2`); the sample driver in this repository
-//! builds its derived header with Debian's rustc 1.63 that way.
+//! **MSRV.** This crate builds on Rust 1.63; on a compiler that old, `bytemuck`'s derive needs
+//! older versions of its dependencies (the crate's README says which, and how to pin them).
 //!
 //! ## One dependency
 //!
@@ -118,6 +114,74 @@
 //! declarations are [`mmsecure::sys`](sys), and wherever the host model is the backend (off
 //! Windows) it is `mmsecure::host`, for the driver's tests. Errors turn into the status to
 //! complete the IRP with: [`Error::to_ntstatus`], whose table is in [`status`].
+//!
+//! ## A complete handler
+//!
+//! A `METHOD_NEITHER` IOCTL: the input and output are user addresses, read and written with
+//! guarded copies and no secure, in the requester's context (where the dispatch routine runs).
+//! The handler returns the status and the IRP's `Information`, the bytes written: for the warning
+//! `STATUS_BUFFER_OVERFLOW` the I/O manager still returns them, for an error it returns none.
+//!
+//! ```
+//! use mmsecure::bytemuck::{AnyBitPattern, NoUninit};
+//! use mmsecure::status::{STATUS_BUFFER_OVERFLOW, STATUS_SUCCESS};
+//! use mmsecure::{Error, UserPtr, UserSlice, NTSTATUS};
+//!
+//! #[derive(Clone, Copy, AnyBitPattern)]
+//! #[bytemuck(crate = "mmsecure::bytemuck")]
+//! #[repr(C)]
+//! struct Query { channel: u32, _reserved: u32 }
+//!
+//! #[derive(Clone, Copy, NoUninit)]
+//! #[bytemuck(crate = "mmsecure::bytemuck")]
+//! #[repr(C)]
+//! struct Answer { channel: u32, level: u32, peak: u64 }
+//!
+//! /// `Type3InputBuffer`/`InputBufferLength`, `UserBuffer`/`OutputBufferLength`.
+//! fn query(input: UserPtr, in_len: usize, output: UserPtr, out_len: usize) -> (NTSTATUS, usize) {
+//!     let answer = || -> Result<(NTSTATUS, usize), Error> {
+//!         let query: Query = UserSlice::aligned(input, in_len, 4)?.reader().read()?;
+//!         let answer = Answer { channel: query.channel, level: 40, peak: 99 };
+//!         let written = UserSlice::new(output, out_len)?.writer().write_truncated(&answer)?;
+//!         let full = written == core::mem::size_of::<Answer>();
+//!         Ok((if full { STATUS_SUCCESS } else { STATUS_BUFFER_OVERFLOW }, written))
+//!     };
+//!     answer().unwrap_or_else(|error| (error.to_ntstatus(), 0))
+//! }
+//!
+//! // The test side: the model plays the user process.
+//! use mmsecure::host::{Process, PAGE_READWRITE};
+//! use mmsecure::status::{STATUS_ACCESS_VIOLATION, STATUS_BUFFER_TOO_SMALL};
+//! let process = Process::new();
+//! let _in_process = process.attach();
+//! let buffer = process.allocate(4096, PAGE_READWRITE).unwrap();
+//! process.write(buffer, &[3, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+//! let reply = UserPtr::from(buffer).wrapping_add(64);
+//! assert_eq!(query(buffer.into(), 8, reply, 16), (STATUS_SUCCESS, 16));
+//! assert_eq!(query(buffer.into(), 8, reply, 6), (STATUS_BUFFER_OVERFLOW, 6));
+//! assert_eq!(query(buffer.into(), 4, reply, 16), (STATUS_BUFFER_TOO_SMALL, 0));
+//! assert_eq!(query(UserPtr::new(0x10), 8, reply, 16), (STATUS_ACCESS_VIOLATION, 0));
+//! ```
+//!
+//! The `host` model is the backend off Windows; on a Windows dev machine, a driver's tests turn it
+//! on as a dev-dependency's feature, so that the driver itself still builds for the kernel:
+//!
+//! ```toml
+//! [dependencies]
+//! mmsecure = "0.1"
+//!
+//! [dev-dependencies]
+//! mmsecure = { version = "0.1", features = ["host"] }
+//! ```
+//!
+//! ## A request kept: the pended lifecycle
+//!
+//! A range the driver keeps beyond the dispatch routine (a pended IRP) is secured:
+//! [`SecureRegion::new`] in the dispatch routine, [`SecureRegion::into_raw`] to keep it (a
+//! [`RawRegion`], `Send`, with a reference on the process), then in the worker, attached to
+//! [`RawRegion::eprocess`] at `PASSIVE_LEVEL` or `APC_LEVEL`, [`SecureRegion::from_raw`], the
+//! copies, and a drop that unsecures. If the requester exited first, [`RawRegion::leak`] releases
+//! the reference without an unsecure (the exit took the secure). The guide's pattern 2 has the code.
 //!
 //! # What securing guarantees
 //!
@@ -323,7 +387,7 @@ pub use mmsecure_sys as sys;
 /// ```
 pub use mmsecure_sys::NTSTATUS;
 
-/// `PEPROCESS`, what [`SecureRegion::process`] and [`RawRegion::process`] return: an opaque
+/// `PEPROCESS`, what [`SecureRegion::eprocess`] and [`RawRegion::eprocess`] return: an opaque
 /// process-object pointer to compare, or to pass to `KeStackAttachProcess`.
 ///
 /// ```
