@@ -13,6 +13,13 @@ use crate::Error;
 /// `?` turns it into an [`Error`] where a function returns one; [`to_ntstatus`](Self::to_ntstatus)
 /// is the error's.
 ///
+/// Why a type of its own, not `Error` itself: where a request is read in parts, the offset is
+/// what says which part failed, and only `Error::OutOfBounds` carries one (a fault, a wrong
+/// process or a raised IRQL do not). Folding it into `Error` would add an offset to every
+/// variant that the other calls have no use for. The cost: a driver with an error type of its
+/// own writes two `From` impls, one for `Error` and one for `CursorError` (three lines,
+/// `examples/driver_logic.rs`), since Rust does not chain `From` through `Error`.
+///
 /// ```
 /// use mmsecure::{Error, ProbeMode, SecureRegion};
 /// use mmsecure::host::{Process, PAGE_READWRITE};
