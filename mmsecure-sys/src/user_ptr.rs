@@ -6,7 +6,7 @@ use core::fmt;
 ///
 /// Every constructor of `mmsecure` takes `impl Into<UserPtr>` (it re-exports this type as
 /// `mmsecure::UserPtr`), and so does every address parameter of the host model's
-/// [`Process`](crate::host::Process). So the pointer an IRP holds goes in as it is, whatever its
+/// `host::Process`. So the pointer an IRP holds goes in as it is, whatever its
 /// type: `Irp->UserBuffer` and `Type3InputBuffer` are `PVOID`
 /// (`*mut c_void`), a driver's own code may have `*mut u8` or `*const u8`. No cast is needed, and
 /// none can turn an output pointer into something else by accident. A plain integer is not
