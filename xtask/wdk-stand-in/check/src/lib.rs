@@ -35,5 +35,6 @@ pub fn generated_items_are_untouched() {
     let _: *mut mmsecure_sys::_UNICODE_STRING =
         core::ptr::null_mut::<mmsecure_sys::UNICODE_STRING>();
     // The safe crate builds in the same graph and hands out mmsecure-sys's own PEPROCESS.
-    let _: fn(&mmsecure::SecureRegion) -> mmsecure_sys::PEPROCESS = mmsecure::SecureRegion::eprocess;
+    let _: fn(&mmsecure::SecureRegion) -> mmsecure_sys::PEPROCESS =
+        mmsecure::SecureRegion::eprocess;
 }
