@@ -25,6 +25,8 @@ extern "C" {
     pub fn ObfReferenceObject(Object: PVOID) -> LONG_PTR;
     pub fn MmUnsecureVirtualMemory(SecureHandle: HANDLE);
     pub fn MmSecureVirtualMemory(Address: PVOID, Size: SIZE_T, ProbeMode: ULONG) -> HANDLE;
+    pub fn PsGetCurrentProcessId() -> HANDLE;
+    pub fn PsGetProcessId(Process: PEPROCESS) -> HANDLE;
     pub fn MmSecureVirtualMemoryEx(
         Address: PVOID,
         Size: SIZE_T,

@@ -467,6 +467,42 @@ pub use bindings::MmGetSystemRoutineAddress;
 /// ```
 pub use bindings::IoGetCurrentProcess;
 
+/// `PsGetCurrentProcessId`: the id of the process that owns the current thread, not of the one
+/// it may be attached to. With [`PsGetProcessId`] of [`IoGetCurrentProcess`], it tells whether the
+/// thread runs in its own process: two live processes never share an id.
+///
+/// # Safety
+///
+/// None beyond running in kernel mode.
+///
+/// ```
+/// use mmsecure_sys::host::Process;
+/// use mmsecure_sys::PsGetCurrentProcessId;
+///
+/// let app = Process::new();
+/// // SAFETY: no preconditions.
+/// let id = app.run_thread(|| unsafe { PsGetCurrentProcessId() } as u64);
+/// assert_eq!(id, app.id());
+/// ```
+pub use bindings::PsGetCurrentProcessId;
+
+/// `PsGetProcessId`: the id of a process object, such as the one [`IoGetCurrentProcess`] returns.
+///
+/// # Safety
+///
+/// `Process` points to a live process object. Off Windows the model stops the binary for a
+/// pointer that names none.
+///
+/// ```
+/// use mmsecure_sys::host::Process;
+/// use mmsecure_sys::PsGetProcessId;
+///
+/// let process = Process::new();
+/// // SAFETY: a live process object.
+/// assert_eq!(unsafe { PsGetProcessId(process.eprocess()) } as u64, process.id());
+/// ```
+pub use bindings::PsGetProcessId;
+
 /// `ObfReferenceObject`: one more reference on a kernel object, such as the process
 /// [`IoGetCurrentProcess`] returns; the export behind the `ObReferenceObject` macro on x64.
 /// While a reference stands the object stays where it is, so a kept `PEPROCESS` cannot come to

@@ -5,15 +5,13 @@ use core::ffi::c_void;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use mmsecure_sys::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, PEPROCESS};
+use mmsecure_sys::{APC_LEVEL, DISPATCH_LEVEL, PEPROCESS};
 
 use crate::{kernel, Error};
 
 /// The highest IRQL at which the secure routines run, and at which user memory is touched
 /// (`APC_LEVEL`): above it a page fault on pageable user memory bug checks.
 pub(crate) const SECURE_MAX: u8 = APC_LEVEL;
-/// `MmGetSystemRoutineAddress` runs at `PASSIVE_LEVEL` only.
-pub(crate) const LOOKUP_MAX: u8 = PASSIVE_LEVEL;
 /// `ObfReferenceObject` and `ObfDereferenceObject` run at `DISPATCH_LEVEL` at most.
 pub(crate) const OBJECT_MAX: u8 = DISPATCH_LEVEL;
 
@@ -89,17 +87,33 @@ pub fn abandoned_secures() -> usize {
 /// call to [`abandon`]) that ends it, which `cargo xtask bench --disasm-check` follows.
 #[inline(always)]
 pub(crate) unsafe fn release(handle: NonNull<c_void>, process: PEPROCESS) {
+    // SAFETY: the caller's contract; its reference keeps `process` from naming another process.
+    let irql = unsafe { unsecure_or_abandon(handle, process) };
+    // SAFETY: the caller gives up the reference it carries; the IRQL is the one read before the
+    // unsecure (which returns at the IRQL it was called at).
+    unsafe { dereference_at(process, irql) };
+}
+
+/// `MmUnsecureVirtualMemory` when this thread is in `process`'s context at `APC_LEVEL` or
+/// below, else the secure is abandoned (counted and reported). Returns the IRQL it read.
+///
+/// # Safety
+///
+/// `handle` is a live secure made in `process`'s context, released once, here, and `process`
+/// cannot have come to name another process since: the caller holds a reference on it, or it is
+/// the process that owns this thread (see `SecureRegion::scope`).
+#[inline(always)]
+pub(crate) unsafe fn unsecure_or_abandon(handle: NonNull<c_void>, process: PEPROCESS) -> u8 {
     let irql = kernel::irql();
     if irql <= SECURE_MAX && kernel::current_process() == process {
         // SAFETY: the caller's handle is live; this thread is in the securing process's context
-        // at an IRQL the routine allows.
+        // (the caller's contract makes the pointer comparison an identity) at an IRQL the
+        // routine allows.
         unsafe { kernel::unsecure(handle.as_ptr()) };
     } else {
         abandon(handle, process);
     }
-    // SAFETY: the caller gives up the reference it carries; the IRQL is the one read above
-    // (the unsecure returns at the IRQL it was called at).
-    unsafe { dereference_at(process, irql) };
+    irql
 }
 
 /// Leaves a secure standing: counts it and reports it (see [`abandoned_secures`]). Out of line

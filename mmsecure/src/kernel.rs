@@ -5,7 +5,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use mmsecure_sys as sys;
 
-use crate::{context, Error};
+use crate::Error;
 
 /// The current IRQL.
 #[inline]
@@ -24,6 +24,19 @@ pub(crate) fn current_process() -> sys::PEPROCESS {
 
 /// `ObfReferenceObject` on the current process, for a region or a slice made in its context: its
 /// `PEPROCESS` then names this process until the matching [`dereference`].
+/// Whether `process`, the current process, is the process that owns this thread: the thread is
+/// in its own context, not attached. The ids of two live processes differ (the kernel frees a
+/// process's id only when its object is deleted), and both are live here: the thread keeps its
+/// own process, and the caller is in `process`'s context.
+#[inline]
+pub(crate) fn is_own_process(process: sys::PEPROCESS) -> bool {
+    // SAFETY: `process` is the current process, a live object while this thread runs in it;
+    // the routine reads its id, at any IRQL.
+    let current = unsafe { sys::PsGetProcessId(process) };
+    // SAFETY: reads the current thread's own state, at any IRQL.
+    current == unsafe { sys::PsGetCurrentProcessId() }
+}
+
 pub(crate) fn reference_current() -> sys::PEPROCESS {
     let process = current_process();
     // SAFETY: the current process is a live object while this thread runs in it; callers are at
@@ -140,7 +153,15 @@ static SECURE_EX: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 fn secure_ex_routine() -> Result<Option<sys::PFN_MM_SECURE_VIRTUAL_MEMORY_EX>, Error> {
     let mut found = SECURE_EX.load(Ordering::Acquire);
     if found.is_null() {
-        context::require_irql(context::LOOKUP_MAX)?;
+        // `MmGetSystemRoutineAddress` runs at PASSIVE_LEVEL only. Checked here rather than with
+        // `context::require_irql`, so that this module, which `context` calls, calls nothing back.
+        let irql = irql();
+        if irql > sys::PASSIVE_LEVEL {
+            return Err(Error::IrqlTooHigh {
+                irql,
+                max: sys::PASSIVE_LEVEL,
+            });
+        }
         let mut name = SECURE_EX_NAME;
         let mut string = sys::UNICODE_STRING {
             Length: (name.len() * 2) as u16,

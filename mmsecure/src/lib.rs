@@ -309,6 +309,7 @@ mod process_ref;
 mod raw;
 mod reader;
 mod region;
+mod scope;
 mod span;
 mod stack_bound;
 pub mod status;

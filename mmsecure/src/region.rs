@@ -255,6 +255,32 @@ impl SecureRegion {
 
     /// Wraps what a secure routine returned for a checked range, with a reference on the
     /// process it was made in.
+    /// A region over a secure already made, which holds a reference on `process` unless the
+    /// caller makes sure it is never dropped as a `SecureRegion` (see `scope`).
+    #[inline]
+    pub(crate) fn from_parts(
+        handle: NonNull<c_void>,
+        address: NonNull<u8>,
+        len: usize,
+        mode: ProbeMode,
+        process: PEPROCESS,
+    ) -> SecureRegion {
+        SecureRegion {
+            handle,
+            address,
+            len,
+            mode,
+            process,
+            _context: PhantomData,
+        }
+    }
+
+    /// The secure's handle and the process it was made in.
+    #[inline]
+    pub(crate) fn handle_and_process(&self) -> (NonNull<c_void>, PEPROCESS) {
+        (self.handle, self.process)
+    }
+
     #[inline]
     fn adopt(
         handle: mmsecure_sys::HANDLE,
@@ -333,8 +359,10 @@ impl SecureRegion {
     /// The process that secured the range, as `IoGetCurrentProcess` named it then: attach to it
     /// (`KeStackAttachProcess`) to use or drop the region from another context.
     ///
-    /// The region holds a reference on the process object, so the pointer stays valid (for
-    /// `KeStackAttachProcess` from another thread, say) while the region stands. To use it
+    /// The region holds a reference on the process object (or, made by
+    /// [`scope`](Self::scope) on a thread in its own process, the thread's own reference stands
+    /// for it), so the pointer stays valid (for `KeStackAttachProcess` from another thread, say)
+    /// while the region stands. To use it
     /// after the region is gone, take a reference of your own: [`process_ref`](Self::process_ref).
     ///
     /// ```
@@ -370,7 +398,9 @@ impl SecureRegion {
     /// # Ok::<(), mmsecure::Error>(())
     /// ```
     pub fn process_ref(&self) -> Result<ProcessRef, Error> {
-        // SAFETY: the region holds a reference on its process.
+        // SAFETY: the process object is alive while the region stands: the region holds a
+        // reference on it, or (a scope's region) it is the process that owns the thread running
+        // the scope, and a thread keeps its process object.
         unsafe { ProcessRef::to_referenced(self.process) }
     }
 
@@ -591,7 +621,7 @@ impl fmt::Debug for SecureRegion {
 
 /// Checks a range and returns its start as non-null.
 #[inline]
-fn checked_start(address: UserPtr, len: usize) -> Result<NonNull<u8>, Error> {
+pub(crate) fn checked_start(address: UserPtr, len: usize) -> Result<NonNull<u8>, Error> {
     user_range::check(address.addr(), len)?;
     NonNull::new(address.addr() as *mut u8).ok_or(Error::NullAddress)
 }

@@ -46,6 +46,10 @@ const FUNCTIONS: &[&str] = &[
     "MmUnsecureVirtualMemory", // lower-case "s": "Unsecure", not "UnSecure"
     "MmGetSystemRoutineAddress",
     "IoGetCurrentProcess",
+    // Whether the thread runs in its own process or is attached to another (the id of the
+    // current process against the id of the thread's own), for `SecureRegion::scope`.
+    "PsGetProcessId",
+    "PsGetCurrentProcessId",
     // A reference on the process object for as long as a secure stands (the x64 exports behind
     // the ObReferenceObject / ObDereferenceObject macros).
     "ObfReferenceObject",

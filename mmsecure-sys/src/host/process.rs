@@ -14,7 +14,7 @@ use super::misuse::Misuse;
 use super::object;
 use super::secure::{self, Owner, SecureSpan};
 use super::status::{Status, STATUS_GUARD_PAGE_VIOLATION, STATUS_PROCESS_IS_TERMINATING};
-use super::thread::Attach;
+use super::thread::{self, Attach};
 use super::vad::{AddressSpace, VadKind};
 use crate::{UserPtr, MM_SECURE_EXCLUSIVE, PAGE_READONLY, PEPROCESS};
 
@@ -270,6 +270,44 @@ impl Process {
     /// ```
     pub fn attach(&self) -> Attach {
         Attach::new(self)
+    }
+
+    /// Runs `f` on a new thread of this process and returns what it returns (a panic in `f` is
+    /// resumed here): the thread is owned by the process and runs in its context without an
+    /// attach, as an application's thread does when it calls into a driver (an IOCTL sent with
+    /// `DeviceIoControl` reaches a top-level driver's dispatch routine on the caller's thread).
+    /// [`Process::attach`] is what a thread that belongs elsewhere does.
+    ///
+    /// The difference shows in `PsGetCurrentProcessId`, which names the process that owns the
+    /// thread, attached or not: [`Process::id`] here, System's (4) on a thread of the test
+    /// binary. The thread keeps its process object alive until `f` returns, as a thread holds a
+    /// reference on its process.
+    ///
+    /// ```
+    /// use mmsecure_sys::host::Process;
+    /// use mmsecure_sys::{IoGetCurrentProcess, PsGetCurrentProcessId, PsGetProcessId};
+    ///
+    /// let app = Process::new();
+    /// let (current, own) = app.run_thread(|| {
+    ///     // SAFETY: the model answers from thread-locals.
+    ///     let ids = unsafe { (PsGetProcessId(IoGetCurrentProcess()), PsGetCurrentProcessId()) };
+    ///     (ids.0 as u64, ids.1 as u64) // ids, to be sent back to this thread
+    /// });
+    /// assert_eq!(current, own); // in its own process
+    /// assert_eq!(own, app.id());
+    ///
+    /// let _attached = app.attach(); // this thread belongs to System
+    /// // SAFETY: as above.
+    /// assert_ne!(unsafe { PsGetProcessId(IoGetCurrentProcess()) }, unsafe { PsGetCurrentProcessId() });
+    /// ```
+    pub fn run_thread<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        std::thread::scope(|scope| {
+            let thread = scope.spawn(|| thread::as_thread_of(self, f));
+            match thread.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ProcessState> {

@@ -10,7 +10,7 @@ use core::slice;
 use super::object;
 use super::process::Unsecured;
 use super::secure::{self, KNOWN_FLAGS};
-use super::thread::{current_eprocess, current_process, require_irql, stop};
+use super::thread::{current_eprocess, current_pid, current_process, own_pid, require_irql, stop};
 use super::version::{windows_build, FIRST_BUILD_WITH_SECURE_EX};
 use super::HIGHEST_USER_ADDRESS;
 use crate::{
@@ -162,6 +162,49 @@ pub unsafe extern "C" fn IoGetCurrentProcess() -> PEPROCESS {
     current_eprocess().unwrap_or_else(object::system_eprocess)
 }
 
+/// `PsGetCurrentProcessId`: the id of the process that owns the current thread, whatever process
+/// it is attached to (WRK ps/create.c L2387-L2390: the thread's `Cid.UniqueProcess`, set from its
+/// process at creation, L411). On a thread of the test binary that is System's, 4; on one that
+/// [`Process::run_thread`](super::Process::run_thread) made, that process's id.
+///
+/// # Safety
+///
+/// None on the host.
+#[no_mangle]
+pub unsafe extern "C" fn PsGetCurrentProcessId() -> HANDLE {
+    pid_handle(own_pid())
+}
+
+/// `PsGetProcessId`: the id of the process `Process` names (WRK ps/pshelper.c L158-L162, its
+/// `UniqueProcessId`). An id stays the process's until its object is deleted (ps/psdelete.c
+/// `PspProcessDelete` L1594-L1595 frees it there), so two live processes never share one.
+///
+/// # Safety
+///
+/// `Process` names a live process object. The model stops the binary for one that names none:
+/// the kernel would read freed pool (`PAGE_FAULT_IN_NONPAGED_AREA`, 0x50, or a stale id).
+#[no_mangle]
+pub unsafe extern "C" fn PsGetProcessId(Process: PEPROCESS) -> HANDLE {
+    if current_eprocess() == Some(Process) {
+        return pid_handle(current_pid());
+    }
+    if Process == object::system_eprocess() {
+        return pid_handle(0);
+    }
+    match object::process_of(Process) {
+        Some(process) => pid_handle(process.id()),
+        None => stop(format_args!(
+            "PAGE_FAULT_IN_NONPAGED_AREA (bug check 0x50): PsGetProcessId({Process:p}) on no live \
+             process object: a stale or made-up pointer, whose memory may be freed"
+        )),
+    }
+}
+
+/// A process id as the kernel hands it out, a `HANDLE`: the model's 0 (System) is Windows' 4.
+fn pid_handle(pid: u64) -> HANDLE {
+    (if pid == 0 { 4 } else { pid }) as usize as HANDLE
+}
+
 /// `ObfReferenceObject` (behind the `ObReferenceObject` macro), for process objects: one more
 /// reference on the process `Object` names, which keeps it (and its `EPROCESS` value) alive
 /// until the matching [`ObfDereferenceObject`]. Returns the new count of driver references.
@@ -216,6 +259,10 @@ fn routine_address(name: &[u16]) -> Option<PVOID> {
         MmGetSystemRoutineAddress as *const () as usize
     } else if is("IoGetCurrentProcess") {
         IoGetCurrentProcess as *const () as usize
+    } else if is("PsGetCurrentProcessId") {
+        PsGetCurrentProcessId as *const () as usize
+    } else if is("PsGetProcessId") {
+        PsGetProcessId as *const () as usize
     } else {
         return None;
     };

@@ -19,6 +19,37 @@ std::thread_local! {
     static IRQL: Cell<KIRQL> = const { Cell::new(PASSIVE_LEVEL) };
     /// How many [`Attach`] guards of this thread stand.
     static ATTACH_DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// The id of the process that owns this thread (0: System), attached elsewhere or not: what
+    /// `PsGetCurrentProcessId` answers. Set by [`Process::run_thread`] only.
+    static OWN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The id of the process that owns this thread, 0 for System.
+#[inline]
+pub(crate) fn own_pid() -> u64 {
+    OWN.try_with(Cell::get).unwrap_or(0)
+}
+
+/// Runs `f` on this thread as a thread of `process`: owned by it (`PsGetCurrentProcessId` names
+/// it) and in its context without an attach, as a thread of an application is when it calls a
+/// driver. `process` is held until `f` returns, as a thread's reference keeps its process object
+/// (WRK ps/create.c `PspCreateThread` L345-L364 takes it; ps/psdelete.c `PspThreadDelete` L1677
+/// drops it). Afterwards the thread is a System thread again.
+pub(crate) fn as_thread_of<R>(process: &Process, f: impl FnOnce() -> R) -> R {
+    struct Own(Option<Process>);
+    impl Drop for Own {
+        fn drop(&mut self) {
+            let _ = OWN.try_with(|own| own.set(0));
+            drop(set_current(None));
+            drop(self.0.take());
+        }
+    }
+    let own = Own(Some(process.clone()));
+    let _ = OWN.try_with(|slot| slot.set(process.id()));
+    drop(set_current(Some(process.clone())));
+    let result = f();
+    drop(own);
+    result
 }
 
 /// The current process as the hot paths see it.
