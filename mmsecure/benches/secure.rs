@@ -113,6 +113,14 @@ pub extern "C" fn mmsecure_bench_wrapper(address: *const u8, len: usize) -> bool
     SecureRegion::new(address, len, ProbeMode::ReadWrite).is_ok()
 }
 
+/// Secure + unsecure through `SecureRegion::scope` with an empty body (issue #21): on a thread
+/// of the process, as the bench runs it, the scope takes no process reference.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mmsecure_bench_scoped(address: *const u8, len: usize) -> bool {
+    SecureRegion::scope(address, len, ProbeMode::ReadWrite, |_| ()).is_ok()
+}
+
 /// A 16-byte request header, as a driver reads one (row 4).
 #[derive(Clone, Copy, AnyBitPattern)]
 #[bytemuck(crate = "mmsecure::bytemuck")]
@@ -377,6 +385,36 @@ fn secure_drop_row(config: &Config) -> Row {
         ratio_low: pair.ratio_low,
         ratio_high: pair.ratio_high,
         goal: Goal::AtMost(1.05),
+    }
+}
+
+/// Row 1b: `SecureRegion::scope` against the raw pair, both on a thread of the process (in its
+/// own context, not attached), where the scope needs no process reference (issue #21).
+fn scoped_row(config: &Config) -> Row {
+    let process = Process::new();
+    process.set_double_fetch_detection(false);
+    let page = allocate(&process, PAGE_SIZE) as usize;
+    let config = *config;
+    let pair = process.run_thread(move || {
+        let page = page as *const u8;
+        compare(
+            &config,
+            &mut || assert!(mmsecure_bench_raw(black_box(page), black_box(PAGE_SIZE))),
+            &mut || assert!(mmsecure_bench_scoped(black_box(page), black_box(PAGE_SIZE))),
+        )
+    });
+    Row {
+        id: "secure_scoped".to_owned(),
+        what: "secure + end of scope, 1 page".to_owned(),
+        baseline_name: "raw pair",
+        baseline: pair.baseline_ns,
+        measured_name: "SecureRegion::scope",
+        measured: pair.measured_ns,
+        unit: "ns",
+        ratio: pair.ratio,
+        ratio_low: pair.ratio_low,
+        ratio_high: pair.ratio_high,
+        goal: Goal::AtMost(1.03),
     }
 }
 
@@ -834,6 +872,17 @@ fn run_op(name: &str, iters: u64) -> Result<(), String> {
         repeat(op, page, iters);
         return Ok(());
     }
+    if name == "scoped" || name == "raw-own-thread" {
+        let op: Op = if name == "scoped" {
+            mmsecure_bench_scoped
+        } else {
+            mmsecure_bench_raw
+        };
+        let (process, page) = with_standing(0);
+        let page = page as usize;
+        process.run_thread(move || repeat(op, page as *mut u8, iters));
+        return Ok(());
+    }
     let (op, standing): (Op, usize) = match name {
         "empty" => (mmsecure_bench_empty, 0),
         "raw" => (mmsecure_bench_raw, 0),
@@ -842,7 +891,8 @@ fn run_op(name: &str, iters: u64) -> Result<(), String> {
             Some(Ok(standing)) => (mmsecure_bench_raw, standing),
             _ => {
                 return Err(format!(
-                    "unknown op `{other}` (empty, raw, wrapper, read-value, reader, \
+                    "unknown op `{other}` (empty, raw, wrapper, scoped, raw-own-thread, \
+                     region-read, reader, c-idiom, read-user, read-user-secure, capture, \
                      standing-<count>)"
                 ))
             }
@@ -892,7 +942,7 @@ fn main() -> ExitCode {
         };
     }
 
-    let mut rows = vec![secure_drop_row(&config)];
+    let mut rows = vec![secure_drop_row(&config), scoped_row(&config)];
     rows.extend(copy_rows(&config));
     rows.extend(standing_rows(&config));
     rows.push(reader_row(&config));

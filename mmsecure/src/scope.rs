@@ -40,7 +40,7 @@ impl SecureRegion {
     ///   let the process go, and attach to a new process at the same address; only a reference
     ///   rules that out.
     ///
-    /// Which case holds is read before the secure: the id of the current process
+    /// Which case holds is read right after the secure: the id of the current process
     /// (`PsGetProcessId(IoGetCurrentProcess())`) against the id of the thread's own
     /// (`PsGetCurrentProcessId`, the thread's `Cid.UniqueProcess`: WRK `ps/create.c` L2387-L2390).
     /// Both processes are alive then, and two live processes never share an id (the kernel frees
@@ -81,10 +81,11 @@ impl SecureRegion {
     ) -> Result<R, Error> {
         let address = checked_start(address.into(), len)?;
         context::require_irql(context::SECURE_MAX)?;
-        let process = kernel::current_process();
-        let attached = !kernel::is_own_process(process);
         let handle = kernel::secure(address.as_ptr() as usize, len, mode.into_raw());
         let handle = NonNull::new(handle).ok_or(Error::Refused)?;
+        // The process the secure was made in: nothing ran on this thread since.
+        let process = kernel::current_process();
+        let attached = !kernel::is_own_process(process);
         if attached {
             // SAFETY: the current process is alive (the attach that put this thread in its
             // context holds a reference), at the IRQL <= APC_LEVEL checked above.

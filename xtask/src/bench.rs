@@ -266,6 +266,9 @@ struct Counts {
     empty: f64,
     raw: f64,
     wrapper: f64,
+    /// Issue #21: the raw pair and `SecureRegion::scope`, both on a thread of the process.
+    raw_own_thread: f64,
+    scoped: f64,
     /// `SecureRegion::read::<Header>(0)` and a reader's `read::<Header>()`, 16 bytes (issue #14).
     region_read: f64,
     reader: f64,
@@ -289,6 +292,8 @@ fn instruction_counts(root: &Path, binary: &Path, iters: u64) -> crate::Result<C
     let empty = per_op("empty", "mmsecure_bench_empty")?;
     let raw = per_op("raw", "mmsecure_bench_raw")? - empty;
     let wrapper = per_op("wrapper", "mmsecure_bench_wrapper")? - empty;
+    let raw_own_thread = per_op("raw-own-thread", "mmsecure_bench_raw")? - empty;
+    let scoped = per_op("scoped", "mmsecure_bench_scoped")? - empty;
     let region_read = per_op("region-read", "mmsecure_bench_region_read")? - empty;
     let reader = per_op("reader", "mmsecure_bench_reader")? - empty;
     let c_idiom = per_op("c-idiom", "mmsecure_bench_c_idiom")? - empty;
@@ -305,6 +310,8 @@ fn instruction_counts(root: &Path, binary: &Path, iters: u64) -> crate::Result<C
         empty,
         raw,
         wrapper,
+        raw_own_thread,
+        scoped,
         region_read,
         reader,
         standing,
@@ -427,6 +434,10 @@ fn table(machine: &str, options: &Options, rows: &[Row], counts: Option<&Counts>
     // count get it first, named for its baseline and its measured side.
     let counted = |id: &str, c: &Counts| match id {
         "secure_drop" => Some((("raw pair", c.raw), ("SecureRegion", c.wrapper))),
+        "secure_scoped" => Some((
+            ("raw pair", c.raw_own_thread),
+            ("SecureRegion::scope", c.scoped),
+        )),
         "reader_header" => Some((
             ("SecureRegion::read", c.region_read),
             ("Reader::read", c.reader),
@@ -441,7 +452,7 @@ fn table(machine: &str, options: &Options, rows: &[Row], counts: Option<&Counts>
     };
     let in_order = rows
         .iter()
-        .filter(|row| row.id == "secure_drop")
+        .filter(|row| row.id == "secure_drop" || row.id == "secure_scoped")
         .chain(
             rows.iter()
                 .filter(|row| row.id.starts_with("read_") || row.id.starts_with("write_")),
@@ -527,7 +538,8 @@ fn table(machine: &str, options: &Options, rows: &[Row], counts: Option<&Counts>
     }
     let _ = writeln!(
         out,
-        "ratios: secure + drop = SecureRegion / raw pair (instructions or ns); copies = \
+        "ratios: secure + drop = SecureRegion (or SecureRegion::scope) / raw pair (instructions or \
+         ns); copies = \
          throughput / copy_nonoverlapping's (GB = 1e9 bytes); standing = cost / cost with 10 \
          standing; header = Reader::read / SecureRegion::read"
     );

@@ -10,7 +10,7 @@ use core::slice;
 use super::object;
 use super::process::Unsecured;
 use super::secure::{self, KNOWN_FLAGS};
-use super::thread::{current_eprocess, current_pid, current_process, own_pid, require_irql, stop};
+use super::thread::{current_eprocess, current_fast, current_process, own_pid, require_irql, stop};
 use super::version::{windows_build, FIRST_BUILD_WITH_SECURE_EX};
 use super::HIGHEST_USER_ADDRESS;
 use crate::{
@@ -185,16 +185,25 @@ pub unsafe extern "C" fn PsGetCurrentProcessId() -> HANDLE {
 /// the kernel would read freed pool (`PAGE_FAULT_IN_NONPAGED_AREA`, 0x50, or a stale id).
 #[no_mangle]
 pub unsafe extern "C" fn PsGetProcessId(Process: PEPROCESS) -> HANDLE {
-    if current_eprocess() == Some(Process) {
-        return pid_handle(current_pid());
+    // The common call, on the current process: read from the thread's context, no lock.
+    let current = current_fast();
+    if current.eprocess == Process as usize && current.eprocess != 0 {
+        return current.pid as usize as HANDLE;
     }
-    if Process == object::system_eprocess() {
+    process_id_elsewhere(Process)
+}
+
+/// `PsGetProcessId` of a process other than the current one: from the object table.
+#[cold]
+#[inline(never)]
+fn process_id_elsewhere(process: PEPROCESS) -> HANDLE {
+    if process == object::system_eprocess() {
         return pid_handle(0);
     }
-    match object::process_of(Process) {
+    match object::process_of(process) {
         Some(process) => pid_handle(process.id()),
         None => stop(format_args!(
-            "PAGE_FAULT_IN_NONPAGED_AREA (bug check 0x50): PsGetProcessId({Process:p}) on no live \
+            "PAGE_FAULT_IN_NONPAGED_AREA (bug check 0x50): PsGetProcessId({process:p}) on no live \
              process object: a stale or made-up pointer, whose memory may be freed"
         )),
     }
