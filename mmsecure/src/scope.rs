@@ -97,7 +97,9 @@ impl SecureRegion {
             )),
             referenced: attached,
         };
-        Ok(f(&scope.region))
+        let result = f(&scope.region);
+        scope.end();
+        Ok(result)
     }
 }
 
@@ -109,9 +111,20 @@ struct Scope {
     referenced: bool,
 }
 
-impl Drop for Scope {
+impl Scope {
+    /// Ends the scope where `f` returned. Written out in `scope` rather than left to the drop,
+    /// which only an unwinding `f` reaches: so in a driver (panics abort) the unsecure is inlined
+    /// into the function that secured, where `cargo xtask bench --disasm-check` follows it.
     #[inline(always)]
-    fn drop(&mut self) {
+    fn end(self) {
+        let mut this = ManuallyDrop::new(self);
+        this.release();
+    }
+
+    /// Releases the secure, and the reference if the scope took one. Called once: by `end`, or
+    /// by the drop of a scope that `end` did not consume.
+    #[inline(always)]
+    fn release(&mut self) {
         let (handle, process) = self.region.handle_and_process();
         if self.referenced {
             // SAFETY: the scope's live secure, made in `process`'s context, with the reference
@@ -122,5 +135,11 @@ impl Drop for Scope {
             // which keeps the object alive, so no other process can have its address.
             let _irql = unsafe { context::unsecure_or_abandon(handle, process) };
         }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        self.release();
     }
 }

@@ -512,6 +512,18 @@ fn check(
         "the no-flags secure was skipped under Wine (its stub raises)",
         detail,
     );
+    let (ok, detail) = text("ScopedCopy", "Skipped(Wine)");
+    record(
+        ok,
+        "the scoped secure was skipped under Wine (the same stub)",
+        detail,
+    );
+    let (ok, detail) = text("Pairs", "Skipped(Wine)");
+    record(
+        ok,
+        "the measured secure pairs were skipped under Wine (the same stub)",
+        detail,
+    );
 
     let (ok, detail) = text("SliceCopy", "Ok");
     record(

@@ -9,7 +9,9 @@ use mmsecure::sys::UNICODE_STRING;
 use mmsecure::{ProbeMode, SecureFlags, SecureRegion};
 
 use crate::ntoskrnl::{DriverObject, KeBugCheckEx, NTSTATUS, STATUS_SUCCESS};
-use crate::request::{copy_request, copy_request_unsecured, error_name, REQUEST_LEN};
+use crate::request::{
+    copy_request, copy_request_scoped, copy_request_unsecured, error_name, REQUEST_LEN,
+};
 use crate::user_buffer::UserBuffer;
 
 /// The pattern the driver puts in the user buffer and expects back from each copy.
@@ -65,8 +67,12 @@ pub unsafe extern "system" fn DriverEntry(
             // Wine's MmSecureVirtualMemory raises: see the crate docs.
             if under_wine {
                 report::outcome("SecureCopy", "Skipped(Wine)");
+                report::outcome("ScopedCopy", "Skipped(Wine)");
+                report::outcome("Pairs", "Skipped(Wine)");
             } else {
                 secure_copy("SecureCopy", &buffer, SecureFlags::empty());
+                scoped_copy("ScopedCopy", &buffer);
+                pairs("Pairs", &buffer);
             }
             guard::copy_from_no_access_page(&buffer);
             guard::call_raising_stub(&buffer);
@@ -149,6 +155,25 @@ fn secure_copy(name: &str, buffer: &UserBuffer, flags: SecureFlags) {
         Err(error) => error_name(error),
     };
     report::outcome(name, text);
+}
+
+/// Runs [`copy_request_scoped`] on `buffer` and reports the outcome under `name`.
+fn scoped_copy(name: &str, buffer: &UserBuffer) {
+    let text = match copy_request_scoped(buffer.as_ptr(), buffer.len()) {
+        Ok(copy) if copy.to_bytes() == PATTERN => "Ok",
+        Ok(_) => "Mismatch",
+        Err(error) => error_name(error),
+    };
+    report::outcome(name, text);
+}
+
+/// Runs the three measured pairs of [`pairs`](crate::pairs) on `buffer`: `Ok` if each secured.
+fn pairs(name: &str, buffer: &UserBuffer) {
+    let (user, len) = (buffer.as_ptr(), buffer.len());
+    let all = crate::pairs::sample_raw_pair(user, len)
+        && crate::pairs::sample_region_pair(user, len)
+        && crate::pairs::sample_scoped_pair(user, len);
+    report::outcome(name, if all { "Ok" } else { "Failed" });
 }
 
 /// Runs [`copy_request_unsecured`] on `buffer` and reports the outcome under `name`.

@@ -128,6 +128,8 @@ mod load_config;
 #[cfg(not(test))]
 pub mod ntoskrnl;
 #[cfg(not(test))]
+pub mod pairs;
+#[cfg(not(test))]
 pub mod report;
 pub mod request;
 #[cfg(not(test))]

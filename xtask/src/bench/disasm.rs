@@ -61,6 +61,16 @@ pub const ALLOWED_WHILE_SECURED: &[Allowed] = &[
               increments the object's count",
     },
     Allowed {
+        routine: "PsGetProcessId",
+        why: "SecureRegion::scope reads the id of the process it secured in (issue #21): a \
+              field read, which tells with PsGetCurrentProcessId whether the thread is attached",
+    },
+    Allowed {
+        routine: "PsGetCurrentProcessId",
+        why: "SecureRegion::scope reads the id of the process that owns the thread (issue #21): \
+              a field read; in its own process the scope needs no object reference",
+    },
+    Allowed {
         routine: "mmsecure_sys_copy_guarded",
         why: "the sample copies its request out before the drop; on Windows that copy is \
               mmsecure-sys's guarded copy (x86_64: one `rep movsb`; ARM64: an ldp/stp loop), an \
@@ -431,7 +441,154 @@ fn analyse(insns: &[Instruction], symbols: &Symbols) -> Report {
              to check"
         ));
     }
+    report.text.push_str(&pair_costs(&code, symbols));
     report
+}
+
+/// The sample's measured pairs (`samples/driver/src/pairs.rs`): the raw routines, then the two
+/// wrappers with their goals in added kernel calls (issue #21).
+pub(crate) const PAIRS: [(&str, &str, Option<usize>); 3] = [
+    ("sample_raw_pair", "raw pair", None),
+    ("sample_region_pair", "SecureRegion::new + drop", Some(2)),
+    ("sample_scoped_pair", "SecureRegion::scope", Some(0)),
+];
+
+/// Calls that read the current thread's or a process's state and do nothing else: no lock, no
+/// interlocked operation (on Windows x64 a few loads each).
+pub(crate) const ACCESSORS: &[&str] = &[
+    "IoGetCurrentProcess",
+    "PsGetProcessId",
+    "PsGetCurrentProcessId",
+];
+
+/// A function's success path, from its entry to its return: the one with the fewest
+/// instructions among those that call the unsecure and not the abandon. Its instruction count
+/// (the `ret` included, the callees not) and the routines it calls, in order.
+fn success_path(code: &Code<'_>, start: u64, end: u64) -> Option<(usize, Vec<String>)> {
+    let first = *code.index.get(&start)?;
+    let mut best: Option<(usize, Vec<String>)> = None;
+    let mut stack = vec![(first, 0usize, Vec::<String>::new())];
+    let mut walked = 0;
+    while let Some((mut at, mut count, mut calls)) = stack.pop() {
+        walked += 1;
+        if walked > MAX_PATHS {
+            return None;
+        }
+        loop {
+            let insn = code.insns.get(at)?;
+            count += 1;
+            if count > 4096 {
+                break; // a loop: not a success path of a pair
+            }
+            let leaves = |calls: &[String]| {
+                calls.iter().any(|c| c == UNSECURE)
+                    && !calls.iter().any(|c| demangle(c).contains(ABANDON))
+            };
+            match insn.flow_control() {
+                FlowControl::Next => at += 1,
+                FlowControl::Call | FlowControl::IndirectCall => {
+                    calls.push(code.name_of(insn));
+                    at += 1;
+                }
+                FlowControl::Return => {
+                    if leaves(&calls) && best.as_ref().is_none_or(|b| count < b.0) {
+                        best = Some((count, calls));
+                    }
+                    break;
+                }
+                FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch => {
+                    let inside = match target_of(insn) {
+                        Target::Direct(t) if t >= start && t < end => code.index.get(&t).copied(),
+                        _ => None,
+                    };
+                    if insn.flow_control() == FlowControl::ConditionalBranch {
+                        if let Some(taken) = inside {
+                            stack.push((taken, count, calls.clone()));
+                        }
+                        at += 1;
+                    } else if let Some(taken) = inside {
+                        at = taken;
+                    } else {
+                        // A tail jump: the call it makes, then the return.
+                        calls.push(code.name_of(insn));
+                        if leaves(&calls) && best.as_ref().is_none_or(|b| count < b.0) {
+                            best = Some((count, calls));
+                        }
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+    best
+}
+
+/// `calls` less one of each of `raw`'s (a multiset difference), in order.
+fn added_calls(calls: &[String], raw: &[String]) -> Vec<String> {
+    let mut raw = raw.to_vec();
+    calls
+        .iter()
+        .filter(|call| match raw.iter().position(|r| r == *call) {
+            Some(at) => {
+                raw.remove(at);
+                false
+            }
+            None => true,
+        })
+        .cloned()
+        .collect()
+}
+
+/// The table of what `SecureRegion::new` + drop and `SecureRegion::scope` add to the raw pair on
+/// their success path in the driver: instructions, and kernel calls against their goals.
+fn pair_costs(code: &Code<'_>, symbols: &Symbols) -> String {
+    let mut out = String::from(
+        "[disasm] success paths of the sample's pairs (entry to return, the fewest instructions \
+         that unsecure; callees not counted):\n",
+    );
+    let mut raw: Option<(usize, Vec<String>)> = None;
+    for (symbol, what, goal) in PAIRS {
+        let found = symbols
+            .by_address
+            .iter()
+            .find(|(_, name)| name.as_str() == symbol)
+            .and_then(|(address, _)| symbols.function_of(*address))
+            .and_then(|(start, end)| success_path(code, start, end));
+        let Some((count, calls)) = found else {
+            let _ = writeln!(out, "  {what:<26} ({symbol}): no success path found");
+            continue;
+        };
+        match (&raw, goal) {
+            (Some((raw_count, raw_calls)), Some(goal)) => {
+                let added = added_calls(&calls, raw_calls);
+                let working = added
+                    .iter()
+                    .filter(|c| !ACCESSORS.contains(&c.as_str()))
+                    .count();
+                let verdict = if added.len() <= goal { "met" } else { "MISSED" };
+                let _ = writeln!(
+                    out,
+                    "  {what:<26} {count:>4} instructions, {:+} over the raw pair; {} kernel \
+                     call(s) added (goal <= {goal}: {verdict}), {working} of them beyond the \
+                     accessors ({}): {}",
+                    count as i64 - *raw_count as i64,
+                    added.len(),
+                    ACCESSORS.join(", "),
+                    added.join(", ")
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "  {what:<26} {count:>4} instructions, calling {}",
+                    calls.join(", ")
+                );
+                raw = Some((count, calls));
+            }
+        }
+    }
+    out
 }
 
 /// Where the handle is on a path: the full registers holding it, and for each value the path
@@ -858,6 +1015,26 @@ mod tests {
 
     fn fails_with(report: &Report, what: &str) -> bool {
         report.failures.iter().any(|f| f.contains(what))
+    }
+
+    #[test]
+    fn the_success_path_is_the_shortest_that_unsecures_and_counts_what_it_calls() {
+        let code = secured(|asm| asm.call(PROCESS_THUNK));
+        let insns = x86::decode(&[(CALLER, &code.0)]);
+        let symbols = Symbols::from_map(MAP);
+        let code = Code {
+            insns: &insns,
+            index: insns.iter().enumerate().map(|(i, n)| (n.ip(), i)).collect(),
+            symbols: &symbols,
+        };
+        let (count, calls) = success_path(&code, CALLER, CALLER + 0x100).unwrap();
+        // test, je, mov, call, test, je, mov, call, mov, call, ret; the exit path has no unsecure.
+        assert_eq!(count, 11);
+        assert_eq!(calls, [SECURE, "IoGetCurrentProcess", UNSECURE]);
+        let raw = [SECURE.to_owned(), UNSECURE.to_owned()];
+        assert_eq!(added_calls(&calls, &raw), ["IoGetCurrentProcess"]);
+        let twice = ["a", "b", "a"].map(str::to_owned);
+        assert_eq!(added_calls(&twice, &["a".to_owned()]), ["b", "a"]);
     }
 
     #[test]
