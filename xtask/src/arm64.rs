@@ -51,6 +51,8 @@ pub const MMSECURE_SYS_IMPORTS: &[&str] = &[
     "MmUnsecureVirtualMemory",
     "MmGetSystemRoutineAddress",
     "IoGetCurrentProcess",
+    "PsGetProcessId",
+    "PsGetCurrentProcessId",
     "ObfReferenceObject",
     "ObfDereferenceObject",
     "RtlUnwindEx",
@@ -73,6 +75,8 @@ const MUST_IMPORT: &[&str] = &[
     "ObfReferenceObject",
     "ObfDereferenceObject",
     "IoGetCurrentProcess",
+    "PsGetProcessId",
+    "PsGetCurrentProcessId",
     "MmHighestUserAddress",
 ];
 const MUST_NOT_IMPORT: &str = "MmSecureVirtualMemoryEx";

@@ -49,6 +49,9 @@ const MUST_IMPORT: &[&str] = &[
     // Every region holds a reference on its process (issue #12).
     "ObfReferenceObject",
     "ObfDereferenceObject",
+    // SecureRegion::scope tells its thread's own process from an attached one (issue #21).
+    "PsGetProcessId",
+    "PsGetCurrentProcessId",
     // The highest user address ranges are checked against, a data export (issue #12).
     "MmHighestUserAddress",
 ];

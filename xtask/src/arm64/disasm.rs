@@ -97,7 +97,7 @@ struct State {
     known: BTreeMap<u8, Known>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Known {
     Address(u64),
     LoadedFrom(u64),
@@ -168,8 +168,82 @@ fn step(state: &mut State, word: u32, pc: u64) {
     state.compared = compared;
 }
 
-/// Walks every path from `from` inside `range`.
-fn follow(code: &Code<'_>, from: u64, range: (u64, u64)) -> Vec<Walked> {
+/// The addresses the nonvolatile registers (x19-x28) hold on every path from the function's
+/// start to the call at `site`: a slot loaded before a secure (LLVM hoists `adrp` + `ldr` of an
+/// import it calls twice) still names the routine a `blr` after it calls. Only what all paths
+/// agree on is kept; a path the walk cannot follow, or too many, keeps nothing.
+fn known_at(code: &Code<'_>, site: u64, range: (u64, u64)) -> BTreeMap<u8, Known> {
+    let inside = |t: u64| t >= range.0 && t < range.1;
+    let mut agreed: Option<BTreeMap<u8, Known>> = None;
+    let mut stack = vec![State {
+        at: range.0,
+        calls: Vec::new(),
+        visited: HashSet::new(),
+        handle: Vec::new(),
+        compared: None,
+        known: BTreeMap::new(),
+    }];
+    let mut walked = 0;
+    while let Some(mut state) = stack.pop() {
+        walked += 1;
+        if walked > MAX_PATHS {
+            return BTreeMap::new();
+        }
+        loop {
+            let pc = state.at;
+            if pc == site {
+                after_call(&mut state);
+                let known = state.known;
+                agreed = Some(match agreed {
+                    None => known,
+                    Some(mut so_far) => {
+                        so_far.retain(|r, k| known.get(r) == Some(k));
+                        so_far
+                    }
+                });
+                break;
+            }
+            let Some(&word) = code.words.get(&pc).filter(|_| inside(pc)) else {
+                return BTreeMap::new();
+            };
+            if !state.visited.insert(pc) {
+                break;
+            }
+            match a64::flow(word, pc) {
+                Flow::Next => {
+                    step(&mut state, word, pc);
+                    state.at += 4;
+                }
+                Flow::Call(_) | Flow::CallRegister(_) => {
+                    after_call(&mut state);
+                    state.at += 4;
+                }
+                Flow::Jump(target) if inside(target) => state.at = target,
+                Flow::Branch(target, _) => {
+                    state.compared = None;
+                    if inside(target) {
+                        stack.push(State {
+                            at: target,
+                            ..state.clone()
+                        });
+                    }
+                    state.at += 4;
+                }
+                // Leaves the function without reaching the site.
+                Flow::Jump(_) | Flow::JumpRegister(_) | Flow::Return | Flow::Trap => break,
+            }
+        }
+    }
+    agreed.unwrap_or_default()
+}
+
+/// Walks every path from `from` inside `range`, with `known` the addresses registers hold there.
+fn follow(
+    code: &Code<'_>,
+    from: u64,
+    range: (u64, u64),
+    known: BTreeMap<u8, Known>,
+) -> Vec<Walked> {
     let mut done = Vec::new();
     let mut stack = vec![State {
         at: from,
@@ -177,7 +251,7 @@ fn follow(code: &Code<'_>, from: u64, range: (u64, u64)) -> Vec<Walked> {
         visited: HashSet::new(),
         handle: vec![0],
         compared: None,
-        known: BTreeMap::new(),
+        known,
     }];
     let inside = |t: u64| t >= range.0 && t < range.1;
     while let Some(mut state) = stack.pop() {
@@ -470,7 +544,12 @@ fn analyse(code: &Code<'_>, functions: &[(u64, u64)]) -> Analysis {
             continue;
         }
         checked += 1;
-        let paths = follow(code, site + 4, (start, end));
+        let paths = follow(
+            code,
+            site + 4,
+            (start, end),
+            known_at(code, *site, (start, end)),
+        );
         let at = format!("after the {SECURE} call at {site:#x} ({function})");
         let mut unsecured = 0;
         let _ = writeln!(
@@ -572,7 +651,12 @@ mod tests {
                 .collect(),
             names: &names,
         };
-        follow(&code, BASE + 4, (BASE, BASE + 4 * words.len() as u64))
+        follow(
+            &code,
+            BASE + 4,
+            (BASE, BASE + 4 * words.len() as u64),
+            BTreeMap::new(),
+        )
     }
 
     const RET: u32 = 0xd65f_03c0;
@@ -616,6 +700,73 @@ mod tests {
         let ends: Vec<End> = walk(&words).into_iter().map(|p| p.end).collect();
         assert!(!ends.contains(&End::Refused), "{ends:?}");
         assert!(ends.iter().any(|e| matches!(e, End::Leaked(_))), "{ends:?}");
+    }
+
+    /// Walks `words` from BASE with the secure call at `site`, seeding the registers as
+    /// `analyse` does; `SLOT` is KeGetCurrentIrql's import slot.
+    fn walk_from_start(words: &[u32], site: u64) -> Vec<Walked> {
+        let names: BTreeMap<u64, String> = [
+            (SECURE_THUNK, SECURE),
+            (UNSECURE_THUNK, UNSECURE),
+            (SLOT, "KeGetCurrentIrql"),
+        ]
+        .into_iter()
+        .map(|(a, n)| (a, n.to_owned()))
+        .collect();
+        let code = Code {
+            words: words
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (BASE + 4 * i as u64, *w))
+                .collect(),
+            names: &names,
+        };
+        let range = (BASE, BASE + 4 * words.len() as u64);
+        follow(&code, site + 4, range, known_at(&code, site, range))
+    }
+
+    const SLOT: u64 = 0x1_4000_3008;
+    /// `adrp x21, SLOT's page` at BASE, `ldr x21, [x21, #8]`, `blr x21`.
+    const ADRP_X21: u32 = 0xd000_0015;
+    const LDR_X21: u32 = 0xf940_06b5;
+    const BLR_X21: u32 = 0xd63f_02a0;
+
+    #[test]
+    fn a_slot_loaded_before_the_secure_names_the_call_after_it() {
+        let words = [
+            ADRP_X21,
+            LDR_X21,
+            bl(BASE + 8, SECURE_THUNK),
+            MOV_X19_X0,
+            cbz(BASE + 16, BASE + 36, 19),
+            BLR_X21,
+            MOV_X0_X19,
+            bl(BASE + 28, UNSECURE_THUNK),
+            RET,
+        ];
+        let paths = walk_from_start(&words, BASE + 8);
+        let unsecured: Vec<&Walked> = paths.iter().filter(|p| p.end == End::Unsecured).collect();
+        assert_eq!(unsecured.len(), 1);
+        assert_eq!(unsecured[0].calls, ["KeGetCurrentIrql"]);
+        // A path that reaches the secure without the load leaves the register unknown.
+        let words = [
+            ADRP_X21,
+            cbz(BASE + 4, BASE + 12, 1),
+            LDR_X21,
+            bl(BASE + 12, SECURE_THUNK),
+            MOV_X19_X0,
+            cbz(BASE + 20, BASE + 40, 19),
+            BLR_X21,
+            MOV_X0_X19,
+            bl(BASE + 32, UNSECURE_THUNK),
+            RET,
+        ];
+        let paths = walk_from_start(&words, BASE + 12);
+        assert!(
+            paths.iter().any(|p| matches!(p.end, End::Unfollowable(_))),
+            "{:?}",
+            paths.iter().map(|p| &p.end).collect::<Vec<_>>()
+        );
     }
 
     #[test]
