@@ -36,8 +36,9 @@
 //! [`SecureRegion::writer`] writes a reply the same way. For a request that is one value,
 //! [`read_user`] probes and copies once in one call, with no secure; a [`UserSlice`] reads a
 //! request in parts the same way (a probe, guarded copies, no secure), and
-//! [`capture_unicode_string`] captures a `UNICODE_STRING`. Secure a range the driver keeps using
-//! (the guide's "which one do I use" table).
+//! [`capture_unicode_string`] captures a `UNICODE_STRING`. Secure a range the driver keeps using:
+//! for the rest of the call with [`SecureRegion::scope`] (no process reference on the caller's
+//! own thread), beyond it with [`SecureRegion::new`] (the guide's "which one do I use" table).
 //!
 //! ## Typed copies
 //!
@@ -218,7 +219,8 @@
 //!   `DriverEntry` to have that done once.
 //! - A region holds a reference on its process object (`ObfReferenceObject`), so its `PEPROCESS`
 //!   cannot be freed and reused by another process while it stands; copies compare it with the
-//!   current process ([`Error::WrongProcess`]).
+//!   current process ([`Error::WrongProcess`]). A [`SecureRegion::scope`] on a thread in its own
+//!   process leans on the thread's reference instead.
 //! - Drop unsecures only in that process's context at `APC_LEVEL` or below. Anywhere else it does
 //!   not call the kernel: the secure stays until the process exits, and
 //!   [`abandoned_secures`] counts it. Drop never panics.
