@@ -35,6 +35,11 @@ fn secure_region_is_five_words_and_option_costs_nothing() {
     // handle, address, len, mode (padded to a word) and the securing process.
     assert_eq!(size_of::<SecureRegion>(), 5 * size_of::<usize>());
     assert_eq!(size_of::<Option<SecureRegion>>(), size_of::<SecureRegion>());
+    // The handle's niche holds the error's tag too: a constructor returns five words.
+    assert_eq!(
+        size_of::<Result<SecureRegion, mmsecure::Error>>(),
+        size_of::<SecureRegion>()
+    );
 }
 
 #[test]
