@@ -202,8 +202,12 @@ struct World {
     kernel_finished: [[AtomicUsize; ALL_SLOTS]; 2],
     /// User commits started on each allocation.
     commits_started: [[AtomicUsize; ALL_SLOTS]; 2],
+    /// User commits finished on each allocation: fewer than started while one runs.
+    commits_finished: [[AtomicUsize; ALL_SLOTS]; 2],
     /// Decommits of size 0 at the base started on each allocation.
     wholesale_started: [[AtomicUsize; ALL_SLOTS]; 2],
+    /// And finished: fewer than started while one runs.
+    wholesale_finished: [[AtomicUsize; ALL_SLOTS]; 2],
     removals: [[Mutex<()>; ALL_SLOTS]; 2],
 }
 
@@ -236,7 +240,9 @@ impl World {
             kernel_started: Default::default(),
             kernel_finished: Default::default(),
             commits_started: Default::default(),
+            commits_finished: Default::default(),
             wholesale_started: Default::default(),
+            wholesale_finished: Default::default(),
             removals: Default::default(),
         }
     }
@@ -288,8 +294,22 @@ impl World {
     /// L813-L821, protect.c L2679; issue #22), so such a secure is exempt too.
     fn decommitted_wholesale(&self, held: &Held) -> bool {
         held.flags & MM_SECURE_NO_CHANGE == 0
-            && self.wholesale_started[held.process][held.slot].load(Ordering::SeqCst)
-                > held.wholesale_before
+            && (held.wholesale_running
+                || self.wholesale_started[held.process][held.slot].load(Ordering::SeqCst)
+                    > held.wholesale_before)
+    }
+
+    /// Whether a user commit on the allocation is running now, as far as two counter reads can
+    /// tell: finished read first, so a commit that starts between the reads counts as running.
+    fn commit_running(&self, process: usize, slot: usize) -> bool {
+        let finished = self.commits_finished[process][slot].load(Ordering::SeqCst);
+        self.commits_started[process][slot].load(Ordering::SeqCst) != finished
+    }
+
+    /// Whether a decommit of size 0 at the base is running now (as [`World::commit_running`]).
+    fn wholesale_running(&self, process: usize, slot: usize) -> bool {
+        let finished = self.wholesale_finished[process][slot].load(Ordering::SeqCst);
+        self.wholesale_started[process][slot].load(Ordering::SeqCst) != finished
     }
 
     /// Whether a user commit may have run on `held`'s allocation since it was made by WRK's large
@@ -298,8 +318,9 @@ impl World {
     /// issue #22), so such a secure is exempt.
     fn committed_over_unprobed(&self, held: &Held) -> bool {
         held.unprobed
-            && self.commits_started[held.process][held.slot].load(Ordering::SeqCst)
-                > held.commits_before
+            && (held.commit_running
+                || self.commits_started[held.process][held.slot].load(Ordering::SeqCst)
+                    > held.commits_before)
     }
 
     /// Whether `held` is exempt from the invariant: a USER_MODE_ONLY secure whose allocation a
@@ -344,8 +365,13 @@ struct Held {
     snapshot: Option<Vec<Option<u32>>>,
     /// User commits started on the allocation just before securing.
     commits_before: usize,
+    /// Whether a user commit on the allocation was running when the secure was made: it may take
+    /// effect after the secure and its snapshot without being counted as started since.
+    commit_running: bool,
     /// Decommits of size 0 at the base started on the allocation just before securing.
     wholesale_before: usize,
+    /// Whether such a decommit was running when the secure was made (as `commit_running`).
+    wholesale_running: bool,
     /// Made, as the harness predicts, by WRK's large path: no probe, its pages untouched.
     unprobed: bool,
 }
@@ -413,7 +439,8 @@ fn violation(world: &World, held: &Held) -> Option<String> {
         let now = protections(world, held.process, held.slot);
         let commits = world.commits_started[held.process][held.slot].load(Ordering::SeqCst);
         for (page, (before, now)) in snapshot.iter().zip(&now).enumerate() {
-            if let Some(before) = before.filter(|_| commits == held.commits_before) {
+            let no_commit = commits == held.commits_before && !held.commit_running;
+            if let Some(before) = before.filter(|_| no_commit) {
                 if now.map(|p| p & !PAGE_GUARD) != Some(before & !PAGE_GUARD) {
                     return Some(format!(
                         "NO_CHANGE page {page} went {before:#x} -> {now:x?} under {held:x?}"
@@ -460,7 +487,9 @@ fn run_thread(world: &World, thread: usize, ops: &[Op]) -> Result<Vec<Held>, Str
                     PAGE_READWRITE
                 };
                 let kernel_finished = world.kernel_finished(process, slot);
+                let commit_running = world.commit_running(process, slot);
                 let commits_before = world.commits_started[process][slot].load(Ordering::SeqCst);
+                let wholesale_running = world.wholesale_running(process, slot);
                 let wholesale_before =
                     world.wholesale_started[process][slot].load(Ordering::SeqCst);
                 let handle = try_secure_ex(address, len, probe, flags);
@@ -483,7 +512,9 @@ fn run_thread(world: &World, thread: usize, ops: &[Op]) -> Result<Vec<Held>, Str
                     kernel_finished,
                     snapshot,
                     commits_before,
+                    commit_running,
                     wholesale_before,
+                    wholesale_running,
                     unprobed: false,
                 });
             }
@@ -499,6 +530,8 @@ fn run_thread(world: &World, thread: usize, ops: &[Op]) -> Result<Vec<Held>, Str
                 } else {
                     PAGE_READWRITE
                 };
+                let commit_running = world.commit_running(process, large);
+                let wholesale_running = world.wholesale_running(process, large);
                 let commits_before = world.commits_started[process][large].load(Ordering::SeqCst);
                 let handle = try_secure_ex(address, LARGE_PAGES * PAGE, probe, flags);
                 if handle.is_null() {
@@ -517,8 +550,10 @@ fn run_thread(world: &World, thread: usize, ops: &[Op]) -> Result<Vec<Held>, Str
                     kernel_finished: world.kernel_finished(process, large),
                     snapshot,
                     commits_before,
+                    commit_running,
                     wholesale_before: world.wholesale_started[process][large]
                         .load(Ordering::SeqCst),
+                    wholesale_running,
                     // A read-write allocation committed with it suits both probes: untouched,
                     // WRK's large path takes it (mapview.c L6125-L6378).
                     unprobed: untouched[process],
@@ -529,6 +564,7 @@ fn run_thread(world: &World, thread: usize, ops: &[Op]) -> Result<Vec<Held>, Str
                 world.commits_started[process][large].fetch_add(1, Ordering::SeqCst);
                 let committed =
                     world.processes[process].commit(address, LARGE_PAGES * PAGE, protect);
+                world.commits_finished[process][large].fetch_add(1, Ordering::SeqCst);
                 if committed.is_err() {
                     return Err(format!("{op:?} failed: {committed:x?}"));
                 }
@@ -585,6 +621,9 @@ fn run_thread(world: &World, thread: usize, ops: &[Op]) -> Result<Vec<Held>, Str
                 let _ = world.request(process, slot, kernel, |mode| {
                     world.processes[process].decommit(address, pages * PAGE, mode)
                 });
+                if pages == 0 && page == 0 {
+                    world.wholesale_finished[process][slot].fetch_add(1, Ordering::SeqCst);
+                }
             }
             Op::Commit {
                 process,
@@ -596,6 +635,7 @@ fn run_thread(world: &World, thread: usize, ops: &[Op]) -> Result<Vec<Held>, Str
                 let address = world.address(process, slot, page * PAGE);
                 world.commits_started[process][slot].fetch_add(1, Ordering::SeqCst);
                 let _ = world.processes[process].commit(address, pages * PAGE, protect);
+                world.commits_finished[process][slot].fetch_add(1, Ordering::SeqCst);
             }
             Op::Remove {
                 process,
