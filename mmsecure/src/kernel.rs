@@ -22,8 +22,6 @@ pub(crate) fn current_process() -> sys::PEPROCESS {
     unsafe { sys::IoGetCurrentProcess() }
 }
 
-/// `ObfReferenceObject` on the current process, for a region or a slice made in its context: its
-/// `PEPROCESS` then names this process until the matching [`dereference`].
 /// Whether `process`, the current process, is the process that owns this thread: the thread is
 /// in its own context, not attached. The ids of two live processes differ (the kernel frees a
 /// process's id only when its object is deleted), and both are live here: the thread keeps its
@@ -37,6 +35,8 @@ pub(crate) fn is_own_process(process: sys::PEPROCESS) -> bool {
     current == unsafe { sys::PsGetCurrentProcessId() }
 }
 
+/// `ObfReferenceObject` on the current process, for a region or a slice made in its context: its
+/// `PEPROCESS` then names this process until the matching [`dereference`].
 pub(crate) fn reference_current() -> sys::PEPROCESS {
     let process = current_process();
     // SAFETY: the current process is a live object while this thread runs in it; callers are at

@@ -103,10 +103,11 @@ impl ProcessRef {
     ///
     /// # Safety
     ///
-    /// `process` names a live process object on which the caller holds a reference.
+    /// `process` names a live process object, kept so for the call: the caller holds a reference
+    /// on it, or it is the process that owns the current thread (which holds one).
     pub(crate) unsafe fn to_referenced(process: PEPROCESS) -> Result<ProcessRef, Error> {
         context::require_irql(context::OBJECT_MAX)?;
-        // SAFETY: the caller's reference keeps the object live; the IRQL was checked above.
+        // SAFETY: the caller's contract keeps the object live; the IRQL was checked above.
         unsafe { kernel::reference(process) };
         Ok(ProcessRef { process })
     }

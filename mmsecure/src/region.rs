@@ -253,12 +253,16 @@ impl SecureRegion {
         SecureRegion::adopt(handle, address, len, mode)
     }
 
-    /// Wraps what a secure routine returned for a checked range, with a reference on the
-    /// process it was made in.
-    /// A region over a secure already made, which holds a reference on `process` unless the
-    /// caller makes sure it is never dropped as a `SecureRegion` (see `scope`).
+    /// A region over a secure already made.
+    ///
+    /// # Safety
+    ///
+    /// `handle` is a live secure of `len` bytes at `address`, made with `mode` in `process`'s
+    /// context, released by nothing else. Its drop unsecures and gives up a reference on
+    /// `process`: the caller holds that reference, or never drops the region as a
+    /// `SecureRegion` and releases the secure itself (`scope`, in a `ManuallyDrop`).
     #[inline]
-    pub(crate) fn from_parts(
+    pub(crate) unsafe fn from_parts(
         handle: NonNull<c_void>,
         address: NonNull<u8>,
         len: usize,
@@ -281,6 +285,8 @@ impl SecureRegion {
         (self.handle, self.process)
     }
 
+    /// Wraps what a secure routine returned for a checked range, with a reference on the
+    /// process it was made in.
     #[inline]
     fn adopt(
         handle: mmsecure_sys::HANDLE,

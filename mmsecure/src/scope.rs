@@ -91,10 +91,12 @@ impl SecureRegion {
             // context holds a reference), at the IRQL <= APC_LEVEL checked above.
             unsafe { kernel::reference(process) };
         }
+        // SAFETY: the secure just made, of `len` bytes at `address` with `mode`, in `process`'s
+        // context; the region stays in a `ManuallyDrop`, and `Scope` releases the secure (and
+        // the reference, when it took one) exactly once.
+        let region = unsafe { SecureRegion::from_parts(handle, address, len, mode, process) };
         let scope = Scope {
-            region: ManuallyDrop::new(SecureRegion::from_parts(
-                handle, address, len, mode, process,
-            )),
+            region: ManuallyDrop::new(region),
             referenced: attached,
         };
         let result = f(&scope.region);

@@ -169,3 +169,101 @@ fn a_panic_inside_unwinds_through_the_unsecure() {
     assert_eq!(app.secure_count(), 0);
     assert!(app.misuses().is_empty());
 }
+
+#[test]
+fn an_application_thread_attached_to_another_process_takes_a_reference() {
+    let (app, other) = (Process::new(), Process::new());
+    let at = buffer(&other);
+    let references = app.run_thread(|| {
+        let _in_other = other.attach();
+        SecureRegion::scope(at, PAGE, ProbeMode::ReadOnly, |_| other.driver_references())
+    });
+    assert_eq!(references, Ok(1));
+    assert_eq!((other.driver_references(), other.secure_count()), (0, 0));
+    assert!(other.misuses().is_empty() && app.misuses().is_empty());
+}
+
+/// As the attach-ending test above, on an application thread: a check that only told System
+/// threads from the others would take no reference here and unsecure in the newcomer.
+#[test]
+fn an_application_thread_that_ends_its_attach_inside_cannot_unsecure_at_the_same_address() {
+    let app = Process::new();
+    let other = Process::new();
+    let at = buffer(&other);
+    let (stale, other_id) = (other.eprocess() as usize, other.id());
+    app.run_thread(move || {
+        let attach = other.attach();
+        let (newcomer, in_newcomer) =
+            SecureRegion::scope(at, PAGE, ProbeMode::ReadWrite, move |_| {
+                drop(attach);
+                drop(other);
+                let newcomer = Process::new();
+                let in_newcomer = newcomer.attach();
+                (newcomer, in_newcomer)
+            })
+            .unwrap();
+        assert_ne!(newcomer.eprocess() as usize, stale);
+        let seen = newcomer.misuses();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            (seen[0].kind, seen[0].owner_pid),
+            (MisuseKind::Abandoned, Some(other_id))
+        );
+        drop(in_newcomer);
+    });
+}
+
+#[test]
+fn attached_back_to_its_own_process_a_scope_takes_none_and_abandons_when_that_attach_ends() {
+    let (app, other) = (Process::new(), Process::new());
+    let at = buffer(&app);
+    app.run_thread(|| {
+        let in_other = other.attach();
+        let back_home = app.attach();
+        let references = SecureRegion::scope(at, PAGE, ProbeMode::ReadOnly, |_| {
+            let references = app.driver_references();
+            drop(back_home); // back in `other` at the end
+            references
+        });
+        assert_eq!(references, Ok(0));
+        drop(in_other);
+    });
+    assert_eq!((app.secure_count(), app.abandoned_secures()), (1, 1));
+}
+
+#[test]
+fn a_panic_in_an_attached_scope_gives_up_its_reference_too() {
+    let app = Process::new();
+    let at = buffer(&app);
+    let _in_app = app.attach();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = SecureRegion::scope(at, PAGE, ProbeMode::ReadOnly, |_| panic!("in the scope"));
+    }));
+    assert!(unwound.is_err());
+    assert_eq!((app.secure_count(), app.driver_references()), (0, 0));
+    assert!(app.misuses().is_empty());
+}
+
+#[test]
+fn inside_a_scope_process_ref_outlives_it_and_apc_level_still_unsecures() {
+    let app = Process::new();
+    let at = buffer(&app);
+    let kept = app.run_thread(|| {
+        SecureRegion::scope(at, PAGE, ProbeMode::ReadOnly, |region| {
+            let kept = region.process_ref().unwrap();
+            let raised = host::raise_irql(APC_LEVEL);
+            // Nested: an inner scope over the same range, made and ended at APC_LEVEL.
+            let inner = SecureRegion::scope(at, PAGE, ProbeMode::ReadOnly, |_| app.secure_count());
+            assert_eq!(inner, Ok(2));
+            (kept.as_ptr() as usize, raised)
+        })
+        .map(|(kept, raised)| {
+            drop(raised);
+            kept
+        })
+    });
+    assert_eq!(kept, Ok(app.eprocess() as usize));
+    // The ProcessRef was dropped on the thread; the secures ended at APC_LEVEL all the same.
+    assert_eq!((app.secure_count(), app.driver_references()), (0, 0));
+    assert_eq!(app.abandoned_secures(), 0);
+}
