@@ -96,6 +96,26 @@ fn dereferencing_without_a_reference_is_a_bug_check() {
 }
 
 #[test]
+fn dereferencing_the_current_process_without_a_reference_is_a_bug_check() {
+    // Attached: the model's fast path for the current process checks the count too.
+    let stderr = stopped_child(
+        "dereferencing_the_current_process_without_a_reference_is_a_bug_check",
+        || {
+            let process = Process::new();
+            let _in_process = process.attach();
+            reference(process.eprocess());
+            dereference(process.eprocess());
+            dereference(process.eprocess());
+        },
+    );
+    assert!(
+        stderr.contains("REFERENCE_BY_POINTER (bug check 0x18)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("without a reference"), "{stderr}");
+}
+
+#[test]
 fn a_made_up_pointer_is_no_process_object() {
     let stderr = stopped_child("a_made_up_pointer_is_no_process_object", || {
         reference(0x1234_5000 as PEPROCESS);

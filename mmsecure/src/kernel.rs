@@ -37,6 +37,7 @@ pub(crate) fn is_own_process(process: sys::PEPROCESS) -> bool {
 
 /// `ObfReferenceObject` on the current process, for a region or a slice made in its context: its
 /// `PEPROCESS` then names this process until the matching [`dereference`].
+#[inline]
 pub(crate) fn reference_current() -> sys::PEPROCESS {
     let process = current_process();
     // SAFETY: the current process is a live object while this thread runs in it; callers are at

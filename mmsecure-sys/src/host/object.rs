@@ -152,6 +152,34 @@ pub(crate) fn reference(object: PEPROCESS) -> usize {
 #[inline]
 pub(crate) fn dereference(object: PEPROCESS) -> usize {
     let current = current_fast();
+    if current.eprocess == object as usize && !current.inner.is_null() {
+        // SAFETY: `current.inner` is the `Arc` pointer of the process this thread is attached
+        // to, kept by the thread's `CURRENT` (see `thread::Current`) for this whole call.
+        let process = unsafe { &*current.inner };
+        // The common case: the current process, with no attach by pointer standing on it, so
+        // that `CURRENT`'s own count stays after this one goes and nothing can be freed here.
+        if process.unreferenced_attaches.load(Ordering::SeqCst) == 0 {
+            let refs = process.driver_refs.fetch_sub(1, Ordering::Relaxed);
+            if refs == 0 {
+                process.driver_refs.fetch_add(1, Ordering::Relaxed);
+                no_reference(object);
+            }
+            // SAFETY: a driver reference stood (the count was positive): a strong count on this
+            // `Arc`, taken by `reference`, given up here, once; `CURRENT` holds another.
+            unsafe { Arc::decrement_strong_count(current.inner) };
+            return refs - 1;
+        }
+    }
+    dereference_elsewhere(object)
+}
+
+/// [`dereference`] of another process than the current one, or of one an attach by pointer
+/// stands on: with the table look-up and the check that the last reference does not go under
+/// such an attach.
+#[cold]
+#[inline(never)]
+fn dereference_elsewhere(object: PEPROCESS) -> usize {
+    let current = current_fast();
     // Off the fast path, the process found in the table, held until the end so that it cannot
     // be freed while it is looked at (a stale call must stop cleanly, not use freed memory).
     let mut found = None;
