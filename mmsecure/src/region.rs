@@ -595,14 +595,9 @@ impl SecureRegion {
             return Err(FromRawError::new(raw, error));
         }
         let (handle, address, len, mode, process) = raw.into_parts();
-        Ok(SecureRegion {
-            handle,
-            address,
-            len,
-            mode,
-            process,
-            _context: PhantomData,
-        })
+        // SAFETY: a raw region's parts are a live secure made in `process`'s context, with the
+        // reference on `process` it carried over from the region it came from; it is consumed.
+        Ok(unsafe { SecureRegion::from_parts(handle, address, len, mode, process) })
     }
 }
 

@@ -633,30 +633,35 @@ mod tests {
         0xb400_0000 | (((((to as i64 - from as i64) / 4) as u32) & 0x7ffff) << 5) | register
     }
 
-    /// Walks `words` (starting at BASE, the secure call first) and returns the path ends.
-    fn walk(words: &[u32]) -> Vec<Walked> {
-        let names: BTreeMap<u64, String> = [
+    /// The thunks' names, and KeGetCurrentIrql's import slot.
+    fn names() -> BTreeMap<u64, String> {
+        [
             (SECURE_THUNK, SECURE),
             (UNSECURE_THUNK, UNSECURE),
             (OTHER_THUNK, "ExAllocatePool2"),
+            (SLOT, "KeGetCurrentIrql"),
         ]
         .into_iter()
         .map(|(a, n)| (a, n.to_owned()))
-        .collect();
-        let code = Code {
-            words: words
-                .iter()
-                .enumerate()
-                .map(|(i, w)| (BASE + 4 * i as u64, *w))
-                .collect(),
-            names: &names,
-        };
-        follow(
-            &code,
-            BASE + 4,
-            (BASE, BASE + 4 * words.len() as u64),
-            BTreeMap::new(),
-        )
+        .collect()
+    }
+
+    /// `words` from BASE, and the function they make.
+    fn code<'a>(words: &[u32], names: &'a BTreeMap<u64, String>) -> (Code<'a>, (u64, u64)) {
+        let range = (BASE, BASE + 4 * words.len() as u64);
+        let words = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (BASE + 4 * i as u64, *w))
+            .collect();
+        (Code { words, names }, range)
+    }
+
+    /// Walks `words` (starting at BASE, the secure call first) and returns the path ends.
+    fn walk(words: &[u32]) -> Vec<Walked> {
+        let names = names();
+        let (code, range) = code(words, &names);
+        follow(&code, BASE + 4, range, BTreeMap::new())
     }
 
     const RET: u32 = 0xd65f_03c0;
@@ -705,23 +710,8 @@ mod tests {
     /// Walks `words` from BASE with the secure call at `site`, seeding the registers as
     /// `analyse` does; `SLOT` is KeGetCurrentIrql's import slot.
     fn walk_from_start(words: &[u32], site: u64) -> Vec<Walked> {
-        let names: BTreeMap<u64, String> = [
-            (SECURE_THUNK, SECURE),
-            (UNSECURE_THUNK, UNSECURE),
-            (SLOT, "KeGetCurrentIrql"),
-        ]
-        .into_iter()
-        .map(|(a, n)| (a, n.to_owned()))
-        .collect();
-        let code = Code {
-            words: words
-                .iter()
-                .enumerate()
-                .map(|(i, w)| (BASE + 4 * i as u64, *w))
-                .collect(),
-            names: &names,
-        };
-        let range = (BASE, BASE + 4 * words.len() as u64);
+        let names = names();
+        let (code, range) = code(words, &names);
         follow(&code, site + 4, range, known_at(&code, site, range))
     }
 
