@@ -15,6 +15,7 @@ mod driver;
 mod hosts;
 mod package;
 mod pe;
+mod walk;
 mod wdk_stand_in;
 mod wine;
 mod x86;

@@ -2,7 +2,7 @@
 //! driver, decoded from its code (see [`super::a64`]), and the check that every path after a
 //! secure calls nothing but what is allowed before its one unsecure.
 //!
-//! The walk is the x64 one: from every `bl` to the `MmSecureVirtualMemory` thunk (or `blr`
+//! The walk is the x64 one, [`crate::walk`]; this is its ARM64 part. From every `bl` to the `MmSecureVirtualMemory` thunk (or `blr`
 //! through its import slot) outside the sample's raw callers, every path through the function
 //! (its bounds from `.pdata`) is followed until it calls `MmUnsecureVirtualMemory` (or
 //! `mmsecure::context::abandon`), leaves the function, or meets what the walk cannot follow.
@@ -19,75 +19,23 @@
 //! `adrp` + `ldr` from an import slot (or `adrp` + `add` to a named function); any other is
 //! "unfollowable" and fails the check.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
-use std::fs;
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::a64::{self, Flow, Test};
+use super::a64::{self, Test};
 use super::unwind;
-use crate::bench::disasm::{
-    Allowed, End, ABANDON, ALLOCATOR_IMPORTS, ALLOCATOR_SYMBOLS, ALLOWED_WHILE_SECURED, MAX_PATHS,
-    RAW_CALLERS,
-};
-use crate::pe;
+use crate::walk::{self, Allowed, Code, Flow, Isa, Target};
 
-const SECURE: &str = "MmSecureVirtualMemory";
-const UNSECURE: &str = "MmUnsecureVirtualMemory";
-
-/// What ARM64 adds to [`ALLOWED_WHILE_SECURED`] (whose x64 entries hold here too).
+/// What ARM64 adds to [`walk::ALLOWED_WHILE_SECURED`] (whose x64 entries hold here too).
 pub const ALLOWED_ON_ARM64: &[Allowed] = &[Allowed {
     routine: "KeGetCurrentIrql",
     why: "on ARM64 reading the IRQL is a call to the HAL's export (wdm.h declares it \
               NTHALAPI there), not a register read; it only reads",
 }];
 
-fn allowed(routine: &str) -> bool {
-    ALLOWED_WHILE_SECURED
-        .iter()
-        .chain(ALLOWED_ON_ARM64)
-        .any(|a| a.routine == routine)
-}
-
-fn demangle(name: &str) -> String {
-    format!("{:#}", rustc_demangle::demangle(name))
-}
-
-/// Names by address from the link map (`Rva+Base`); import slots lose their `__imp_`.
-fn symbols(map: &str) -> BTreeMap<u64, String> {
-    let mut by_address = BTreeMap::new();
-    for line in map.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [place, name, address, ..] = fields.as_slice() else {
-            continue;
-        };
-        if !place.contains(':') || name.starts_with('.') {
-            continue;
-        }
-        let Ok(address) = u64::from_str_radix(address, 16) else {
-            continue;
-        };
-        by_address
-            .entry(address)
-            .or_insert_with(|| name.strip_prefix("__imp_").unwrap_or(name).to_owned());
-    }
-    by_address
-}
-
-/// One path from a secure to where it ends.
-#[derive(Debug, Clone)]
-struct Walked {
-    calls: Vec<String>,
-    end: End,
-    length: usize,
-}
-
-/// A path being walked.
-#[derive(Clone)]
-struct State {
-    at: u64,
-    calls: Vec<String>,
-    visited: HashSet<u64>,
+/// What a path knows of the registers.
+#[derive(Clone, Default)]
+pub(crate) struct Regs {
     /// Registers holding the handle.
     handle: Vec<u8>,
     /// The register `cmp xN, #0` just compared, if it held the handle.
@@ -103,507 +51,147 @@ enum Known {
     LoadedFrom(u64),
 }
 
-impl State {
-    fn end(self, end: End) -> Walked {
-        Walked {
-            length: self.visited.len(),
-            calls: self.calls,
-            end,
+impl Regs {
+    /// What an indirect call or jump through `register` reaches, if the path loaded it.
+    fn through(&self, register: u8) -> Target {
+        match self.known.get(&register) {
+            Some(Known::LoadedFrom(a) | Known::Address(a)) => Target::Held(*a),
+            None => Target::Unknown,
         }
+    }
+
+    /// Follows one non-branch instruction's effect on the handle and the known addresses.
+    fn step(&mut self, word: u32, pc: u64) {
+        let copied = a64::mov_register(word).filter(|(_, src)| self.handle.contains(src));
+        let compared = a64::compares_with_zero(word).filter(|r| self.handle.contains(r));
+        let known = if let Some((rd, page)) = a64::adrp(word, pc) {
+            Some((rd, Known::Address(page)))
+        } else if let Some((rd, rn, imm)) = a64::add_immediate(word) {
+            match self.known.get(&rn) {
+                Some(Known::Address(base)) => Some((rd, Known::Address(base + imm))),
+                _ => None,
+            }
+        } else if let Some((rt, rn, imm)) = a64::load_immediate(word) {
+            match self.known.get(&rn) {
+                Some(Known::Address(base)) => Some((rt, Known::LoadedFrom(base + imm))),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        for written in a64::writes(word) {
+            self.handle.retain(|r| *r != written);
+            self.known.remove(&written);
+        }
+        if let Some((dst, _)) = copied {
+            self.handle.push(dst);
+        }
+        if let Some((register, value)) = known {
+            self.known.insert(register, value);
+        }
+        self.compared = compared;
+    }
+
+    /// What a call leaves: the handle only in x19-x28 (nonvolatile on ARM64), no known
+    /// addresses in volatile registers, the flags unknown.
+    fn after_call(&mut self) {
+        self.handle.retain(|r| (19..=28).contains(r));
+        self.known.retain(|r, _| (19..=28).contains(r));
+        self.compared = None;
     }
 }
 
-/// The code: each instruction word by address, and the names.
-struct Code<'a> {
-    words: BTreeMap<u64, u32>,
-    names: &'a BTreeMap<u64, String>,
-}
+/// ARM64's part of the walk: instruction words, decoded by [`a64`].
+#[derive(Default)]
+pub(crate) struct Arm64;
 
-impl Code<'_> {
-    fn name(&self, address: u64) -> String {
-        self.names
-            .get(&address)
-            .cloned()
-            .unwrap_or_else(|| format!("{address:#x}"))
-    }
+impl Isa for Arm64 {
+    const TAG: &'static str = "[disasm arm64]";
+    const ALLOWED: &'static [Allowed] = ALLOWED_ON_ARM64;
+    const SEEDED: bool = true;
+    type Insn = u32;
+    type Regs = Regs;
 
-    /// The routine a register-indirect call or jump reaches, if the path loaded the register.
-    fn through(&self, state: &State, register: u8) -> Option<String> {
-        match state.known.get(&register)? {
-            Known::LoadedFrom(slot) => self.names.get(slot).cloned(),
-            Known::Address(address) => self.names.get(address).cloned(),
+    fn flow(&mut self, &word: &u32, at: u64, regs: &mut Regs) -> Flow {
+        match a64::flow(word, at) {
+            a64::Flow::Next => {
+                regs.step(word, at);
+                Flow::Next
+            }
+            a64::Flow::Call(target) => {
+                regs.after_call();
+                Flow::Call(Target::Direct(target))
+            }
+            a64::Flow::CallRegister(register) => {
+                let target = regs.through(register);
+                regs.after_call();
+                Flow::Call(target)
+            }
+            a64::Flow::Jump(target) => Flow::Jump(Target::Direct(target)),
+            a64::Flow::JumpRegister(register) => Flow::Jump(regs.through(register)),
+            a64::Flow::Branch(target, test) => {
+                let null = match test {
+                    Test::Zero(r) if regs.handle.contains(&r) => Some(true),
+                    Test::NonZero(r) if regs.handle.contains(&r) => Some(false),
+                    Test::Equal if regs.compared.is_some() => Some(true),
+                    Test::NotEqual if regs.compared.is_some() => Some(false),
+                    _ => None,
+                };
+                regs.compared = None;
+                Flow::Branch(target, null)
+            }
+            a64::Flow::Return => Flow::Return,
+            a64::Flow::Trap => Flow::Trap,
         }
     }
-}
 
-/// Follows one non-branch instruction's effect on the handle and the known addresses.
-fn step(state: &mut State, word: u32, pc: u64) {
-    let copied = a64::mov_register(word).filter(|(_, src)| state.handle.contains(src));
-    let compared = a64::compares_with_zero(word).filter(|r| state.handle.contains(r));
-    let known = if let Some((rd, page)) = a64::adrp(word, pc) {
-        Some((rd, Known::Address(page)))
-    } else if let Some((rd, rn, imm)) = a64::add_immediate(word) {
-        match state.known.get(&rn) {
-            Some(Known::Address(base)) => Some((rd, Known::Address(base + imm))),
-            _ => None,
-        }
-    } else if let Some((rt, rn, imm)) = a64::load_immediate(word) {
-        match state.known.get(&rn) {
-            Some(Known::Address(base)) => Some((rt, Known::LoadedFrom(base + imm))),
-            _ => None,
-        }
-    } else {
+    fn len(_: &u32) -> u64 {
+        4
+    }
+
+    fn text(_: &u32) -> Option<String> {
         None
-    };
-    for written in a64::writes(word) {
-        state.handle.retain(|r| *r != written);
-        state.known.remove(&written);
     }
-    if let Some((dst, _)) = copied {
-        state.handle.push(dst);
-    }
-    if let Some((register, value)) = known {
-        state.known.insert(register, value);
-    }
-    state.compared = compared;
-}
 
-/// The addresses the nonvolatile registers (x19-x28) hold on every path from the function's
-/// start to the call at `site`: a slot loaded before a secure (LLVM hoists `adrp` + `ldr` of an
-/// import it calls twice) still names the routine a `blr` after it calls. Only what all paths
-/// agree on is kept; a path the walk cannot follow, or too many, keeps nothing.
-fn known_at(code: &Code<'_>, site: u64, range: (u64, u64)) -> BTreeMap<u8, Known> {
-    let inside = |t: u64| t >= range.0 && t < range.1;
-    let mut agreed: Option<BTreeMap<u8, Known>> = None;
-    let mut stack = vec![State {
-        at: range.0,
-        calls: Vec::new(),
-        visited: HashSet::new(),
-        handle: Vec::new(),
-        compared: None,
-        known: BTreeMap::new(),
-    }];
-    let mut walked = 0;
-    while let Some(mut state) = stack.pop() {
-        walked += 1;
-        if walked > MAX_PATHS {
-            return BTreeMap::new();
-        }
-        loop {
-            let pc = state.at;
-            if pc == site {
-                after_call(&mut state);
-                let known = state.known;
-                agreed = Some(match agreed {
-                    None => known,
-                    Some(mut so_far) => {
-                        so_far.retain(|r, k| known.get(r) == Some(k));
-                        so_far
-                    }
-                });
-                break;
-            }
-            let Some(&word) = code.words.get(&pc).filter(|_| inside(pc)) else {
-                return BTreeMap::new();
-            };
-            if !state.visited.insert(pc) {
-                break;
-            }
-            match a64::flow(word, pc) {
-                Flow::Next => {
-                    step(&mut state, word, pc);
-                    state.at += 4;
-                }
-                Flow::Call(_) | Flow::CallRegister(_) => {
-                    after_call(&mut state);
-                    state.at += 4;
-                }
-                Flow::Jump(target) if inside(target) => state.at = target,
-                Flow::Branch(target, _) => {
-                    state.compared = None;
-                    if inside(target) {
-                        stack.push(State {
-                            at: target,
-                            ..state.clone()
-                        });
-                    }
-                    state.at += 4;
-                }
-                // Leaves the function without reaching the site.
-                Flow::Jump(_) | Flow::JumpRegister(_) | Flow::Return | Flow::Trap => break,
-            }
+    fn secured(regs: Regs) -> Regs {
+        Regs {
+            handle: vec![0],
+            compared: None,
+            ..regs
         }
     }
-    agreed.unwrap_or_default()
-}
 
-/// Walks every path from `from` inside `range`, with `known` the addresses registers hold there.
-fn follow(
-    code: &Code<'_>,
-    from: u64,
-    range: (u64, u64),
-    known: BTreeMap<u8, Known>,
-) -> Vec<Walked> {
-    let mut done = Vec::new();
-    let mut stack = vec![State {
-        at: from,
-        calls: Vec::new(),
-        visited: HashSet::new(),
-        handle: vec![0],
-        compared: None,
-        known,
-    }];
-    let inside = |t: u64| t >= range.0 && t < range.1;
-    while let Some(mut state) = stack.pop() {
-        if done.len() >= MAX_PATHS {
-            done.push(state.end(End::TooManyPaths));
-            break;
-        }
-        loop {
-            let pc = state.at;
-            let Some(&word) = code.words.get(&pc).filter(|_| inside(pc)) else {
-                done.push(state.end(End::Unfollowable(pc)));
-                break;
-            };
-            if !state.visited.insert(pc) {
-                break;
-            }
-            let call_to = |name: Option<String>| -> Result<String, End> {
-                let name = name.ok_or(End::Unfollowable(pc))?;
-                if name == UNSECURE {
-                    Err(End::Unsecured)
-                } else if demangle(&name).contains(ABANDON) {
-                    Err(End::Abandoned)
-                } else if name == SECURE {
-                    Err(End::SecondSecure(pc))
-                } else {
-                    Ok(name)
-                }
-            };
-            match a64::flow(word, pc) {
-                Flow::Next => {
-                    step(&mut state, word, pc);
-                    state.at += 4;
-                }
-                Flow::Return | Flow::Trap => {
-                    done.push(state.end(End::Leaked(pc)));
-                    break;
-                }
-                Flow::Call(target) => match call_to(Some(code.name(target))) {
-                    Ok(name) => {
-                        state.calls.push(name);
-                        after_call(&mut state);
-                        state.at += 4;
-                    }
-                    Err(end) => {
-                        done.push(state.end(end));
-                        break;
-                    }
-                },
-                Flow::CallRegister(register) => {
-                    let name = code.through(&state, register);
-                    match call_to(name) {
-                        Ok(name) => {
-                            state.calls.push(name);
-                            after_call(&mut state);
-                            state.at += 4;
-                        }
-                        Err(end) => {
-                            done.push(state.end(end));
-                            break;
-                        }
-                    }
-                }
-                Flow::Jump(target) if inside(target) => state.at = target,
-                Flow::Jump(target) => {
-                    let end = if code.name(target) == UNSECURE {
-                        End::Unsecured
-                    } else {
-                        End::Leaked(pc)
-                    };
-                    done.push(state.end(end));
-                    break;
-                }
-                Flow::JumpRegister(register) => {
-                    let end = match code.through(&state, register) {
-                        Some(name) if name == UNSECURE => End::Unsecured,
-                        Some(_) => End::Leaked(pc),
-                        None => End::Unfollowable(pc),
-                    };
-                    done.push(state.end(end));
-                    break;
-                }
-                Flow::Branch(target, test) => {
-                    let (taken_is_null, fallthrough_is_null) = match test {
-                        Test::Zero(r) if state.handle.contains(&r) => (true, false),
-                        Test::NonZero(r) if state.handle.contains(&r) => (false, true),
-                        Test::Equal if state.compared.is_some() => (true, false),
-                        Test::NotEqual if state.compared.is_some() => (false, true),
-                        _ => (false, false),
-                    };
-                    state.compared = None;
-                    if taken_is_null || fallthrough_is_null {
-                        done.push(state.clone().end(End::Refused));
-                    }
-                    if !inside(target) {
-                        if !taken_is_null {
-                            let end = if code.name(target) == UNSECURE {
-                                End::Unsecured
-                            } else {
-                                End::Leaked(pc)
-                            };
-                            done.push(state.clone().end(end));
-                        }
-                        if fallthrough_is_null {
-                            break;
-                        }
-                        state.at += 4;
-                        continue;
-                    }
-                    if taken_is_null {
-                        state.at += 4;
-                    } else if fallthrough_is_null {
-                        state.at = target;
-                    } else {
-                        stack.push(State {
-                            at: target,
-                            ..state.clone()
-                        });
-                        state.at += 4;
-                    }
-                }
-            }
-        }
+    fn meet(into: &mut Regs, other: &Regs) {
+        into.known.retain(|r, k| other.known.get(r) == Some(k));
     }
-    done
-}
-
-/// What a call leaves: the handle only in x19-x28 (nonvolatile on ARM64), no known addresses in
-/// volatile registers, the flags unknown.
-fn after_call(state: &mut State) {
-    state.handle.retain(|r| (19..=28).contains(r));
-    state.known.retain(|r, _| (19..=28).contains(r));
-    state.compared = None;
 }
 
 /// Checks the ARM64 sample driver `sys` with its link map `map`; fails if a path after a secure
 /// does anything but what is allowed and unsecure once, or if anything in it allocates.
 pub fn check_driver(sys: &Path, map: &Path) -> crate::Result {
-    println!("[disasm arm64] {}", sys.display());
-    let map_text =
-        fs::read_to_string(map).map_err(|e| format!("cannot read {}: {e}", map.display()))?;
-    let names = symbols(&map_text);
-    let file = fs::read(sys).map_err(|e| format!("cannot read {}: {e}", sys.display()))?;
-    let image = pe::parse(&file).map_err(|e| format!("{}: {e}", sys.display()))?;
-    let mut words = BTreeMap::new();
-    for (address, bytes) in image.code(&file) {
-        for (i, chunk) in bytes.chunks_exact(4).enumerate() {
-            let word = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-            words.insert(address + 4 * i as u64, word);
-        }
-    }
-    let code = Code {
-        words,
-        names: &names,
-    };
-    // Function bounds from .pdata: every function that calls (the secure routine among them)
-    // has a record.
-    let mut functions = Vec::new();
-    for (start, _) in unwind::pdata(&file)? {
-        let unwind = unwind::unwind_of(&file, start).ok();
-        let length = match unwind {
-            Some(u) => u.length,
-            None => packed_length(&file, start).unwrap_or(0),
-        };
-        functions.push((
-            image.image_base + u64::from(start),
-            image.image_base + u64::from(start + length),
-        ));
-    }
-
-    let mut failures = Vec::new();
-    for name in image.imports.iter().flat_map(|i| &i.names) {
-        if ALLOCATOR_IMPORTS.iter().any(|p| name.starts_with(p)) {
-            failures.push(format!("the driver imports the allocator {name}"));
-        }
-    }
-    for name in names.values() {
-        if ALLOCATOR_SYMBOLS.iter().any(|a| name.contains(a)) {
-            failures.push(format!("the driver contains the allocator symbol {name}"));
-        }
-    }
-
-    let analysis = analyse(&code, &functions);
-    failures.extend(analysis.failures);
-    let (text, checked, skipped) = (analysis.text, analysis.checked, analysis.skipped);
-    // Shows the walk can fail: the same code with every call to the unsecure thunk made a `nop`
-    // must leak on some path.
-    let mut unpatched = code.words.clone();
-    for (pc, word) in unpatched.iter_mut() {
-        if matches!(a64::flow(*word, *pc), Flow::Call(t) if code.name(t) == UNSECURE) {
-            *word = 0xd503_201f;
-        }
-    }
-    let without_unsecure = analyse(
-        &Code {
-            words: unpatched,
-            names: &names,
-        },
-        &functions,
-    );
-    let leaks = without_unsecure
-        .failures
-        .iter()
-        .filter(|f| f.contains("without") || f.contains("no path reaches"))
-        .count();
-    if leaks == 0 {
-        failures.push(format!(
-            "self-check: with every {UNSECURE} call made a nop the walk still passed"
-        ));
-    } else {
-        println!(
-            "[disasm arm64] self-check: with every {UNSECURE} call made a nop, the walk fails \
-             ({leaks} failure(s)), as it must"
-        );
-    }
-    for allowed in ALLOWED_WHILE_SECURED.iter().chain(ALLOWED_ON_ARM64) {
-        println!(
-            "[disasm arm64] allowed while secured: {} ({})",
-            allowed.routine, allowed.why
-        );
-    }
-    print!("{text}");
-    if failures.is_empty() {
-        println!(
-            "[disasm arm64] ok: {checked} secure call site(s) checked ({skipped} raw one(s) of \
-             the sample skipped); after each, one {UNSECURE} (or {ABANDON}) on every path where \
-             the handle is not NULL; nothing called in between but the allowed routines; no \
-             allocator anywhere"
-        );
-        Ok(())
-    } else {
-        Err(format!(
-            "the ARM64 secure + drop disassembly check failed:\n  {}",
-            failures.join("\n  ")
-        )
-        .into())
-    }
-}
-
-/// What [`analyse`] found.
-struct Analysis {
-    text: String,
-    failures: Vec<String>,
-    checked: usize,
-    skipped: usize,
-}
-
-/// Finds every secure call site in `code` and walks its paths inside its function.
-fn analyse(code: &Code<'_>, functions: &[(u64, u64)]) -> Analysis {
-    let names = code.names;
-    let mut failures = Vec::new();
-    // Secure call sites: `bl` to the thunk, or `blr` right after `adrp` + `ldr` of its slot.
-    let mut sites = Vec::new();
-    let mut known = State {
-        at: 0,
-        calls: Vec::new(),
-        visited: HashSet::new(),
-        handle: Vec::new(),
-        compared: None,
-        known: BTreeMap::new(),
-    };
-    for (&pc, &word) in &code.words {
-        match a64::flow(word, pc) {
-            Flow::Call(target) if code.name(target) == SECURE => sites.push(pc),
-            Flow::CallRegister(r) if code.through(&known, r).as_deref() == Some(SECURE) => {
-                sites.push(pc)
+    walk::check_driver::<Arm64>(sys, map, |file, image, symbols| {
+        let mut words = BTreeMap::new();
+        for (address, bytes) in image.code(file) {
+            for (i, chunk) in bytes.chunks_exact(4).enumerate() {
+                let word = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                words.insert(address + 4 * i as u64, word);
             }
-            Flow::Next => step(&mut known, word, pc),
-            _ => known.known.clear(),
         }
-    }
-    let mut text = String::new();
-    let (mut checked, mut skipped) = (0, 0);
-    for site in &sites {
-        let Some(&(start, end)) = functions.iter().find(|(s, e)| s <= site && site < e) else {
-            failures.push(format!(
-                "the {SECURE} call at {site:#x} is in no .pdata function"
-            ));
-            continue;
-        };
-        let function = names
-            .get(&start)
-            .map_or_else(|| format!("{start:#x}"), |n| demangle(n));
-        if RAW_CALLERS.iter().any(|raw| function.contains(raw)) {
-            skipped += 1;
-            let _ = writeln!(
-                text,
-                "[disasm arm64] {SECURE} called at {site:#x} in {function}: the sample's own \
-                 raw call, skipped"
-            );
-            continue;
-        }
-        checked += 1;
-        let paths = follow(
-            code,
-            site + 4,
-            (start, end),
-            known_at(code, *site, (start, end)),
-        );
-        let at = format!("after the {SECURE} call at {site:#x} ({function})");
-        let mut unsecured = 0;
-        let _ = writeln!(
-            text,
-            "[disasm arm64] {SECURE} called at {site:#x} in {function}; {} path(s):",
-            paths.len()
-        );
-        for path in &paths {
-            let stray: Vec<&String> = path.calls.iter().filter(|c| !allowed(c)).collect();
-            if !stray.is_empty() && path.end != End::Refused {
-                failures.push(format!("{at}, {stray:?} called before {UNSECURE}"));
-            }
-            match &path.end {
-                End::Unsecured => unsecured += 1,
-                End::Refused | End::Abandoned => {}
-                End::Leaked(left) => failures.push(format!(
-                    "{at}, a path with a non-NULL handle leaves the function at {left:#x} \
-                     without {UNSECURE}"
-                )),
-                End::SecondSecure(second) => {
-                    failures.push(format!("{at}, a second {SECURE} at {second:#x}"))
-                }
-                End::Unfollowable(there) => failures.push(format!(
-                    "{at}, a jump or call at {there:#x} the check cannot follow"
-                )),
-                End::TooManyPaths => failures.push(format!("{at}, more than {MAX_PATHS} paths")),
-            }
-            let calls = if path.calls.is_empty() {
-                "nothing".to_owned()
-            } else {
-                path.calls.join(", ")
+        // Function bounds from .pdata: every function that calls (the secure routine among
+        // them) has a record.
+        let mut functions = Vec::new();
+        for (start, _) in unwind::pdata(file)? {
+            let length = match unwind::unwind_of(file, start) {
+                Ok(u) => u.length,
+                Err(_) => packed_length(file, start).unwrap_or(0),
             };
-            let _ = writeln!(
-                text,
-                "  {:<22} after {:>3} instruction(s), having called {calls}",
-                format!("{:?}", path.end),
-                path.length
-            );
+            functions.push((
+                image.image_base + u64::from(start),
+                image.image_base + u64::from(start + length),
+            ));
         }
-        if unsecured == 0 {
-            failures.push(format!("{at}, no path reaches {UNSECURE}"));
-        }
-    }
-    if checked == 0 {
-        failures.push(format!(
-            "no {SECURE} call through mmsecure in the driver: nothing checked"
-        ));
-    }
-    Analysis {
-        text,
-        failures,
-        checked,
-        skipped,
-    }
+        Ok(Code::new(words, functions, symbols))
+    })
 }
 
 /// The length of a function whose `.pdata` record holds packed unwind data (Flag 1 or 2):
@@ -619,6 +207,7 @@ fn packed_length(file: &[u8], start: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::walk::{follow, seed, End, Symbols, Walked, SECURE, UNSECURE};
 
     const BASE: u64 = 0x1_4000_1000;
     const SECURE_THUNK: u64 = 0x1_4000_2000;
@@ -634,8 +223,9 @@ mod tests {
     }
 
     /// The thunks' names, and KeGetCurrentIrql's import slot.
-    fn names() -> BTreeMap<u64, String> {
-        [
+    fn names() -> Symbols {
+        let mut symbols = Symbols::default();
+        symbols.by_address = [
             (SECURE_THUNK, SECURE),
             (UNSECURE_THUNK, UNSECURE),
             (OTHER_THUNK, "ExAllocatePool2"),
@@ -643,25 +233,26 @@ mod tests {
         ]
         .into_iter()
         .map(|(a, n)| (a, n.to_owned()))
-        .collect()
+        .collect();
+        symbols
     }
 
     /// `words` from BASE, and the function they make.
-    fn code<'a>(words: &[u32], names: &'a BTreeMap<u64, String>) -> (Code<'a>, (u64, u64)) {
+    fn code<'a>(words: &[u32], names: &'a Symbols) -> (Code<'a, Arm64>, (u64, u64)) {
         let range = (BASE, BASE + 4 * words.len() as u64);
         let words = words
             .iter()
             .enumerate()
             .map(|(i, w)| (BASE + 4 * i as u64, *w))
             .collect();
-        (Code { words, names }, range)
+        (Code::new(words, vec![range], names), range)
     }
 
     /// Walks `words` (starting at BASE, the secure call first) and returns the path ends.
     fn walk(words: &[u32]) -> Vec<Walked> {
         let names = names();
-        let (code, range) = code(words, &names);
-        follow(&code, BASE + 4, range, BTreeMap::new())
+        let (mut code, range) = code(words, &names);
+        follow(&mut code, BASE + 4, range, Arm64::secured(Regs::default()))
     }
 
     const RET: u32 = 0xd65f_03c0;
@@ -711,8 +302,9 @@ mod tests {
     /// `analyse` does; `SLOT` is KeGetCurrentIrql's import slot.
     fn walk_from_start(words: &[u32], site: u64) -> Vec<Walked> {
         let names = names();
-        let (code, range) = code(words, &names);
-        follow(&code, site + 4, range, known_at(&code, site, range))
+        let (mut code, range) = code(words, &names);
+        let seeded = seed(&mut code, site, range);
+        follow(&mut code, site + 4, range, Arm64::secured(seeded))
     }
 
     const SLOT: u64 = 0x1_4000_3008;
