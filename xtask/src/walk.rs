@@ -496,6 +496,7 @@ pub(crate) fn seed<I: Isa>(code: &mut Code<'_, I>, site: u64, range: (u64, u64))
 }
 
 /// What [`analyse`] found.
+#[derive(Default)]
 pub(crate) struct Report {
     /// Secure call sites checked.
     pub(crate) sites: usize,
@@ -516,12 +517,7 @@ pub(crate) fn allowed<I: Isa>(routine: &str) -> bool {
 /// Finds every secure call site in `code` and walks its paths inside its function.
 pub(crate) fn analyse<I: Isa>(code: &mut Code<'_, I>) -> Report {
     let tag = I::TAG;
-    let mut report = Report {
-        sites: 0,
-        skipped: 0,
-        failures: Vec::new(),
-        text: String::new(),
-    };
+    let mut report = Report::default();
     // Secure call sites, with what straight-line code before each has loaded.
     let mut sites = Vec::new();
     let mut regs = I::Regs::default();

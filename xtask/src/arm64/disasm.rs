@@ -280,6 +280,25 @@ mod tests {
         );
     }
 
+    /// The self-check: with the `bl` to the unsecure thunk made a nop, the walk fails.
+    #[test]
+    fn a_walk_without_the_unsecure_call_fails() {
+        let words = [
+            bl(BASE, SECURE_THUNK),
+            MOV_X19_X0,
+            cbz(BASE + 8, BASE + 20, 19),
+            MOV_X0_X19,
+            bl(BASE + 16, UNSECURE_THUNK),
+            RET,
+        ];
+        let names = names();
+        let (mut code, _) = code(&words, &names);
+        let report = walk::analyse(&mut code);
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(report.sites, 1);
+        assert_eq!(walk::leaks_without_unsecure(&mut code), 2);
+    }
+
     #[test]
     fn a_test_of_an_overwritten_register_is_no_null_test() {
         // The handle in x19 is overwritten before the cbz: both ways are followed, and the
