@@ -260,17 +260,21 @@ mod tests {
     const MOV_X0_X19: u32 = 0xaa13_03e0;
     const MOV_X19_X1: u32 = 0xaa01_03f3;
 
-    #[test]
-    fn a_null_test_then_unsecure_passes() {
-        // bl secure; mov x19, x0; cbz x19, ret; mov x0, x19; bl unsecure; ret
-        let words = [
+    /// bl secure; mov x19, x0; cbz x19, ret; mov x0, x19; bl unsecure; ret
+    fn null_test_then_unsecure() -> [u32; 6] {
+        [
             bl(BASE, SECURE_THUNK),
             MOV_X19_X0,
             cbz(BASE + 8, BASE + 20, 19),
             MOV_X0_X19,
             bl(BASE + 16, UNSECURE_THUNK),
             RET,
-        ];
+        ]
+    }
+
+    #[test]
+    fn a_null_test_then_unsecure_passes() {
+        let words = null_test_then_unsecure();
         let ends: Vec<End> = walk(&words).into_iter().map(|p| p.end).collect();
         assert!(ends.contains(&End::Refused));
         assert!(ends.contains(&End::Unsecured));
@@ -283,14 +287,7 @@ mod tests {
     /// The self-check: with the `bl` to the unsecure thunk made a nop, the walk fails.
     #[test]
     fn a_walk_without_the_unsecure_call_fails() {
-        let words = [
-            bl(BASE, SECURE_THUNK),
-            MOV_X19_X0,
-            cbz(BASE + 8, BASE + 20, 19),
-            MOV_X0_X19,
-            bl(BASE + 16, UNSECURE_THUNK),
-            RET,
-        ];
+        let words = null_test_then_unsecure();
         let names = names();
         let (mut code, _) = code(&words, &names);
         let report = walk::analyse(&mut code);
