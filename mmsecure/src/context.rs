@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use mmsecure_sys::{APC_LEVEL, DISPATCH_LEVEL, PEPROCESS};
 
-use crate::{kernel, Error};
+use crate::kernel;
 
 /// The highest IRQL at which the secure routines run, and at which user memory is touched
 /// (`APC_LEVEL`): above it a page fault on pageable user memory bug checks.
@@ -15,15 +15,8 @@ pub(crate) const SECURE_MAX: u8 = APC_LEVEL;
 /// `ObfReferenceObject` and `ObfDereferenceObject` run at `DISPATCH_LEVEL` at most.
 pub(crate) const OBJECT_MAX: u8 = DISPATCH_LEVEL;
 
-/// `Err(Error::IrqlTooHigh)` above `max`, read at run time in every build.
-#[inline]
-pub(crate) fn require_irql(max: u8) -> Result<(), Error> {
-    let irql = kernel::irql();
-    if irql > max {
-        return Err(Error::IrqlTooHigh { irql, max });
-    }
-    Ok(())
-}
+// The IRQL check lives beside the IRQL read, in `kernel`, which calls nothing of this module's.
+pub(crate) use crate::kernel::require_irql;
 
 /// How many secures were left standing because their region was dropped where it could not be
 /// unsecured.

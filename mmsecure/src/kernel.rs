@@ -16,6 +16,16 @@ pub(crate) fn irql() -> u8 {
 }
 
 /// The process whose address space is current on this thread.
+/// `Err(Error::IrqlTooHigh)` above `max`, read at run time in every build.
+#[inline]
+pub(crate) fn require_irql(max: u8) -> Result<(), Error> {
+    let irql = irql();
+    if irql > max {
+        return Err(Error::IrqlTooHigh { irql, max });
+    }
+    Ok(())
+}
+
 #[inline]
 pub(crate) fn current_process() -> sys::PEPROCESS {
     // SAFETY: `IoGetCurrentProcess` takes nothing and may be called at any IRQL.
@@ -154,15 +164,8 @@ static SECURE_EX: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 fn secure_ex_routine() -> Result<Option<sys::PFN_MM_SECURE_VIRTUAL_MEMORY_EX>, Error> {
     let mut found = SECURE_EX.load(Ordering::Acquire);
     if found.is_null() {
-        // `MmGetSystemRoutineAddress` runs at PASSIVE_LEVEL only. Checked here rather than with
-        // `context::require_irql`, so that this module, which `context` calls, calls nothing back.
-        let irql = irql();
-        if irql > sys::PASSIVE_LEVEL {
-            return Err(Error::IrqlTooHigh {
-                irql,
-                max: sys::PASSIVE_LEVEL,
-            });
-        }
+        // `MmGetSystemRoutineAddress` runs at PASSIVE_LEVEL only.
+        require_irql(sys::PASSIVE_LEVEL)?;
         let mut name = SECURE_EX_NAME;
         let mut string = sys::UNICODE_STRING {
             Length: (name.len() * 2) as u16,

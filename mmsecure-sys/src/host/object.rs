@@ -159,18 +159,27 @@ pub(crate) fn dereference(object: PEPROCESS) -> usize {
         // The common case: the current process, with no attach by pointer standing on it, so
         // that `CURRENT`'s own count stays after this one goes and nothing can be freed here.
         if process.unreferenced_attaches.load(Ordering::SeqCst) == 0 {
-            let refs = process.driver_refs.fetch_sub(1, Ordering::Relaxed);
-            if refs == 0 {
-                process.driver_refs.fetch_add(1, Ordering::Relaxed);
-                no_reference(object);
-            }
+            let left = give_up_driver_reference(process, object);
             // SAFETY: a driver reference stood (the count was positive): a strong count on this
             // `Arc`, taken by `reference`, given up here, once; `CURRENT` holds another.
             unsafe { Arc::decrement_strong_count(current.inner) };
-            return refs - 1;
+            return left;
         }
     }
     dereference_elsewhere(object)
+}
+
+/// Takes one driver reference off `process`'s count and returns the count left; with none
+/// standing, the binary stops (`no_reference`), the count as it was.
+#[inline]
+fn give_up_driver_reference(process: &ProcessInner, object: PEPROCESS) -> usize {
+    match process.driver_refs.fetch_sub(1, Ordering::Relaxed) {
+        0 => {
+            process.driver_refs.fetch_add(1, Ordering::Relaxed);
+            no_reference(object)
+        }
+        refs => refs - 1,
+    }
 }
 
 /// [`dereference`] of another process than the current one, or of one an attach by pointer
@@ -198,14 +207,7 @@ fn dereference_elsewhere(object: PEPROCESS) -> usize {
     // SAFETY: `inner` points to a live process: the current one (kept by the thread's
     // `CURRENT`) or the one in `found`.
     let process = unsafe { &*inner };
-    let left = match process.driver_refs.fetch_sub(1, Ordering::Relaxed) {
-        // No reference stood: the binary stops, the count as it was.
-        0 => {
-            process.driver_refs.fetch_add(1, Ordering::Relaxed);
-            no_reference(object)
-        }
-        refs => refs - 1,
-    };
+    let left = give_up_driver_reference(process, object);
     let attaches = process.unreferenced_attaches.load(Ordering::SeqCst);
     if attaches != 0 {
         // SAFETY: `inner` is an `Arc` pointer of a live process (see above); the `Arc` made
